@@ -1,0 +1,22 @@
+"""rntk_empirical: finite-width Elman RNNs vs the infinite-width Recurrent NTK.
+
+Empirical side: :class:`ElmanRNN`, :func:`empirical_ntk`, :func:`empirical_nngp`.
+Analytic side: :func:`analytic_ntk`, :func:`analytic_nngp`.
+Both are driven by one :class:`Architecture`.
+"""
+
+from rntk_empirical.activations import register_nonlinearity
+from rntk_empirical.architecture import Architecture
+from rntk_empirical.empirical import empirical_nngp, empirical_ntk
+from rntk_empirical.network import ElmanRNN
+from rntk_empirical.sequences import Sequences, as_sequences
+
+__all__ = [
+    "Architecture",
+    "ElmanRNN",
+    "Sequences",
+    "as_sequences",
+    "empirical_nngp",
+    "empirical_ntk",
+    "register_nonlinearity",
+]

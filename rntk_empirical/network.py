@@ -1,0 +1,311 @@
+"""The finite Elman RNN of the SPEC (section 1), written as an explicit time loop.
+
+``nn.RNN`` is not used: torch.func cannot batch its fused kernels, and the structured NTK
+needs per-step probes on the pre-activations. The function computed, for layer l, step t:
+
+    g^{l,t} = a_w W^l h^{l,t-1} + a_u U^l h^{l-1,t} + a_b b^l,      h^{l,t} = phi(g^{l,t})
+
+with (a_w, a_u, a_b, a_v) = (s_w/sqrt(n), s_u/sqrt(d_l), s_b, s_v/sqrt(n)) in the ``ntk``
+parameterization (parameters are N(0, 1)) and all ones in ``standard`` (the multipliers are
+folded into the parameters at initialization, so both compute the same function).
+
+Readouts (k outputs = k independent rows of V), with the batch left-padded to T_max:
+
+    last:      f = a_v V h^{L,T}
+    avg:       f = a_v V (1/T) sum_t h^{L,t}
+    per_step:  f = (a_v / sqrt(T)) sum_t V_{T-t} h^{L,t}    (V indexed from the sequence end)
+
+Everything random is drawn on the CPU from generators seeded by ``(seed, tensor name)``, so
+the same seed gives the same network on every device and dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rntk_empirical.activations import get_nonlinearity
+from rntk_empirical.architecture import Architecture
+from rntk_empirical.devices import resolve_device, resolve_dtype
+from rntk_empirical.sequences import Sequences, as_sequences
+
+
+def _generator(seed: int, name: str) -> torch.Generator:
+    digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def _haar_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A Haar-distributed n x n orthogonal matrix (QR of a Gaussian, signs fixed)."""
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, 1.0)[None, :]
+
+
+@dataclass(frozen=True)
+class Multipliers:
+    """The constants a_w, a_u (one per layer), a_b, a_v outside the parameters."""
+
+    w: float
+    u: tuple[float, ...]
+    b: float
+    v: float
+
+
+@dataclass
+class ForwardRecord:
+    """What one direction's forward pass exposes to the structured NTK.
+
+    Attributes:
+        w_inputs: per layer, ``(N, T, n)``: h^{l,t-1}, the input of W^l at step t.
+        u_inputs: per layer, ``(N, T, d_l)``: h^{l-1,t}, the input of U^l at step t.
+        readout: ``(N, F)`` readout features z with f = a_v V z (``per_step``: the
+            ``(N, T*n)`` end-aligned, 1/sqrt(T)-scaled states).
+    """
+
+    w_inputs: list[torch.Tensor]
+    u_inputs: list[torch.Tensor]
+    readout: torch.Tensor
+
+
+class ElmanRNN(nn.Module):
+    """A finite Elman RNN; see the module docstring for the function.
+
+    Args:
+        arch: the :class:`Architecture`.
+        input_dim: feature size m of the inputs.
+        width: hidden width n >= 1.
+        seed: seeds every random draw (weights, shared and per-input initial states).
+        out_dim: number of outputs k (independent rows of V).
+        max_len: required for ``readout="per_step"``: the longest sequence (number of V_t).
+        dtype, device: of the parameters (default float64 on CPU; ``device="auto"`` picks CUDA).
+
+    Call it on a ``(N, T, m)`` tensor or a list of ``(T_i, m)`` tensors; it returns ``(N,)``
+    for ``out_dim=1``, else ``(N, k)``.
+    """
+
+    def __init__(
+        self,
+        arch: Architecture,
+        input_dim: int,
+        width: int,
+        seed: int = 0,
+        out_dim: int = 1,
+        max_len: int | None = None,
+        dtype: torch.dtype | str = torch.float64,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        if not isinstance(arch, Architecture):
+            raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
+        for name, value in (("input_dim", input_dim), ("width", width), ("out_dim", out_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed={seed!r} is not valid; expected an integer")
+        if arch.readout == "per_step":
+            if max_len is None or isinstance(max_len, bool) or not isinstance(max_len, int):
+                raise ValueError(
+                    "readout='per_step' needs max_len=<longest sequence length> "
+                    "(one independent V_t per step)"
+                )
+            if max_len < 1:
+                raise ValueError(f"max_len={max_len!r} is not valid; expected an integer >= 1")
+        self.arch = arch
+        self.input_dim = input_dim
+        self.width = width
+        self.seed = seed
+        self.out_dim = out_dim
+        self.max_len = max_len if arch.readout == "per_step" else None
+        self.nonlinearity = get_nonlinearity(arch.nonlinearity)
+        dtype = resolve_dtype(dtype)
+        device = resolve_device(device)
+
+        n, a = width, arch
+        dims = [input_dim] + [n] * (a.depth - 1)
+        if a.parameterization == "ntk":
+            self.mult = Multipliers(
+                a.sigma_w / math.sqrt(n),
+                tuple(a.sigma_u / math.sqrt(d) for d in dims),
+                a.sigma_b,
+                a.sigma_v / math.sqrt(n),
+            )
+            fold = Multipliers(1.0, (1.0,) * a.depth, 1.0, 1.0)
+        else:
+            self.mult = Multipliers(1.0, (1.0,) * a.depth, 1.0, 1.0)
+            fold = Multipliers(
+                a.sigma_w / math.sqrt(n),
+                tuple(a.sigma_u / math.sqrt(d) for d in dims),
+                a.sigma_b,
+                a.sigma_v / math.sqrt(n),
+            )
+
+        def draw(name: str, *shape: int) -> torch.Tensor:
+            return torch.randn(*shape, generator=_generator(seed, name), dtype=torch.float64)
+
+        params: dict[str, torch.Tensor] = {}
+        for d in range(a.directions):
+            for l in range(a.depth):
+                pre = f"d{d}_l{l}"
+                if a.init == "orthogonal":
+                    W = math.sqrt(n) * _haar_orthogonal(n, _generator(seed, f"{pre}_W"))
+                else:
+                    W = draw(f"{pre}_W", n, n)
+                params[f"{pre}_W"] = fold.w * W
+                params[f"{pre}_U"] = fold.u[l] * draw(f"{pre}_U", n, dims[l])
+                params[f"{pre}_b"] = fold.b * draw(f"{pre}_b", n)
+            vshape = (max_len, out_dim, n) if a.readout == "per_step" else (out_dim, n)
+            params[f"d{d}_V"] = fold.v * draw(f"d{d}_V", *vshape)
+        for name, value in params.items():
+            self.register_parameter(name, nn.Parameter(value.to(device=device, dtype=dtype)))
+        if a.h0 == "shared":
+            xi = torch.stack(
+                [
+                    torch.stack([draw(f"d{d}_l{l}_h0", n) for l in range(a.depth)])
+                    for d in range(a.directions)
+                ]
+            )
+            self.register_buffer("shared_h0", a.sigma_h * xi.to(device=device, dtype=dtype))
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.parameters())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self.parameters())).dtype
+
+    def prepare(self, x, name: str = "x") -> Sequences:
+        """Validate inputs and move them to the network's device and dtype."""
+        seqs = as_sequences(
+            x, input_dim=self.input_dim, dtype=self.dtype, device=self.device, name=name
+        )
+        if self.max_len is not None and seqs.max_len > self.max_len:
+            raise ValueError(
+                f"{name} has a sequence of length {seqs.max_len} but this per_step network "
+                f"has V_t for at most max_len={self.max_len} steps"
+            )
+        return seqs
+
+    def initial_states(self, seqs: Sequences) -> torch.Tensor | None:
+        """``(D, L, N, n)`` initial states, or None for ``h0="zero"``.
+
+        ``per_input`` draws depend only on (seed, sequence content, direction, layer), so a
+        sequence gets the same draw wherever it appears.
+        """
+        a, n = self.arch, self.width
+        if a.h0 == "zero":
+            return None
+        if a.h0 == "shared":
+            return self.shared_h0[:, :, None, :].expand(-1, -1, seqs.n, -1)
+        out = torch.empty(a.directions, a.depth, seqs.n, n, dtype=torch.float64)
+        for i, key in enumerate(seqs.keys):
+            for d in range(a.directions):
+                for l in range(a.depth):
+                    g = _generator(self.seed, f"h0/{key}/d{d}_l{l}")
+                    out[d, l, i] = torch.randn(n, generator=g, dtype=torch.float64)
+        return a.sigma_h * out.to(device=self.device, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def param_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable parameters, detached (for torch.func transforms)."""
+        return {k: v.detach() for k, v in self.named_parameters()}
+
+    def forward(self, x) -> torch.Tensor:
+        seqs = self.prepare(x)
+        out = self.apply_padded(
+            dict(self.named_parameters()),
+            seqs.values,
+            self.direction_values(seqs),
+            seqs.mask,
+            seqs.lengths.to(self.device),
+            self.initial_states(seqs),
+        )
+        return out[:, 0] if self.out_dim == 1 else out
+
+    def direction_values(self, seqs: Sequences) -> torch.Tensor:
+        """``(D, N, T, m)``: the inputs of each direction (the second one reversed)."""
+        if self.arch.bidirectional:
+            return torch.stack([seqs.values, seqs.reversed().values])
+        return seqs.values[None]
+
+    def apply_padded(
+        self,
+        params: dict[str, torch.Tensor],
+        values: torch.Tensor,
+        dir_values: torch.Tensor,
+        mask: torch.Tensor,
+        lengths: torch.Tensor,
+        h0: torch.Tensor | None,
+        probes: torch.Tensor | None = None,
+        records: list[ForwardRecord] | None = None,
+    ) -> torch.Tensor:
+        """The network as a pure function of ``params`` on a padded batch: ``(N, k)``.
+
+        Args:
+            params: name -> tensor, as in ``named_parameters()``.
+            values: ``(N, T, m)`` left-padded inputs (unused beyond shape; kept for clarity).
+            dir_values: ``(D, N, T, m)`` inputs per direction.
+            mask: ``(N, T)`` validity; lengths: ``(N,)``.
+            h0: ``(D, L, N, n)`` initial states or None (zeros).
+            probes: optional ``(D, L, N, T, n)`` added to the pre-activations g^{l,t}; the
+                gradient of the output w.r.t. them is delta^{l,t} = df/dg^{l,t}.
+            records: if a list is given, one :class:`ForwardRecord` per direction is appended.
+        """
+        del values
+        a, m = self.arch, self.mult
+        phi = self.nonlinearity.phi
+        N, T = mask.shape
+        keep = mask[:, :, None]
+        out = 0.0
+        for d in range(a.directions):
+            layer_in = dir_values[d]
+            w_inputs, u_inputs = [], []
+            for l in range(a.depth):
+                W, U, b = (params[f"d{d}_l{l}_{p}"] for p in "WUb")
+                drive = m.u[l] * (layer_in @ U.T) + m.b * b  # (N, T, n): input terms, all t
+                h = h0[d, l] if h0 is not None else drive.new_zeros(N, self.width)
+                # unbind (not indexing) so the backward pass is one stack, not T scatters
+                probe = probes[d, l].unbind(1) if probes is not None else None
+                steps = drive.unbind(1)
+                states, prev = [], []
+                for t in range(T):
+                    g = m.w * (h @ W.T) + steps[t]
+                    if probe is not None:
+                        g = g + probe[t]
+                    prev.append(h)
+                    h = torch.where(keep[:, t], phi(g), h)
+                    states.append(h)
+                if records is not None:
+                    w_inputs.append(torch.stack(prev, 1))
+                    u_inputs.append(layer_in)
+                layer_in = torch.stack(states, 1)
+            z = self._readout_features(layer_in, keep, lengths)
+            V = params[f"d{d}_V"]
+            if a.readout == "per_step":
+                V = V[:T].flip(0).transpose(0, 1).reshape(self.out_dim, T * self.width)
+            out = out + m.v * (z @ V.T)
+            if records is not None:
+                records.append(ForwardRecord(w_inputs, u_inputs, z))
+        return out
+
+    def _readout_features(
+        self, states: torch.Tensor, keep: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """z with f = a_v V z: ``(N, n)``, or ``(N, T*n)`` for per_step."""
+        r = self.arch.readout
+        if r == "last":
+            return states[:, -1]
+        scale = lengths.to(states.dtype)[:, None]
+        if r == "avg":
+            return (states * keep).sum(1) / scale
+        return ((states * keep) / scale.sqrt()[:, :, None]).reshape(states.shape[0], -1)
+
+    def extra_repr(self) -> str:
+        return (
+            f"width={self.width}, input_dim={self.input_dim}, out_dim={self.out_dim}, {self.arch}"
+        )

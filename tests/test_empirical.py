@@ -1,0 +1,135 @@
+"""The three exact empirical-NTK methods agree, and agree with finite differences."""
+
+import pytest
+import torch
+from conftest import DEVICES, rel_err
+from torch.func import functional_call, jacrev
+
+from rntk_empirical import Architecture
+from rntk_empirical.empirical import empirical_nngp, empirical_ntk
+from rntk_empirical.network import ElmanRNN
+
+OPTIONS = [
+    dict(),
+    dict(readout="avg"),
+    dict(readout="per_step"),
+    dict(bidirectional=True),
+    dict(h0="shared", sigma_h=0.7),
+    dict(h0="per_input", sigma_h=0.7),
+    dict(depth=2, nonlinearity="erf"),
+    dict(nonlinearity="tanh", parameterization="standard"),
+    dict(nonlinearity="identity", init="orthogonal", sigma_w=0.9),
+]
+
+
+def mixed(g, lengths=(4, 6, 5), m=3):
+    return [torch.randn(T, m, generator=g) for T in lengths]
+
+
+@pytest.mark.parametrize("kw", OPTIONS, ids=str)
+@pytest.mark.parametrize("out_dim", [1, 2])
+def test_methods_agree(kw, out_dim, rng):
+    x1, x2 = mixed(rng), mixed(rng, (3, 6))
+    model = ElmanRNN(Architecture(**kw), 3, 8, seed=1, out_dim=out_dim, max_len=6)
+    for other in (None, x2):
+        ref = empirical_ntk(model, x1, other, method="structured")
+        expected = (3, 3 if other is None else 2) + ((out_dim, out_dim) if out_dim > 1 else ())
+        assert ref.shape == expected
+        for method in ("jacobian", "ntk_vp"):
+            assert rel_err(empirical_ntk(model, x1, other, method=method), ref) < 1e-10
+
+
+def finite_difference_ntk(model, seqs, eps=1e-6):
+    """J by central differences over every parameter entry, then J J^T."""
+    params = {k: v.detach().clone() for k, v in model.named_parameters()}
+    cols = []
+    for p in params.values():
+        flat = p.view(-1)
+        for i in range(flat.numel()):
+            old = flat[i].item()
+            flat[i] = old + eps
+            up = functional_call(model, params, (seqs,))
+            flat[i] = old - eps
+            down = functional_call(model, params, (seqs,))
+            flat[i] = old
+            cols.append((up - down) / (2 * eps))
+    J = torch.stack(cols, dim=-1)
+    return J @ J.T
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(), dict(readout="avg", depth=2, bidirectional=True, h0="per_input", sigma_h=0.5)],
+    ids=str,
+)
+def test_agrees_with_finite_differences(kw, rng):
+    x = mixed(rng, (3, 4), m=2)
+    model = ElmanRNN(Architecture(nonlinearity="tanh", **kw), 2, 3, seed=2)
+    theta = empirical_ntk(model, x)
+    assert rel_err(finite_difference_ntk(model, x), theta) < 1e-7
+
+
+def test_nngp_is_readout_block(rng):
+    """empirical_nngp == the NTK contribution of the readout weights V alone."""
+    x = mixed(rng)
+    for kw in (dict(), dict(readout="avg", bidirectional=True), dict(readout="per_step")):
+        model = ElmanRNN(Architecture(sigma_v=1.3, **kw), 3, 10, seed=0, max_len=6)
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        vnames = [k for k in params if k.endswith("_V")]
+
+        def f(vparams, model=model, params=params):
+            return functional_call(model, {**params, **vparams}, (x,))
+
+        J = jacrev(f)({k: params[k] for k in vnames})
+        ntk_v = sum(j.reshape(len(x), -1) @ j.reshape(len(x), -1).T for j in J.values())
+        assert rel_err(empirical_nngp(model, x), ntk_v) < 1e-12
+
+
+def test_symmetric_and_psd(rng):
+    x = mixed(rng, (5, 5, 3, 7, 2, 6))
+    model = ElmanRNN(Architecture(depth=2, readout="avg"), 3, 16, seed=0)
+    theta = empirical_ntk(model, x)
+    assert torch.equal(theta, theta.T)
+    ev = torch.linalg.eigvalsh(theta)
+    assert ev.min() >= -1e-10 * ev.max()
+
+
+def test_kernel_rows_independent_of_batch(rng):
+    x = mixed(rng, (5, 2, 7))
+    model = ElmanRNN(Architecture(h0="per_input", sigma_h=1.0), 3, 12, seed=0)
+    full = empirical_ntk(model, x)
+    pair = empirical_ntk(model, [x[2], x[0]])
+    torch.testing.assert_close(pair, full[[2, 0]][:, [2, 0]], rtol=1e-12, atol=1e-12)
+
+
+def test_chunking_does_not_change_result(rng):
+    x = mixed(rng, (4, 4, 4, 4, 4))
+    model = ElmanRNN(Architecture(), 3, 8, seed=0)
+    ref = empirical_ntk(model, x)
+    for method in ("structured", "jacobian", "ntk_vp"):
+        assert rel_err(empirical_ntk(model, x, method=method, chunk_size=2), ref) < 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_and_device(device, rng):
+    x = torch.randn(4, 5, 3, generator=rng)
+    ref = empirical_ntk(ElmanRNN(Architecture(), 3, 32, seed=0), x)
+    model = ElmanRNN(Architecture(), 3, 32, seed=0, dtype=torch.float32, device=device)
+    theta = empirical_ntk(model, x.float().to(device))
+    assert theta.dtype == torch.float32 and theta.device.type == device
+    assert rel_err(theta.double().cpu(), ref) < 1e-5
+
+
+def test_bad_arguments(rng):
+    model = ElmanRNN(Architecture(), 3, 4)
+    x = torch.randn(2, 3, 3)
+    with pytest.raises(ValueError, match="unknown method 'svd'.*structured"):
+        empirical_ntk(model, x, method="svd")
+    with pytest.raises(ValueError, match="x2 has feature size"):
+        empirical_ntk(model, x, torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="chunk_size"):
+        empirical_ntk(model, x, chunk_size=0)
+    with pytest.raises(TypeError, match="ElmanRNN"):
+        empirical_ntk(torch.nn.Linear(2, 2), x)
+    with pytest.raises(ValueError, match="NaN"):
+        empirical_ntk(model, torch.tensor([[[1.0, float("inf"), 0.0]]]))

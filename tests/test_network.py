@@ -1,0 +1,174 @@
+"""The finite network computes exactly the SPEC's function (checked against an independent
+NumPy loop), is invariant to batching/padding, and reproducible from its seed."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rntk_empirical import Architecture
+from rntk_empirical.network import ElmanRNN
+
+PHI = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "identity": lambda z: z}
+
+
+def numpy_reference(model: ElmanRNN, seqs: list[np.ndarray]) -> np.ndarray:
+    """SPEC section 1, literally, one sequence at a time (ntk parameterization)."""
+    a, n = model.arch, model.width
+    P = {k: v.detach().numpy() for k, v in model.named_parameters()}
+    phi = PHI[a.nonlinearity]
+    out = []
+    for x in seqs:
+        f = 0.0
+        for d in range(a.directions):
+            xd = x if d == 0 else x[::-1]
+            layer_in, dim = xd, x.shape[1]
+            for l in range(a.depth):
+                W, U, b = P[f"d{d}_l{l}_W"], P[f"d{d}_l{l}_U"], P[f"d{d}_l{l}_b"]
+                h = np.zeros(n)
+                if a.h0 != "zero":
+                    from rntk_empirical.sequences import as_sequences
+
+                    h0 = model.initial_states(as_sequences([torch.from_numpy(x)]))
+                    h = h0[d, l, 0].numpy()
+                hs = []
+                for t in range(len(xd)):
+                    g = (
+                        (a.sigma_w / math.sqrt(n)) * W @ h
+                        + (a.sigma_u / math.sqrt(dim)) * U @ layer_in[t]
+                        + a.sigma_b * b
+                    )
+                    h = phi(g)
+                    hs.append(h)
+                layer_in, dim = np.array(hs), n
+            T, V = len(x), P[f"d{d}_V"]
+            if a.readout == "last":
+                f = f + (a.sigma_v / math.sqrt(n)) * V[0] @ layer_in[-1]
+            elif a.readout == "avg":
+                f = f + (a.sigma_v / math.sqrt(n)) * V[0] @ layer_in.mean(0)
+            else:
+                f = f + a.sigma_v / math.sqrt(n * T) * sum(
+                    V[T - 1 - t, 0] @ layer_in[t] for t in range(T)
+                )
+        out.append(f)
+    return np.array(out)
+
+
+ARCHS = [
+    dict(),
+    dict(readout="avg", nonlinearity="tanh"),
+    dict(readout="per_step", depth=2),
+    dict(bidirectional=True, nonlinearity="identity", sigma_w=0.8),
+    dict(h0="shared", sigma_h=0.5),
+    dict(h0="per_input", sigma_h=0.5, depth=2),
+]
+
+
+@pytest.mark.parametrize("kw", ARCHS, ids=str)
+def test_matches_numpy_reference_on_mixed_lengths(kw):
+    rng = np.random.default_rng(0)
+    seqs = [rng.standard_normal((T, 3)) for T in (5, 2, 7)]
+    model = ElmanRNN(Architecture(**kw), 3, 9, seed=3, max_len=7)
+    got = model([torch.from_numpy(s) for s in seqs]).detach().numpy()
+    np.testing.assert_allclose(got, numpy_reference(model, seqs), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kw", ARCHS, ids=str)
+def test_output_independent_of_batch_and_padding(kw):
+    g = torch.Generator().manual_seed(1)
+    seqs = [torch.randn(T, 2, generator=g) for T in (3, 8, 5)]
+    model = ElmanRNN(Architecture(**kw), 2, 6, seed=0, max_len=8)
+    together = model(seqs)
+    alone = torch.stack([model([s])[0] for s in seqs])
+    reordered = model([seqs[2], seqs[0], seqs[1]])
+    torch.testing.assert_close(together, alone, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(reordered, together[[2, 0, 1]], rtol=1e-13, atol=1e-13)
+
+
+def test_standard_parameterization_is_same_function_at_init():
+    x = torch.randn(4, 6, 3)
+    for kw in (dict(), dict(readout="per_step", depth=2, bidirectional=True)):
+        f_ntk = ElmanRNN(Architecture(**kw), 3, 16, seed=5, max_len=6)(x)
+        f_std = ElmanRNN(Architecture(parameterization="standard", **kw), 3, 16, seed=5, max_len=6)(
+            x
+        )
+        torch.testing.assert_close(f_ntk, f_std, rtol=1e-12, atol=1e-12)
+
+
+def test_seed_reproducible_and_distinct():
+    x = torch.randn(3, 4, 2)
+    a = Architecture(h0="per_input", sigma_h=1.0)
+    f1 = ElmanRNN(a, 2, 32, seed=7)(x)
+    torch.testing.assert_close(ElmanRNN(a, 2, 32, seed=7)(x), f1, rtol=0, atol=0)
+    assert (ElmanRNN(a, 2, 32, seed=8)(x) - f1).abs().max() > 1e-3
+
+
+def test_per_input_state_depends_on_sequence_not_position():
+    a = Architecture(h0="per_input", sigma_h=2.0)
+    model = ElmanRNN(a, 2, 8, seed=0)
+    x, y = torch.randn(4, 2), torch.randn(4, 2)
+    s = model.initial_states(model.prepare([x, y, x]))
+    torch.testing.assert_close(s[:, :, 0], s[:, :, 2], rtol=0, atol=0)
+    assert (s[:, :, 0] - s[:, :, 1]).abs().max() > 1e-3
+
+
+def test_orthogonal_init_is_scaled_orthogonal():
+    model = ElmanRNN(Architecture(init="orthogonal"), 2, 50, seed=0)
+    W = model.d0_l0_W.detach() / math.sqrt(50)
+    torch.testing.assert_close(W @ W.T, torch.eye(50), rtol=0, atol=1e-12)
+
+
+def test_float32_matches_float64():
+    x = torch.randn(3, 5, 2)
+    f64 = ElmanRNN(Architecture(), 2, 64, seed=0)(x)
+    f32 = ElmanRNN(Architecture(), 2, 64, seed=0, dtype=torch.float32)(x.float())
+    assert f32.dtype == torch.float32
+    torch.testing.assert_close(f32.double(), f64, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        (lambda m: m(torch.randn(2, 3, 4)), ValueError, "feature size"),
+        (lambda m: m(torch.randn(3, 2)), ValueError, r"\(N, T, m\)"),
+        (lambda m: m([torch.randn(0, 2)]), ValueError, "empty sequence"),
+        (lambda m: m([]), ValueError, "empty batch"),
+        (lambda m: m(torch.full((1, 3, 2), float("nan"))), ValueError, "NaN"),
+        (lambda m: m([torch.randn(3, 2), torch.randn(3, 5)]), ValueError, "feature sizes"),
+        (lambda m: m("abc"), TypeError, "tensor"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make(ElmanRNN(Architecture(), 2, 4))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(width=0), "width"),
+        (dict(input_dim=-1), "input_dim"),
+        (dict(out_dim=0), "out_dim"),
+    ],
+)
+def test_bad_construction(kwargs, match):
+    base = dict(arch=Architecture(), input_dim=2, width=4)
+    with pytest.raises(ValueError, match=match):
+        ElmanRNN(**{**base, **kwargs})
+
+
+def test_per_step_needs_max_len_and_respects_it():
+    with pytest.raises(ValueError, match="max_len"):
+        ElmanRNN(Architecture(readout="per_step"), 2, 4)
+    m = ElmanRNN(Architecture(readout="per_step"), 2, 4, max_len=3)
+    with pytest.raises(ValueError, match="max_len=3"):
+        m(torch.randn(1, 4, 2))
+
+
+def test_cuda_request_without_cuda_is_clear():
+    if torch.cuda.is_available():
+        assert ElmanRNN(Architecture(), 2, 4, device="cuda").device.type == "cuda"
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            ElmanRNN(Architecture(), 2, 4, device="cuda")
