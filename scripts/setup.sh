@@ -6,6 +6,7 @@
 #   - with an NVIDIA driver present (nvidia-smi), PyPI's default (CUDA) build is installed;
 #   - otherwise torch==2.13.0, whose CPU wheel is available locally on the project's machines.
 # Override with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0" or extra pip args in TORCH_PIP_ARGS.
+# EXTRAS selects optional dependency groups (default "dev"; CI uses "dev,timeseries").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -23,6 +24,6 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
     # shellcheck disable=SC2086
     "${PIP[@]}" "$spec" ${TORCH_PIP_ARGS:-}
 fi
-"${PIP[@]}" -e ".[dev]"
+"${PIP[@]}" -e ".[${EXTRAS:-dev}]"
 "$PY" -c "import torch, rntk_empirical; print('setup: torch', torch.__version__, \
 'cuda' if torch.cuda.is_available() else 'cpu', '| rntk_empirical ready')" >&2

@@ -1,0 +1,395 @@
+r"""Kernel drift, lazy-regime agreement and loss convergence of trained finite RNNs vs width.
+
+One run = one width n: ``seeds`` networks are trained on a sequence task by full-batch
+gradient descent on L = 1/(2N) sum_i (f(x_i) - y_i)^2 (or SGD / Adam) with learning rate
+
+    eta = lr_scale * N / lambda_max(Theta_analytic(train, train))
+
+(the same relative step at every width; ``lr=`` sets it directly). Every ``record_every``
+steps the run records train/test losses, the NTK drift ||Theta_t - Theta_0||_F/||Theta_0||_F
+and kernel distance on a fixed probe set, per-parameter weight changes, and the distance of
+the outputs from the linearized network, and from the closed-form kernel GD predictions with
+the network's own Theta_0 and with the analytic Theta (see :mod:`rntk_empirical.training`).
+
+    python -m experiments.drift width=512
+    python -m experiments.drift -m                                  # default width sweep
+    python -m experiments.drift -m width=128,512 arch.init=orthogonal
+    python -m experiments.drift -m arch.parameterization=standard lr=0.01
+    python -m experiments.drift -m task=italy_power                 # aeon dataset (extra)
+
+Each seed checkpoints while it trains and writes ``seed<k>.json`` when done, so a killed
+run re-run with the same command resumes; ``record.json`` is written last. A seed whose
+loss becomes NaN/Inf or explodes is recorded as diverged (with the step) and the sweep's
+report shows it as such. After a sweep, :class:`experiments.drift_report.DriftReportCallback`
+aggregates (``<sweep dir>/report``).
+
+Exit codes: 0 success (or skipped), 2 invalid input, 3 out of memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from tqdm.auto import tqdm
+
+from rntk_empirical.config import ArchConfig, DeviceChoice, DTypeChoice, register_configs
+from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
+from rntk_empirical.records import (
+    FINISHED,
+    RECORD_NAME,
+    SCHEMA_VERSION,
+    atomic_write_json,
+    config_hash,
+    finished_record,
+    library_versions,
+    read_json,
+    utc_now,
+)
+from rntk_empirical.tasks import Task, aeon_dataset, synthetic_regression
+from rntk_empirical.training import (
+    OPTIMIZERS,
+    KernelPredictions,
+    TrainSettings,
+    kernel_learning_rate,
+    train_and_track,
+)
+
+log = logging.getLogger(__name__)
+EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY = 2, 3
+EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every")
+
+
+class TaskKind(Enum):
+    synthetic = "synthetic"
+    aeon = "aeon"
+
+
+@dataclass
+class TaskConfig:
+    """The training task. ``synthetic``: :func:`rntk_empirical.tasks.synthetic_regression`
+    (lengths uniform in [min_len, max_len]); ``aeon``: a bundled binary UCR dataset
+    (``dataset``), subsampled to ``n_train``/``n_test``."""
+
+    name: str = "synthetic"
+    kind: TaskKind = TaskKind.synthetic
+    n_train: int = 16
+    n_test: int = 16
+    m: int = 2
+    min_len: int = 8
+    max_len: int = 8
+    rho: float = 0.8
+    dataset: str = "ItalyPowerDemand"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for k in ("n_train", "n_test", "m", "min_len", "max_len"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"task.{k}={getattr(self, k)!r} is not valid; expected >= 1")
+        if self.min_len > self.max_len:
+            raise ValueError(f"task.min_len={self.min_len} exceeds task.max_len={self.max_len}")
+
+    def build(self) -> Task:
+        if self.kind == TaskKind.synthetic:
+            return synthetic_regression(
+                self.n_train, self.n_test, self.m, self.min_len, self.max_len, self.rho, self.seed
+            )
+        task = aeon_dataset(self.dataset, self.n_train, self.n_test, self.seed)
+        if task.y_train.dim() != 1:
+            raise ValueError(
+                f"task.dataset={self.dataset!r} has {task.y_train.shape[1]} classes; the drift "
+                "experiment trains one output: choose a binary dataset (ItalyPowerDemand, GunPoint)"
+            )
+        return task
+
+
+@dataclass
+class DriftConfig:
+    """One run of the drift experiment: one width, ``seeds`` trained networks."""
+
+    name: str = "${arch.name}-${task.name}"
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    width: int = 256
+    seeds: int = 4
+    base_seed: int = 0
+    steps: int = 200
+    optimizer: str = "gd"
+    lr_scale: float = 1.0
+    lr: Optional[float] = None  # noqa: UP045 - absolute learning rate; overrides lr_scale
+    batch_size: Optional[int] = None  # noqa: UP045
+    record_every: int = 10
+    checkpoint_every: int = 50
+    n_probe: int = 8
+    track_linearized: bool = True
+    device: DeviceChoice = DeviceChoice.auto
+    dtype: DTypeChoice = DTypeChoice.float64
+    force: bool = False
+    progress: bool = True
+    num_threads: Optional[int] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        for k in ("width", "seeds", "steps", "record_every", "checkpoint_every", "n_probe"):
+            v = getattr(self, k)
+            if v < 1:
+                raise ValueError(f"{k}={v!r} is not valid; expected an integer >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer={self.optimizer!r} is not valid; "
+                f"allowed values: {', '.join(OPTIMIZERS)}"
+            )
+        if not self.lr_scale > 0 or (self.lr is not None and not self.lr > 0):
+            raise ValueError("lr_scale and lr must be > 0")
+
+    def identity(self) -> dict[str, Any]:
+        d = OmegaConf.to_container(OmegaConf.structured(self), resolve=True, enum_to_str=True)
+        for k in EXECUTION_FIELDS:
+            d.pop(k, None)
+        d["arch"] = self.arch.to_architecture().to_dict() | {"name": self.arch.name}
+        return d
+
+
+def register_drift_configs() -> None:
+    register_configs()
+    ConfigStore.instance().store(name="drift_schema", node=DriftConfig)
+
+
+register_drift_configs()
+
+
+def _probe(task: Task, n_probe: int) -> list[torch.Tensor]:
+    k = max(1, n_probe // 2)
+    return task.x_train[:k] + task.x_test[: n_probe - k]
+
+
+def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = None) -> dict:
+    """Run (or resume, or skip if finished) one width; returns the record."""
+    chash = config_hash(cfg.identity())
+    if not cfg.force:
+        done = finished_record(out_dir, chash)
+        if done is not None:
+            log.info("already finished: %s (force=true recomputes); skipping", out_dir)
+            return done
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    from rntk_empirical.analytic import analytic_ntk
+    from rntk_empirical.empirical import empirical_ntk
+    from rntk_empirical.kernel_machines import gradient_descent_mse
+    from rntk_empirical.network import ElmanRNN
+
+    arch = cfg.arch.to_architecture()
+    task = cfg.task.build()
+    device, dtype = resolve_device(cfg.device.value), resolve_dtype(cfg.dtype.value)
+    validation_precision(dtype)
+    started, t0 = utc_now(), time.perf_counter()
+    n_tr = len(task.x_train)
+    x_all = task.x_train + task.x_test
+    theta_inf = None
+    if arch.parameterization == "ntk":
+        theta_inf = analytic_ntk(arch, x_all, dtype=torch.float64)
+    record_steps = list(range(0, cfg.steps + 1, cfg.record_every))
+    max_len = task.max_len if arch.readout == "per_step" else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def predictions(theta: torch.Tensor, lr: float, f0: torch.Tensor) -> KernelPredictions:
+        p = gradient_descent_mse(
+            theta[:n_tr, :n_tr],
+            task.y_train,
+            lr,
+            record_steps,
+            k_test_train=theta[n_tr:, :n_tr],
+            fx_train_0=f0[:n_tr],
+            fx_test_0=f0[n_tr:],
+        )
+        return KernelPredictions(p.train.to(dtype), p.test.to(dtype))
+
+    per_seed: list[dict] = []
+    bar = tqdm(
+        total=cfg.seeds * cfg.steps,
+        desc=f"width={cfg.width}",
+        unit="step",
+        disable=not cfg.progress,
+    )
+    for i in range(cfg.seeds):
+        seed_file = out_dir / f"seed{i}.json"
+        prev = read_json(seed_file)
+        if prev is not None and prev.get("config_hash") == chash and not cfg.force:
+            per_seed.append(prev)
+            bar.update(cfg.steps)
+            continue
+        model = ElmanRNN(
+            arch,
+            task.input_dim,
+            cfg.width,
+            seed=cfg.base_seed + i,
+            max_len=max_len,
+            dtype=dtype,
+            device=device,
+        )
+        xs, xt = model.prepare(task.x_train), model.prepare(task.x_test)
+        ys, yt = task.y_train.to(device, dtype), task.y_test.to(device, dtype)
+        theta0 = empirical_ntk(model, x_all).to("cpu", torch.float64)
+        if cfg.lr is not None:
+            lr = cfg.lr
+        else:  # the analytic NTK when it exists (ntk parameterization), else the network's
+            ref = theta_inf if theta_inf is not None else theta0
+            lr = kernel_learning_rate(ref[:n_tr, :n_tr], cfg.lr_scale)
+        with torch.no_grad():
+            f0 = model(x_all).to("cpu", torch.float64)
+        kp = {"empirical": predictions(theta0, lr, f0)}
+        if theta_inf is not None:
+            kp["analytic"] = predictions(theta_inf, lr, f0)
+        kp = {k: KernelPredictions(v.train.to(device), v.test.to(device)) for k, v in kp.items()}
+        settings = TrainSettings(
+            steps=cfg.steps,
+            lr=lr,
+            optimizer=cfg.optimizer,
+            batch_size=cfg.batch_size,
+            record_every=cfg.record_every,
+            checkpoint_every=cfg.checkpoint_every,
+            track_linearized=cfg.track_linearized,
+            seed=cfg.base_seed + i,
+        )
+        done_before = bar.n
+        ckpt = out_dir / f"checkpoint_seed{i}.pt"
+        hist = train_and_track(
+            model,
+            (xs, ys),
+            (xt, yt),
+            model.prepare(_probe(task, cfg.n_probe)),
+            settings,
+            kp,
+            checkpoint_path=str(ckpt),
+            progress=lambda k, base=done_before: bar.update(base + k - bar.n),
+        )
+        bar.update(done_before + cfg.steps - bar.n)
+        entry = {
+            "config_hash": chash,
+            "seed": i,
+            "network_seed": cfg.base_seed + i,
+            "lr": lr,
+            "history": asdict(hist),
+        }
+        if hist.diverged:
+            log.warning("seed %d diverged at step %s", i, hist.diverged_at)
+        atomic_write_json(seed_file, entry)
+        ckpt.unlink(missing_ok=True)
+        per_seed.append(entry)
+    bar.close()
+    record = {
+        "schema": SCHEMA_VERSION,
+        "experiment": "drift",
+        "status": FINISHED,
+        "config_hash": chash,
+        "identity": cfg.identity(),
+        "overrides": overrides or [],
+        "name": cfg.name,
+        "width": cfg.width,
+        "seeds": cfg.seeds,
+        "task": {
+            "name": task.name,
+            "n_train": n_tr,
+            "n_test": len(task.x_test),
+            "lengths": sorted({int(x.shape[0]) for x in x_all}),
+        },
+        "record_steps": record_steps,
+        "per_seed": per_seed,
+        "summary": summarize(per_seed),
+        "device": str(device),
+        "seconds": time.perf_counter() - t0,
+        "versions": library_versions(),
+        "host": platform.node(),
+        "started": started,
+        "finished": utc_now(),
+    }
+    atomic_write_json(out_dir / RECORD_NAME, record)
+    s = record["summary"]
+    log.info(
+        "width=%d: final NTK drift %.3g, weight change %.3g, |f - f_lin| %.3g, "
+        "|f - f_kernel(analytic)| %.3g (%d/%d diverged); %.1fs",
+        cfg.width,
+        s["ntk_drift"],
+        s["weight_change_total"],
+        s["dist_linearized"],
+        s["dist_kernel_analytic"],
+        s["diverged"],
+        cfg.seeds,
+        record["seconds"],
+    )
+    return record
+
+
+FINAL_KEYS = (
+    "ntk_drift",
+    "kernel_distance",
+    "weight_change_total",
+    "dist_linearized",
+    "dist_kernel_empirical",
+    "dist_kernel_analytic",
+    "dist_lin_vs_kernel_empirical",
+    "train_loss",
+    "test_loss",
+)
+
+
+def summarize(per_seed: list[dict]) -> dict[str, float]:
+    """Mean over non-diverged seeds of each quantity at the last recorded step."""
+    ok = [e["history"] for e in per_seed if not e["history"]["diverged"]]
+    out: dict[str, float] = {"diverged": len(per_seed) - len(ok)}
+    for k in FINAL_KEYS:
+        vals = [float(h[k][-1]) for h in ok if h[k]]
+        out[k] = sum(vals) / len(vals) if vals else float("nan")
+    return out
+
+
+def settings_from_config(cfg: DictConfig) -> DriftConfig:
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else None
+        raise ValueError(str(cause) if cause else str(err).splitlines()[0]) from err
+    if not isinstance(obj, DriftConfig):
+        raise ValueError("the config is not a DriftConfig (conf/drift.yaml)")
+    return obj
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="drift")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    try:
+        settings = settings_from_config(cfg)
+        settings.task.build()  # data problems surface before any work
+        resolve_device(settings.device.value)
+    except ValueError as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+    try:
+        run_drift(settings, Path(hc.runtime.output_dir), list(hc.overrides.task))
+    except FileExistsError as err:
+        _fail(str(err), EXIT_BAD_INPUT)
+    except (MemoryError, torch.cuda.OutOfMemoryError) as err:
+        _fail(
+            f"out of memory at width={settings.width} ({type(err).__name__}); use smaller "
+            "widths, fewer training sequences (task.n_train) or track_linearized=false",
+            EXIT_OUT_OF_MEMORY,
+        )
+
+
+if __name__ == "__main__":
+    main()

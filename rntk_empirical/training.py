@@ -1,0 +1,347 @@
+r"""Training a finite RNN next to its linearization, with kernel-drift tracking.
+
+The loss is the mean squared error L(theta) = 1/(2N) sum_i (f(x_i) - y_i)^2 over the N
+training sequences. Full-batch gradient descent with learning rate eta moves the outputs,
+to first order, by f <- f - (eta/N) Theta (f - y): the kernel regime. Three predictions of
+the trained outputs are tracked against the real network:
+
+* the linearized network f_lin(x; theta) = f(x; theta_0) + J(x; theta_0)(theta - theta_0),
+  trained by the same optimizer (forward-mode ``jvp`` for its outputs, the ``vjp`` at theta_0
+  for its gradients);
+* the closed-form kernel gradient-descent prediction with the network's own Theta_0 (for
+  plain GD this equals the linearized network up to round-off: a built-in consistency check);
+* the same closed form with the analytic Theta (the infinite-width prediction).
+
+Every ``record_every`` steps a :class:`History` row records train/test losses, the NTK on a
+fixed probe set and its drift ||Theta_t - Theta_0||_F / ||Theta_0||_F and kernel distance,
+per-parameter relative weight changes, and output distances. Training checkpoints atomically
+and resumes; a loss that becomes NaN/Inf or explodes stops the run as ``diverged``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.func import jvp, vjp
+
+from rntk_empirical.empirical import _forward_args, empirical_ntk
+from rntk_empirical.metrics import kernel_distance, relative_drift
+from rntk_empirical.network import ElmanRNN
+from rntk_empirical.records import atomic_torch_save
+from rntk_empirical.sequences import Sequences
+
+OPTIMIZERS = ("gd", "sgd", "adam")
+
+
+@dataclass
+class TrainSettings:
+    """How to train. ``lr`` is the absolute learning rate (see :func:`kernel_learning_rate`)."""
+
+    steps: int = 200
+    lr: float = 1.0
+    optimizer: str = "gd"
+    batch_size: int | None = None  # sgd only; None = full batch
+    record_every: int = 10
+    checkpoint_every: int = 50
+    diverge_factor: float = 1e4  # stop when loss > factor * initial loss (or NaN/Inf)
+    track_linearized: bool = True
+    seed: int = 0  # minibatch order
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer={self.optimizer!r} is not valid; "
+                f"allowed values: {', '.join(OPTIMIZERS)}"
+            )
+        for name in ("steps", "record_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}={v!r} is not valid; expected an integer >= 1")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr={self.lr!r} is not valid; expected a finite number > 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} is not valid; expected >= 1 or None")
+
+
+@dataclass
+class History:
+    """Per-record time series (lists aligned with ``step``), JSON-serializable."""
+
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    ntk_drift: list[float] = field(default_factory=list)
+    kernel_distance: list[float] = field(default_factory=list)
+    weight_change: list[dict[str, float]] = field(default_factory=list)
+    weight_change_total: list[float] = field(default_factory=list)
+    lin_train_loss: list[float] = field(default_factory=list)
+    lin_test_loss: list[float] = field(default_factory=list)
+    dist_linearized: list[float] = field(default_factory=list)
+    dist_kernel_empirical: list[float] = field(default_factory=list)
+    dist_kernel_analytic: list[float] = field(default_factory=list)
+    dist_lin_vs_kernel_empirical: list[float] = field(default_factory=list)
+    kernel_empirical_train_loss: list[float] = field(default_factory=list)
+    kernel_analytic_train_loss: list[float] = field(default_factory=list)
+    diverged: bool = False
+    diverged_at: int | None = None
+    seconds: float = 0.0
+
+
+def kernel_learning_rate(theta_train: torch.Tensor, scale: float = 1.0) -> float:
+    """eta = scale * N / lambda_max(Theta_train).
+
+    GD on L = 1/(2N)||f - y||^2 in the kernel regime is stable for eta < 2N / lambda_max;
+    ``scale`` = 1 is half that bound, the same relative step at every width.
+    """
+    lam = float(torch.linalg.eigvalsh(theta_train.double()).max())
+    if not (lam > 0 and math.isfinite(lam)):
+        raise ValueError(f"the training-set NTK has largest eigenvalue {lam}; cannot set lr")
+    return scale * theta_train.shape[0] / lam
+
+
+def mse(f: torch.Tensor, y: torch.Tensor) -> float:
+    """1/(2N) sum (f - y)^2 (the training loss)."""
+    return float(0.5 * ((f - y) ** 2).mean())
+
+
+def rms(a: torch.Tensor) -> float:
+    return float(a.pow(2).mean().sqrt())
+
+
+@dataclass
+class KernelPredictions:
+    """Closed-form GD predictions at the record steps: ``train`` (S, N), ``test`` (S, M)."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+
+
+def train_and_track(
+    model: ElmanRNN,
+    train: tuple[Sequences, torch.Tensor],
+    test: tuple[Sequences, torch.Tensor],
+    probe: Sequences,
+    settings: TrainSettings,
+    kernel_predictions: dict[str, KernelPredictions] | None = None,
+    checkpoint_path: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> History:
+    """Train ``model`` in place and record the quantities listed in the module docstring.
+
+    Args:
+        model: the network (its current parameters are theta_0, unless resuming).
+        train, test: (sequences, targets ``(N,)``) prepared with ``model.prepare``.
+        probe: the fixed sequences on which the NTK drift is measured.
+        settings: :class:`TrainSettings`.
+        kernel_predictions: optional ``{"empirical": ..., "analytic": ...}`` closed-form
+            predictions at steps ``0, record_every, ...`` (see :func:`kernel_gd_predictions`).
+        checkpoint_path: where to checkpoint; an existing checkpoint is resumed.
+        progress: called with the number of steps done after each step.
+
+    Returns:
+        The :class:`History`.
+    """
+    (xs, ys), (xt, yt) = train, test
+    if ys.shape != (xs.n,) or yt.shape != (xt.n,):
+        raise ValueError("targets must be (N,) tensors matching their sequences")
+    args_train, args_test = _forward_args(model, xs), _forward_args(model, xt)
+    names = [n for n, _ in model.named_parameters()]
+    theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def f_train(p):
+        return model.apply_padded(p, *args_train)[:, 0]
+
+    def f_test(p):
+        return model.apply_padded(p, *args_test)[:, 0]
+
+    with torch.no_grad():
+        f0_train, f0_test = f_train(theta0), f_test(theta0)
+    ntk0 = empirical_ntk(model, probe)
+    lin = {n: t.clone() for n, t in theta0.items()}
+    hist = History()
+    start = 0
+    opt = _make_optimizer(settings, list(model.parameters()))
+    lin_params = [lin[n].requires_grad_(True) for n in names]
+    lin_opt = _make_optimizer(settings, lin_params)
+    gen = torch.Generator().manual_seed(settings.seed)
+
+    if checkpoint_path and os.path.exists(checkpoint_path):
+        ck = torch.load(checkpoint_path, weights_only=False)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(ck["params"][n])
+            for n in names:
+                lin[n].copy_(ck["lin"][n])
+            theta0 = ck["theta0"]
+        opt.load_state_dict(ck["opt"])
+        lin_opt.load_state_dict(ck["lin_opt"])
+        gen.set_state(ck["gen"])
+        hist = History(**ck["history"])
+        start = ck["step"]
+        with torch.no_grad():
+            f0_train, f0_test = f_train(theta0), f_test(theta0)
+        ntk0 = ck["ntk0"]
+
+    if settings.track_linearized:
+        with torch.enable_grad():
+            _, vjp_train = vjp(f_train, theta0)  # J_0^T, reused every step
+
+    def lin_outputs(fn, f0):
+        delta = {n: (lin[n] - theta0[n]).detach() for n in names}
+        return f0 + jvp(fn, (theta0,), (delta,))[1]
+
+    t_start = time.perf_counter() - hist.seconds
+    loss0 = mse(f0_train, ys)
+    for step in range(start, settings.steps + 1):
+        if step % settings.record_every == 0 or step == settings.steps:
+            if step not in hist.step:
+                _record(
+                    hist,
+                    step,
+                    model,
+                    f_train,
+                    f_test,
+                    ys,
+                    yt,
+                    probe,
+                    ntk0,
+                    theta0,
+                    lin_outputs if settings.track_linearized else None,
+                    f0_train,
+                    f0_test,
+                    kernel_predictions,
+                    settings,
+                )
+            last = hist.train_loss[-1]
+            if not math.isfinite(last) or last > settings.diverge_factor * max(loss0, 1e-30):
+                hist.diverged, hist.diverged_at = True, step
+                break
+        if step == settings.steps:
+            break
+        batch = _batch(xs.n, settings, gen, ys.device)
+        # network step
+        opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            out = model.apply_padded(dict(model.named_parameters()), *args_train)[:, 0]
+            loss = 0.5 * ((out - ys)[batch] ** 2).mean()
+            if not torch.isfinite(loss):
+                hist.diverged, hist.diverged_at = True, step
+                break
+            loss.backward()
+        opt.step()
+        # linearized step: gradient J_0^T r / |batch| with r restricted to the batch
+        if settings.track_linearized:
+            with torch.no_grad():
+                r = lin_outputs(f_train, f0_train) - ys
+                cot = torch.zeros_like(r)
+                cot[batch] = r[batch] / len(batch)
+            (g,) = vjp_train(cot)
+            for n, p in zip(names, lin_params):
+                p.grad = g[n].detach()
+            lin_opt.step()
+        if progress is not None:
+            progress(step + 1)
+        if checkpoint_path and (step + 1) % settings.checkpoint_every == 0:
+            hist.seconds = time.perf_counter() - t_start
+            atomic_torch_save(
+                checkpoint_path,
+                {
+                    "step": step + 1,
+                    "params": {n: p.detach() for n, p in model.named_parameters()},
+                    "lin": {n: lin[n].detach() for n in names},
+                    "theta0": theta0,
+                    "opt": opt.state_dict(),
+                    "lin_opt": lin_opt.state_dict(),
+                    "gen": gen.get_state(),
+                    "history": asdict(hist),
+                    "ntk0": ntk0,
+                },
+            )
+    hist.seconds = time.perf_counter() - t_start
+    return hist
+
+
+def _make_optimizer(settings: TrainSettings, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr)
+    # GD on the mean loss 1/(2B) sum: plain SGD without momentum
+    return torch.optim.SGD(params, lr=settings.lr)
+
+
+def _batch(n: int, settings: TrainSettings, gen: torch.Generator, device) -> torch.Tensor:
+    if settings.optimizer != "sgd" or settings.batch_size is None or settings.batch_size >= n:
+        return torch.arange(n, device=device)
+    return torch.randperm(n, generator=gen)[: settings.batch_size].to(device)
+
+
+def _record(
+    hist,
+    step,
+    model,
+    f_train,
+    f_test,
+    ys,
+    yt,
+    probe,
+    ntk0,
+    theta0,
+    lin_outputs,
+    f0_train,
+    f0_test,
+    kp,
+    settings,
+) -> None:
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        ft, fs = f_train(params), f_test(params)
+    ntk = empirical_ntk(model, probe)
+    hist.step.append(step)
+    hist.train_loss.append(mse(ft, ys))
+    hist.test_loss.append(mse(fs, yt))
+    hist.ntk_drift.append(relative_drift(ntk, ntk0))
+    hist.kernel_distance.append(kernel_distance(ntk, ntk0))
+    changes = {
+        n: float((params[n] - theta0[n]).norm() / theta0[n].norm().clamp_min(1e-300))
+        for n in params
+    }
+    hist.weight_change.append(changes)
+    num = sum(float((params[n] - theta0[n]).norm() ** 2) for n in params)
+    den = sum(float(theta0[n].norm() ** 2) for n in params)
+    hist.weight_change_total.append(math.sqrt(num / den))
+    f_all = torch.cat([ft, fs])
+    nan = float("nan")
+    if lin_outputs is not None:
+        with torch.no_grad():
+            lt, ls = lin_outputs(f_train, f0_train), lin_outputs(f_test, f0_test)
+        hist.lin_train_loss.append(mse(lt, ys))
+        hist.lin_test_loss.append(mse(ls, yt))
+        hist.dist_linearized.append(rms(f_all - torch.cat([lt, ls])))
+    else:
+        lt = ls = None
+        hist.lin_train_loss.append(nan)
+        hist.lin_test_loss.append(nan)
+        hist.dist_linearized.append(nan)
+    idx = step // settings.record_every if step % settings.record_every == 0 else None
+    for key, dist, loss in (
+        ("empirical", hist.dist_kernel_empirical, hist.kernel_empirical_train_loss),
+        ("analytic", hist.dist_kernel_analytic, hist.kernel_analytic_train_loss),
+    ):
+        pred = None if kp is None else kp.get(key)
+        if pred is None or idx is None or idx >= pred.train.shape[0]:
+            dist.append(nan)
+            loss.append(nan)
+            if key == "empirical":
+                hist.dist_lin_vs_kernel_empirical.append(nan)
+            continue
+        kt, ks = pred.train[idx], pred.test[idx]
+        dist.append(rms(f_all - torch.cat([kt, ks])))
+        loss.append(mse(kt, ys))
+        if key == "empirical":
+            hist.dist_lin_vs_kernel_empirical.append(
+                nan if lt is None else rms(torch.cat([lt, ls]) - torch.cat([kt, ks]))
+            )

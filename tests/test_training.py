@@ -1,0 +1,150 @@
+"""Training next to the linearization: drift shrinks with width, the linearized network
+matches the closed-form kernel GD, checkpoints resume exactly, divergence is recorded."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
+from rntk_empirical.kernel_machines import gradient_descent_mse
+from rntk_empirical.tasks import synthetic_regression
+from rntk_empirical.training import (
+    KernelPredictions,
+    TrainSettings,
+    kernel_learning_rate,
+    train_and_track,
+)
+
+TASK = synthetic_regression(n_train=8, n_test=6, input_dim=2, min_len=4, max_len=6, seed=3)
+
+
+def run(width, seed=0, steps=30, every=10, lr_scale=1.0, ckpt=None, progress=None, **kw):
+    model = ElmanRNN(Architecture(**kw), 2, width, seed=seed)
+    x_all = TASK.x_train + TASK.x_test
+    theta0 = empirical_ntk(model, x_all)
+    n = len(TASK.x_train)
+    lr = kernel_learning_rate(theta0[:n, :n], lr_scale)
+    with torch.no_grad():
+        f0 = model(x_all)
+    p = gradient_descent_mse(
+        theta0[:n, :n],
+        TASK.y_train,
+        lr,
+        list(range(0, steps + 1, every)),
+        k_test_train=theta0[n:, :n],
+        fx_train_0=f0[:n],
+        fx_test_0=f0[n:],
+    )
+    hist = train_and_track(
+        model,
+        (model.prepare(TASK.x_train), TASK.y_train),
+        (model.prepare(TASK.x_test), TASK.y_test),
+        model.prepare(TASK.x_train[:4]),
+        TrainSettings(steps=steps, lr=lr, record_every=every, checkpoint_every=10),
+        {"empirical": KernelPredictions(p.train, p.test)},
+        checkpoint_path=ckpt,
+        progress=progress,
+    )
+    return hist
+
+
+def test_linearized_network_equals_closed_form_kernel_gd():
+    h = run(64)
+    scale = max(abs(v) for v in TASK.y_train.tolist())
+    assert max(h.dist_lin_vs_kernel_empirical) < 1e-10 * scale
+    assert h.train_loss[-1] < 0.2 * h.train_loss[0]
+
+
+def test_drift_and_weight_change_shrink_with_width():
+    small = [run(32, seed=s) for s in range(2)]
+    large = [run(512, seed=s) for s in range(2)]
+    for key in ("ntk_drift", "weight_change_total", "dist_linearized"):
+        d_small = sum(h.__dict__[key][-1] for h in small) / 2
+        d_large = sum(h.__dict__[key][-1] for h in large) / 2
+        assert d_large < 0.6 * d_small, key
+
+
+def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
+    full = run(32, steps=30)
+    ckpt = str(tmp_path / "ck.pt")
+
+    def die(step):
+        if step == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(32, steps=30, ckpt=ckpt, progress=die)
+    resumed = run(32, steps=30, ckpt=ckpt)
+    assert resumed.step == full.step
+    torch.testing.assert_close(
+        torch.tensor(resumed.train_loss), torch.tensor(full.train_loss), rtol=1e-12, atol=1e-14
+    )
+    torch.testing.assert_close(
+        torch.tensor(resumed.ntk_drift), torch.tensor(full.ntk_drift), rtol=1e-12, atol=1e-14
+    )
+
+
+def test_divergence_is_recorded_not_raised():
+    h = run(32, lr_scale=40.0, steps=40, every=5)
+    assert h.diverged and h.diverged_at is not None and h.diverged_at <= 40
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainSettings(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="steps"):
+        TrainSettings(steps=0)
+
+
+def _drift(tmp_path, *args):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.drift",
+        *args,
+        "progress=false",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        f"hydra.run.dir={tmp_path}/run",
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_drift_sweep_end_to_end_and_resume(tmp_path):
+    args = [
+        "-m",
+        "width=16,64",
+        "seeds=2",
+        "steps=20",
+        "task.n_train=6",
+        "task.n_test=4",
+        "task.max_len=5",
+        "task.min_len=3",
+        "num_threads=1",
+    ]
+    r = _drift(tmp_path, *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = tmp_path / "sweep" / "report"
+    summ = json.loads((report / "summary.json").read_text())
+    fit = summ["groups"][0]["fits"]["ntk_drift"]
+    assert fit["widths"] == [16, 64] and fit["exponent"] < 0
+    for name in (
+        "drift_vs_width.png",
+        "drift_vs_width.pdf",
+        "drift_vs_step.png",
+        "points.csv",
+        "curves.csv",
+        "summary.md",
+    ):
+        assert (report / name).stat().st_size > 0
+    r2 = _drift(tmp_path, *args)
+    assert r2.returncode == 0 and "already finished" in r2.stderr + r2.stdout
+
+
+def test_drift_bad_input_is_one_line_error(tmp_path):
+    r = _drift(tmp_path, "steps=0")
+    assert r.returncode == 2 and "error: steps=0" in r.stderr
+    r = _drift(tmp_path, "task=italy_power", "task.dataset=JapaneseVowels")
+    assert r.returncode == 2 and "binary" in r.stderr
