@@ -1,0 +1,219 @@
+"""Structured configs (Hydra / OmegaConf) of the experiments, registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` fill these schemas: an unknown key or a value of the wrong
+type (e.g. ``width=abc``, ``device=gpu``) is rejected by Hydra when the config is composed,
+and :meth:`ConvergenceConfig.validate` (called by ``OmegaConf.to_object`` through
+``__post_init__``) checks the ranges (widths >= 1, seeds >= 1, an Architecture that exists,
+a consistent data description) before any work starts.
+
+Config groups: ``arch`` (:class:`ArchConfig`), ``data`` (:class:`DataConfig`); primary
+schema ``convergence_schema`` (:class:`ConvergenceConfig`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, Optional
+
+from rntk_empirical.architecture import Architecture
+from rntk_empirical.sequences import Sequences
+
+# Fields of ConvergenceConfig that change how a run is executed but not what it measures.
+EXECUTION_FIELDS = ("force", "progress", "num_threads", "cache", "cache_dir")
+
+
+class DeviceChoice(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class DTypeChoice(Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class MethodChoice(Enum):
+    structured = "structured"
+    jacobian = "jacobian"
+    ntk_vp = "ntk_vp"
+
+
+class DataKind(Enum):
+    random = "random"
+    mixed_lengths = "mixed_lengths"
+    file = "file"
+
+
+@dataclass
+class ArchConfig:
+    """An :class:`~rntk_empirical.architecture.Architecture` plus a ``name`` for folders/plots.
+
+    The defaults are ``Architecture()``'s (one-layer ReLU, last-step readout).
+    """
+
+    name: str = "relu_last"
+    depth: int = 1
+    nonlinearity: str = "relu"
+    sigma_w: float = math.sqrt(2.0)
+    sigma_u: float = 1.0
+    sigma_b: float = 0.1
+    sigma_h: float = 0.0
+    sigma_v: float = 1.0
+    readout: str = "last"
+    bidirectional: bool = False
+    h0: str = "zero"
+    parameterization: str = "ntk"
+    init: str = "gaussian"
+
+    def __post_init__(self) -> None:
+        self.to_architecture()  # raises ValueError naming the field and the allowed values
+
+    def to_architecture(self) -> Architecture:
+        kw = {f.name: getattr(self, f.name) for f in fields(Architecture)}
+        return Architecture(**kw)
+
+
+@dataclass
+class DataConfig:
+    """Input sequences.
+
+    ``kind``:
+        ``random``: ``n`` sequences of length ``T`` in R^``m``, N(0, 1) entries, seed ``seed``.
+        ``mixed_lengths``: lengths uniform in ``[min_len, max_len]``.
+        ``file``: read ``path`` (``.npz``/``.npy``/``.pt``, see :mod:`rntk_empirical.data`);
+        ``n`` (if set) keeps the first n sequences.
+    """
+
+    name: str = "random"
+    kind: DataKind = DataKind.random
+    n: Optional[int] = 8  # noqa: UP045 - OmegaConf needs typing.Optional on Python 3.10
+    T: int = 5
+    m: int = 4
+    min_len: int = 4
+    max_len: int = 12
+    seed: int = 0
+    path: Optional[str] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("T", "m", "min_len", "max_len"):
+            _at_least(f"data.{name}", getattr(self, name), 1)
+        if self.n is not None:
+            _at_least("data.n", self.n, 1)
+        if self.kind in (DataKind.random, DataKind.mixed_lengths) and self.n is None:
+            raise ValueError(f"data.n must be set for data.kind={self.kind.value}")
+        if self.kind == DataKind.mixed_lengths and self.max_len < self.min_len:
+            raise ValueError(
+                f"data.max_len={self.max_len} is smaller than data.min_len={self.min_len}"
+            )
+        if self.kind == DataKind.file and not self.path:
+            raise ValueError("data.kind=file needs data.path=/path/to/sequences.npz")
+
+    def build(self) -> Sequences:
+        """The sequences, float64 on the CPU (file errors are ValueErrors naming the file)."""
+        from rntk_empirical import data
+
+        if self.kind == DataKind.random:
+            return data.random_sequences(self.n, self.T, self.m, self.seed)
+        if self.kind == DataKind.mixed_lengths:
+            return data.mixed_length_sequences(
+                self.n, self.min_len, self.max_len, self.m, self.seed
+            )
+        return data.load_sequences(self.path, self.n)
+
+    def description(self) -> dict[str, Any]:
+        """The fields that define the data (those the chosen ``kind`` reads)."""
+        used = {
+            DataKind.random: ("n", "T", "m", "seed"),
+            DataKind.mixed_lengths: ("n", "min_len", "max_len", "m", "seed"),
+            DataKind.file: ("path", "n"),
+        }[self.kind]
+        return {"kind": self.kind.value, **{k: getattr(self, k) for k in used}}
+
+
+@dataclass
+class ConvergenceConfig:
+    """One run of the convergence experiment: one width, ``seeds`` independent networks.
+
+    Network ``s`` (``0 <= s < seeds``) is initialized with seed ``base_seed + s``.
+    ``chunk_size`` bounds the memory of the empirical NTK (see
+    :func:`rntk_empirical.empirical.empirical_ntk`). ``force`` recomputes a finished run;
+    ``cache`` reuses the analytic kernels stored in ``cache_dir`` (relative paths are
+    relative to the directory the command was started from).
+    """
+
+    name: str = "${arch.name}-${data.name}"
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    width: int = 256
+    seeds: int = 8
+    base_seed: int = 0
+    device: DeviceChoice = DeviceChoice.auto
+    dtype: DTypeChoice = DTypeChoice.float64
+    method: MethodChoice = MethodChoice.structured
+    chunk_size: Optional[int] = None  # noqa: UP045
+    nngp: bool = True
+    force: bool = False
+    progress: bool = True
+    num_threads: Optional[int] = None  # noqa: UP045
+    cache: bool = True
+    cache_dir: str = "outputs/cache"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _at_least("width", self.width, 1)
+        _at_least("seeds", self.seeds, 1)
+        _at_least("base_seed", self.base_seed, 0)
+        if self.chunk_size is not None:
+            _at_least("chunk_size", self.chunk_size, 1)
+        if self.num_threads is not None:
+            _at_least("num_threads", self.num_threads, 1)
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name={self.name!r} is not valid; expected a non-empty folder name")
+
+    def identity(self) -> dict[str, Any]:
+        """What the run measures (everything but :data:`EXECUTION_FIELDS`), JSON-able.
+
+        Two runs with equal identities compute the same numbers (up to the device's
+        floating-point differences); its hash names a run's results.
+        """
+        out: dict[str, Any] = {
+            "name": self.name,
+            "arch": self.arch.to_architecture().to_dict(),
+            "arch_name": self.arch.name,
+            "data": self.data.description(),
+            "data_name": self.data.name,
+        }
+        for f in fields(self):
+            if f.name in out or f.name in ("arch", "data") or f.name in EXECUTION_FIELDS:
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = v.value if isinstance(v, Enum) else v
+        return out
+
+
+def _at_least(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {minimum}")
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    from pathlib import Path
+
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    # ${rntk.stem:path}: a file's name without folder and suffix (names data=file runs)
+    OmegaConf.register_new_resolver(
+        "rntk.stem", lambda p: Path(str(p)).stem if p else "file", replace=True
+    )
+    cs = ConfigStore.instance()
+    cs.store(name="convergence_schema", node=ConvergenceConfig)

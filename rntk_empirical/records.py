@@ -1,0 +1,172 @@
+"""Experiment records: atomic writes, "already finished" detection, config hashes, versions.
+
+A run folder is *finished* when it holds ``record.json`` with ``"status": "finished"``. The
+record is always the last file a run writes, and every file is written atomically (a
+temporary file in the same folder, flushed and fsync'ed, then ``os.replace``), so a run
+that dies at any point leaves either no record or a complete one: re-running the same
+command recomputes exactly the unfinished runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RECORD_NAME = "record.json"
+SCHEMA_VERSION = 1
+FINISHED = "finished"
+
+
+@contextmanager
+def _atomic_open(path: Path, mode: str) -> Iterator[io.IOBase]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(obj: Any) -> Any:
+    """Replace what JSON cannot hold: numpy scalars/arrays, tuples, paths, non-finite floats."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)  # "nan", "inf": strict JSON has no literal for them
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically; returns the path."""
+    path = Path(path)
+    with _atomic_open(path, "w") as fh:
+        json.dump(_jsonable(obj), fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    return path
+
+
+def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
+    """``np.savez_compressed`` to ``path`` atomically."""
+    path = Path(path)
+    with _atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    return path
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` to ``path`` atomically."""
+    import torch
+
+    path = Path(path)
+    with _atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+    return path
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON object in ``path``, or None if it is missing or not a valid JSON object."""
+    try:
+        with open(path) as fh:
+            obj = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def finished_record(run_dir: str | os.PathLike, config_hash: str | None = None) -> dict | None:
+    """The finished record in ``run_dir``, else None.
+
+    Args:
+        config_hash: if given, a finished record of a *different* configuration raises
+            ``FileExistsError`` (the folder belongs to another experiment), so that a
+            re-run never silently reuses or overwrites results it does not own.
+    """
+    rec = read_json(Path(run_dir) / RECORD_NAME)
+    if rec is None or rec.get("status") != FINISHED:
+        return None
+    if config_hash is not None and rec.get("config_hash") != config_hash:
+        raise FileExistsError(
+            f"{Path(run_dir) / RECORD_NAME} holds a finished run of another configuration "
+            f"(config hash {rec.get('config_hash')} != {config_hash}); choose another output "
+            "folder (hydra.run.dir / hydra.sweep.dir) or pass force=true to overwrite it"
+        )
+    return rec
+
+
+def find_records(root: str | os.PathLike) -> list[tuple[Path, dict]]:
+    """Every finished record under ``root`` (recursively), as ``(path, record)``, sorted."""
+    root = Path(root)
+    if root.is_file():
+        candidates = [root]
+    else:
+        candidates = sorted(root.rglob(RECORD_NAME))
+    out = []
+    for p in candidates:
+        rec = read_json(p)
+        if rec is not None and rec.get("status") == FINISHED:
+            out.append((p, rec))
+    return out
+
+
+def config_hash(obj: Any, length: int = 16) -> str:
+    """A stable hex digest of a JSON-able object (dict key order does not matter)."""
+    text = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def array_hash(*arrays: Any, length: int = 16) -> str:
+    """A digest of arrays' float64 contents and shapes (e.g. a data set's fingerprint)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        arr = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+        h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:length]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the libraries that produce a record."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("rntk_empirical", "torch", "numpy", "scipy", "hydra-core", "omegaconf"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    try:
+        import torch
+
+        out["cuda"] = str(torch.version.cuda)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return out
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
