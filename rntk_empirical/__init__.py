@@ -6,6 +6,7 @@ Both are driven by one :class:`Architecture`.
 """
 
 from rntk_empirical.activations import register_nonlinearity
+from rntk_empirical.analytic import analytic_kernels, analytic_nngp, analytic_ntk
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.empirical import empirical_nngp, empirical_ntk
 from rntk_empirical.network import ElmanRNN
@@ -13,6 +14,9 @@ from rntk_empirical.sequences import Sequences, as_sequences
 
 __all__ = [
     "Architecture",
+    "analytic_kernels",
+    "analytic_nngp",
+    "analytic_ntk",
     "ElmanRNN",
     "Sequences",
     "as_sequences",

@@ -1,0 +1,305 @@
+r"""Dual activations: Gaussian expectations of phi and phi' for a 2x2 covariance.
+
+For a covariance [[a, c], [c, b]] and (u, v) ~ N(0, [[a, c], [c, b]]),
+
+    V_phi(a, b, c)  = E[phi(u) phi(v)],        V_dphi(a, b, c) = E[phi'(u) phi'(v)].
+
+These are the only nonlinearity-dependent pieces of the infinite-width recursion (SPEC
+section 3). :func:`dual_activations` returns both at once for tensors ``a, b, c`` of any
+broadcastable shapes (the recursion passes ``a`` as a column ``(B, 1)``, ``b`` as a row
+``(1, N)`` and ``c`` as ``(B, N)``, so per-variance work stays vector-sized).
+
+Closed forms, with rho = c / sqrt(a b) clamped to [-1, 1] and theta = arccos(rho):
+
+``relu`` (arc-cosine kernels of degree 1 and 0, Cho & Saul 2009)
+    V_phi  = sqrt(a b) / (2 pi) * (sqrt(1 - rho^2) + (pi - theta) rho)
+    V_dphi = (pi - theta) / (2 pi)
+``erf`` (Williams 1997)
+    V_phi  = (2 / pi) arcsin(2 c / sqrt((1 + 2a)(1 + 2b)))
+    V_dphi = (4 / pi) / sqrt((1 + 2a)(1 + 2b) - 4 c^2)
+``identity``
+    V_phi = c,  V_dphi = 1
+
+Anything else (``tanh``, registered nonlinearities) uses a tensor-product Gauss-Hermite rule
+with u = sqrt(a) z_1, v = sqrt(b) (rho z_1 + sqrt(1 - rho^2) z_2), exact for polynomials of
+degree < 2 * points in each of z_1, z_2. Accuracy for tanh with the default 64 points: ~1e-10
+at variance 1, ~1e-5 at variance 4, ~1e-3 at variances 25-100 (tanh is then nearly a step and
+Gauss-Hermite converges slowly; raise ``quad_points`` if that matters).
+
+Degenerate covariances. If a = 0 (or b = 0) then u = 0 almost surely and the expectations are
+evaluated exactly for that degenerate Gaussian: for relu V_phi = 0 and V_dphi = phi'(0)
+E[phi'(v)] = 0, with the convention phi'(0) = 0 used by torch and by the finite network (the
+limit a -> 0+ of the closed form would be 1/4 instead). Correlations are clamped to [-1, 1],
+so covariance matrices that are not PSD by round-off give finite values.
+
+Gradients. ``d/drho`` of the arc-cosine functions is handled by a custom autograd function:
+the degree-1 function J_1(rho) = sqrt(1 - rho^2) + (pi - theta) rho has the finite derivative
+pi - theta (the two 1/sqrt(1 - rho^2) terms cancel analytically), and the degree-0 function
+J_0 = pi - theta has derivative 1/sqrt(1 - rho^2), which is genuinely infinite at |rho| = 1 (the
+relu kernel has a cusp at x = x'); it is set to 0 there, the symmetric (mean of one-sided)
+choice, which also makes d/dx of diagonal entries K(x, x) exact. Square roots of variances
+use a zero gradient at 0. So autograd through every dual activation gives finite gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from rntk_empirical.activations import Nonlinearity, get_nonlinearity
+
+DualFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+DEFAULT_QUAD_POINTS = 64
+# Flattened covariances evaluated at once by the quadrature (bounds its Q^2 temporaries).
+_QUAD_CHUNK_NODES = 2**22
+
+_TWO_PI = 2.0 * math.pi
+
+
+class _SafeSqrt(torch.autograd.Function):
+    """sqrt(max(x, 0)) with gradient 1 / (2 sqrt(x)) for x > 0 and 0 at x <= 0."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sqrt(torch.clamp(x, min=0.0))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        pos = y > 0
+        return torch.where(pos, grad * 0.5 / torch.where(pos, y, 1.0), 0.0)
+
+
+class _ArcCosine(torch.autograd.Function):
+    """(J_0(rho), J_1(rho)) = (pi - arccos r, sqrt(1 - r^2) + (pi - arccos r) r), r = clamp(rho).
+
+    The clamp is straight-through in the backward pass (derivatives at the clamped value).
+    """
+
+    @staticmethod
+    def forward(ctx, rho: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = torch.clamp(rho, -1.0, 1.0)
+        j0 = torch.asin(r).add_(0.5 * math.pi)  # pi - arccos(r)
+        one_minus = torch.addcmul(torch.ones((), dtype=r.dtype, device=r.device), r, r, value=-1)
+        j1 = torch.clamp_(one_minus, min=0.0).sqrt_().addcmul_(j0, r)
+        ctx.save_for_backward(r, j0)
+        return j0, j1
+
+    @staticmethod
+    def backward(ctx, g0: torch.Tensor, g1: torch.Tensor) -> torch.Tensor:
+        r, j0 = ctx.saved_tensors
+        s = 1.0 - r * r
+        interior = s > 0
+        dj0 = torch.where(interior, torch.rsqrt(torch.where(interior, s, 1.0)), 0.0)
+        return g0 * dj0 + g1 * j0
+
+
+def _scales(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sqrt(a), 1/sqrt(a) (0 where a <= 0) and the indicator a > 0, all in a's shape."""
+    pos = a > 0
+    sa = _SafeSqrt.apply(a)
+    ra = torch.where(pos, 1.0 / torch.where(pos, sa, 1.0), 0.0)
+    return sa, ra, pos.to(a.dtype)
+
+
+def _correlation(a, b, c):
+    sa, ra, ia = _scales(a)
+    sb, rb, ib = _scales(b)
+    return c * ra * rb, sa, sb, ia, ib
+
+
+def relu_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+    """Arc-cosine kernels of degree 1 (V_phi) and 0 (V_dphi); see the module docstring."""
+    rho, sa, sb, ia, ib = _correlation(a, b, c)
+    j0, j1 = _ArcCosine.apply(rho)
+    v_phi = j1 * (sa / _TWO_PI) * sb
+    v_dphi = j0 * (ia / _TWO_PI) * ib
+    return v_phi, v_dphi
+
+
+def erf_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+    """Williams (1997): (2/pi) asin(2c / sqrt(da db)) and (4/pi) / sqrt(da db - 4c^2),
+    da = 1 + 2a, db = 1 + 2b. Always well conditioned: da db - 4 c^2 >= 1 for PSD input."""
+    ra = torch.rsqrt(1.0 + 2.0 * torch.clamp(a, min=0.0))
+    rb = torch.rsqrt(1.0 + 2.0 * torch.clamp(b, min=0.0))
+    x = torch.clamp(2.0 * c * ra * rb, -1.0, 1.0)  # |x| < 1 strictly for PSD covariances
+    v_phi = (2.0 / math.pi) * torch.asin(x)
+    # da db - 4c^2 = da db (1 - x^2); the floor only matters for non-PSD round-off
+    v_dphi = (4.0 / math.pi) * ra * rb * torch.rsqrt(torch.clamp(1.0 - x * x, min=1e-300))
+    return v_phi, v_dphi
+
+
+def identity_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+    """V_phi = c, V_dphi = 1."""
+    shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
+    c = c.expand(shape) if c.shape != shape else c
+    return c, torch.ones_like(c)
+
+
+@lru_cache(maxsize=16)
+def _hermite_rule(points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilists' Gauss-Hermite nodes and weights normalized to sum to 1 (E over N(0,1))."""
+    from scipy.special import roots_hermitenorm
+
+    z, w = roots_hermitenorm(points)
+    return z, w / w.sum()
+
+
+def quadrature_dual(
+    nonlinearity: Nonlinearity,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    points: int = DEFAULT_QUAD_POINTS,
+):
+    """Tensor-product Gauss-Hermite estimate of (V_phi, V_dphi) for any phi.
+
+    Works on the flattened broadcast covariances in chunks so the ``(E, Q, Q)`` temporaries
+    stay below ~``_QUAD_CHUNK_NODES`` nodes.
+    """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ValueError(f"quad_points={points!r} is not valid; expected an integer >= 2")
+    shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
+    dtype, device = c.dtype, c.device
+    z_np, w_np = _hermite_rule(points)
+    z = torch.as_tensor(z_np, dtype=dtype, device=device)
+    w = torch.as_tensor(w_np, dtype=dtype, device=device)
+    rho, sa, sb, _, _ = _correlation(a, b, c)
+    rho = torch.clamp(rho, -1.0, 1.0)
+    tau = _SafeSqrt.apply(1.0 - rho * rho)
+    sa, sb, rho, tau = (t.expand(shape).reshape(-1) for t in (sa, sb, rho, tau))
+    chunk = max(1, _QUAD_CHUNK_NODES // (points * points))
+    phis, dphis = [], []
+    for s in range(0, sa.shape[0], chunk):
+        e = slice(s, s + chunk)
+        u = sa[e, None] * z  # (E, Q): u at node i
+        v = sb[e, None, None] * (rho[e, None, None] * z[:, None] + tau[e, None, None] * z)
+        pu, du = nonlinearity.phi(u), nonlinearity.dphi(u)
+        pv, dv = nonlinearity.phi(v), nonlinearity.dphi(v)  # (E, Q, Q): v at node (i, j)
+        phis.append(((pv @ w) * pu) @ w)
+        dphis.append(((dv @ w) * du) @ w)
+    return torch.cat(phis).reshape(shape), torch.cat(dphis).reshape(shape)
+
+
+# ---------------------------------------------------------------------------- fused, in place
+# No-grad, in-place versions of the closed forms above for the hot loop of the recursion:
+# they take the pre-activation covariance S and tangent kernel Q of a block and write
+# K = V_phi(a, b, S) and G = V_dphi(a, b, S) * Q into preallocated buffers, with no temporary
+# allocations (fresh allocations of cache-sized tensors cost page faults on every op). ``a``
+# is a column ``(B, 1)``, ``b`` a row ``(1, N)``; ``S`` is overwritten. tests/test_dual.py
+# checks them against the reference functions.
+FusedFn = Callable[..., None]
+_ONE: dict[tuple, torch.Tensor] = {}
+
+
+def _one(like: torch.Tensor) -> torch.Tensor:
+    key = (like.dtype, like.device)
+    if key not in _ONE:
+        _ONE[key] = torch.ones((), dtype=like.dtype, device=like.device)
+    return _ONE[key]
+
+
+def _relu_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
+    sa, ra, ia = _scales(a)
+    sb, rb, ib = _scales(b)
+    rho = S.mul_(ra).mul_(rb).clamp_(-1.0, 1.0)
+    j0 = torch.asin(rho, out=scratch).add_(0.5 * math.pi)
+    if Q is not None:
+        torch.mul(j0, Q, out=G_out).mul_(ia / _TWO_PI).mul_(ib)
+    k = torch.addcmul(_one(rho), rho, rho, value=-1.0, out=K_out).sqrt_()
+    k.addcmul_(j0, rho).mul_(sa / _TWO_PI).mul_(sb)
+
+
+def _erf_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
+    ra = torch.rsqrt(1.0 + 2.0 * torch.clamp(a, min=0.0))
+    rb = torch.rsqrt(1.0 + 2.0 * torch.clamp(b, min=0.0))
+    x = S.mul_(2.0 * ra).mul_(rb).clamp_(-1.0, 1.0)
+    if Q is not None:
+        g = torch.addcmul(_one(x), x, x, value=-1.0, out=scratch).clamp_(min=1e-300).rsqrt_()
+        torch.mul(g, Q, out=G_out).mul_((4.0 / math.pi) * ra).mul_(rb)
+    torch.asin(x, out=K_out).mul_(2.0 / math.pi)
+
+
+def _identity_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
+    K_out.copy_(S)
+    if Q is not None:
+        G_out.copy_(Q)
+
+
+_FUSED: dict[str, FusedFn] = {
+    "relu": _relu_fused,
+    "erf": _erf_fused,
+    "identity": _identity_fused,
+}
+
+
+def get_fused_dual(
+    nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS
+) -> FusedFn:
+    """In-place ``fn(a, b, S, Q, K_out, G_out, scratch)``: K_out = V_phi(a, b, S),
+    G_out = V_dphi(a, b, S) * Q (skipped if Q is None); S and scratch are clobbered.
+    Nonlinearities without a closed form evaluate the quadrature and copy."""
+    nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
+    if nl.closed_form and nl.name in _FUSED:
+        return _FUSED[nl.name]
+    ref = get_dual(nl, quad_points)
+
+    def fn(a, b, S, Q, K_out, G_out, scratch) -> None:
+        v_phi, v_dphi = ref(a, b, S)
+        K_out.copy_(v_phi)
+        if Q is not None:
+            torch.mul(v_dphi, Q, out=G_out)
+
+    return fn
+
+
+_CLOSED_FORMS: dict[str, DualFn] = {
+    "relu": relu_dual,
+    "erf": erf_dual,
+    "identity": identity_dual,
+}
+
+
+def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS) -> DualFn:
+    """The function ``(a, b, c) -> (V_phi, V_dphi)`` for a nonlinearity (name or object)."""
+    nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
+    if nl.closed_form and nl.name in _CLOSED_FORMS:
+        return _CLOSED_FORMS[nl.name]
+
+    def fn(a, b, c):
+        return quadrature_dual(nl, a, b, c, quad_points)
+
+    return fn
+
+
+def dual_activations(
+    nonlinearity: str | Nonlinearity,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    *,
+    quad_points: int = DEFAULT_QUAD_POINTS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V_phi(a, b, c), V_dphi(a, b, c)) for the covariance [[a, c], [c, b]].
+
+    Args:
+        nonlinearity: a name known to :func:`rntk_empirical.activations.get_nonlinearity`
+            (or the object itself).
+        a, b: variances (>= 0); c: covariance. Any broadcastable shapes, one float dtype.
+        quad_points: Gauss-Hermite points per dimension for nonlinearities without a
+            closed form.
+
+    Returns:
+        Two tensors of the broadcast shape; finite for every finite input.
+    """
+    a, b, c = (torch.as_tensor(t) for t in (a, b, c))
+    if not (a.is_floating_point() and b.is_floating_point() and c.is_floating_point()):
+        raise TypeError("dual_activations needs floating-point a, b, c")
+    return get_dual(nonlinearity, quad_points)(a, b, c)
