@@ -29,6 +29,7 @@ Exit codes: 0 success (or skipped), 2 invalid input, 3 out of memory.
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import sys
 import time
@@ -127,7 +128,7 @@ class DriftConfig:
     base_seed: int = 0
     steps: int = 200
     optimizer: str = "gd"
-    lr_scale: float = 1.0
+    lr_scale: float = 0.5
     lr: Optional[float] = None  # noqa: UP045 - absolute learning rate; overrides lr_scale
     batch_size: Optional[int] = None  # noqa: UP045
     record_every: int = 10
@@ -246,6 +247,11 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
         else:  # the analytic NTK when it exists (ntk parameterization), else the network's
             ref = theta_inf if theta_inf is not None else theta0
             lr = kernel_learning_rate(ref[:n_tr, :n_tr], cfg.lr_scale)
+        # GD on the linearization (and kernel GD with Theta_0) is stable iff
+        # eta lambda_max(Theta_0) / N < 2; narrow networks can break it at an eta set from
+        # the analytic kernel (their lambda_max fluctuates far above it).
+        lam0 = float(torch.linalg.eigvalsh(theta0[:n_tr, :n_tr]).max())
+        lin_stable = cfg.optimizer != "gd" or lr * lam0 / n_tr < 2.0
         with torch.no_grad():
             f0 = model(x_all).to("cpu", torch.float64)
         kp = {"empirical": predictions(theta0, lr, f0)}
@@ -280,6 +286,8 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
             "seed": i,
             "network_seed": cfg.base_seed + i,
             "lr": lr,
+            "lambda_max_theta0": lam0,
+            "lin_stable": lin_stable,
             "history": asdict(hist),
         }
         if hist.diverged:
@@ -331,6 +339,30 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
     return record
 
 
+# Quantities computed from GD on the linearization or with the network's own Theta_0.
+THETA0_QUANTITIES = (
+    "dist_linearized",
+    "dist_kernel_empirical",
+    "dist_lin_vs_kernel_empirical",
+    "lin_train_loss",
+    "lin_test_loss",
+    "kernel_empirical_train_loss",
+)
+
+
+def final_value(entry: dict, quantity: str) -> float | None:
+    """A seed's ``quantity`` at its last recorded step, or None when it is not meaningful:
+    the network diverged, or the quantity uses GD with Theta_0 at a step that is unstable
+    for Theta_0 (``lin_stable`` false), or the value is not finite."""
+    h = entry["history"]
+    if h["diverged"] or not h.get(quantity):
+        return None
+    if quantity in THETA0_QUANTITIES and not entry.get("lin_stable", True):
+        return None
+    v = float(h[quantity][-1])
+    return v if math.isfinite(v) else None
+
+
 FINAL_KEYS = (
     "ntk_drift",
     "kernel_distance",
@@ -345,11 +377,13 @@ FINAL_KEYS = (
 
 
 def summarize(per_seed: list[dict]) -> dict[str, float]:
-    """Mean over non-diverged seeds of each quantity at the last recorded step."""
-    ok = [e["history"] for e in per_seed if not e["history"]["diverged"]]
-    out: dict[str, float] = {"diverged": len(per_seed) - len(ok)}
+    """Mean over the seeds where it is meaningful (:func:`final_value`) of each quantity."""
+    out: dict[str, float] = {
+        "diverged": sum(e["history"]["diverged"] for e in per_seed),
+        "lin_unstable": sum(not e.get("lin_stable", True) for e in per_seed),
+    }
     for k in FINAL_KEYS:
-        vals = [float(h[k][-1]) for h in ok if h[k]]
+        vals = [v for e in per_seed if (v := final_value(e, k)) is not None]
         out[k] = sum(vals) / len(vals) if vals else float("nan")
     return out
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 
+from experiments.drift import final_value  # noqa: E402
 from rntk_empirical.records import atomic_write_json, config_hash, find_records  # noqa: E402
 from rntk_empirical.scaling import bootstrap_power_law  # noqa: E402
 
@@ -100,10 +100,9 @@ def collect(root: Path) -> dict[str, dict]:
 def _final_samples(group: dict, q: str) -> tuple[dict[int, np.ndarray], dict[int, int]]:
     samples, diverged = {}, {}
     for w, rec in sorted(group["runs"].items()):
-        hs = [e["history"] for e in rec["per_seed"]]
-        ok = [float(h[q][-1]) for h in hs if not h["diverged"] and h[q]]
-        ok = [v for v in ok if math.isfinite(v) and v > 0]
-        diverged[w] = sum(h["diverged"] for h in hs)
+        vals = [final_value(e, q) for e in rec["per_seed"]]
+        ok = [v for v in vals if v is not None and v > 0]
+        diverged[w] = sum(e["history"]["diverged"] for e in rec["per_seed"])
         if ok:
             samples[w] = np.array(ok)
     return samples, diverged

@@ -35,8 +35,9 @@ class RecordIndex:
         self._by_hash[rec["config_hash"]] = rec
 
 
-def convergence_records(configs: Iterable, outputs: str | Path, index: RecordIndex | None = None,
-                        progress: bool = False) -> list[dict]:
+def convergence_records(
+    configs: Iterable, outputs: str | Path, index: RecordIndex | None = None, progress: bool = False
+) -> list[dict]:
     """Records of :class:`~rntk_empirical.config.ConvergenceConfig` runs, running missing ones.
 
     New runs go to ``<outputs>/convergence/<name>/width=<w>/seeds=<S>`` (re-runs skip them).
@@ -50,7 +51,9 @@ def convergence_records(configs: Iterable, outputs: str | Path, index: RecordInd
         prep = prepare(cfg)
         rec = index.get(prep.config_hash)
         if rec is None:
-            run_dir = outputs / "convergence" / cfg.name / f"width={cfg.width}" / f"seeds={cfg.seeds}"
+            run_dir = (
+                outputs / "convergence" / cfg.name / f"width={cfg.width}" / f"seeds={cfg.seeds}"
+            )
             log.info("running %s width=%d (%d seeds)", cfg.name, cfg.width, cfg.seeds)
             rec = run_convergence(prep, run_dir, cwd=outputs.parent)
             index.add(rec)
@@ -58,8 +61,9 @@ def convergence_records(configs: Iterable, outputs: str | Path, index: RecordInd
     return out
 
 
-def drift_records(configs: Iterable, outputs: str | Path, index: RecordIndex | None = None
-                  ) -> list[dict]:
+def drift_records(
+    configs: Iterable, outputs: str | Path, index: RecordIndex | None = None
+) -> list[dict]:
     """Records of :class:`experiments.drift.DriftConfig` runs, running missing ones."""
     from experiments.drift import run_drift
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.func import jvp, vjp
 
-from rntk_empirical.empirical import _forward_args, empirical_ntk
+from rntk_empirical.empirical import _batched_jacobian, _forward_args, empirical_ntk
 from rntk_empirical.metrics import kernel_distance, relative_drift
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.records import atomic_torch_save
@@ -50,6 +50,7 @@ class TrainSettings:
     checkpoint_every: int = 50
     diverge_factor: float = 1e4  # stop when loss > factor * initial loss (or NaN/Inf)
     track_linearized: bool = True
+    linearization: str = "auto"  # auto | explicit | jvp (see Linearization)
     seed: int = 0  # minibatch order
 
     def __post_init__(self) -> None:
@@ -121,6 +122,99 @@ class KernelPredictions:
     test: torch.Tensor
 
 
+# Bytes the explicit Jacobians of the linearization may take (train + test).
+JACOBIAN_BUDGET_BYTES = 2 * 2**30
+
+
+class Linearization:
+    """The linearized network f_0(x) + J_0(x) delta, delta = theta - theta_0, with its own
+    optimizer (the same kind and learning rate as the network's).
+
+    Two exact strategies: ``explicit`` stores J_0 on the train and test sets (``(N, P)``,
+    computed once with ``vmap(jacrev)``), so a step costs two ``(N, P)`` products; ``jvp``
+    recomputes J_0 delta by forward-mode AD and J_0^T r by a stored ``vjp`` through the time
+    loop, memory O(N T n) but several network passes per step. ``auto`` picks ``explicit``
+    when the Jacobians fit :data:`JACOBIAN_BUDGET_BYTES`.
+    """
+
+    def __init__(
+        self,
+        model: ElmanRNN,
+        xs: Sequences,
+        xt: Sequences,
+        theta0: dict,
+        f0_train: torch.Tensor,
+        f0_test: torch.Tensor,
+        settings: TrainSettings,
+        strategy: str = "auto",
+    ) -> None:
+        self.names = list(theta0)
+        self.shapes = [theta0[n].shape for n in self.names]
+        self.sizes = [theta0[n].numel() for n in self.names]
+        numel = sum(self.sizes)
+        ref = theta0[self.names[0]]
+        need = (xs.n + xt.n) * numel * ref.element_size()
+        if strategy not in ("auto", "explicit", "jvp"):
+            raise ValueError(f"strategy={strategy!r}; allowed values: auto, explicit, jvp")
+        self.explicit = strategy == "explicit" or (
+            strategy == "auto" and need <= JACOBIAN_BUDGET_BYTES
+        )
+        self.theta0, self.f0_train, self.f0_test = theta0, f0_train, f0_test
+        self.delta = torch.zeros(numel, dtype=ref.dtype, device=ref.device, requires_grad=True)
+        self.opt = _make_optimizer(settings, [self.delta])
+        args_train, args_test = _forward_args(model, xs), _forward_args(model, xt)
+        self.f_train = lambda p: model.apply_padded(p, *args_train)[:, 0]
+        self.f_test = lambda p: model.apply_padded(p, *args_test)[:, 0]
+        if self.explicit:
+            self.J_train = self._jacobian(model, xs)
+            self.J_test = self._jacobian(model, xt)
+        else:
+            with torch.enable_grad():
+                _, self._vjp_train = vjp(self.f_train, theta0)  # J_0^T, reused every step
+
+    def _jacobian(self, model: ElmanRNN, seqs: Sequences, chunk: int = 4) -> torch.Tensor:
+        parts = []
+        for i in range(0, seqs.n, chunk):
+            jac = _batched_jacobian(model, seqs.select(slice(i, i + chunk)))
+            parts.append(torch.cat([jac[n][:, 0] for n in self.names], dim=1))
+        return torch.cat(parts)
+
+    def _unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {
+            n: t.view(s) for n, t, s in zip(self.names, torch.split(v, self.sizes), self.shapes)
+        }
+
+    def outputs(self, which: str) -> torch.Tensor:
+        f0 = self.f0_train if which == "train" else self.f0_test
+        d = self.delta.detach()
+        if self.explicit:
+            return f0 + (self.J_train if which == "train" else self.J_test) @ d
+        fn = self.f_train if which == "train" else self.f_test
+        return f0 + jvp(fn, (self.theta0,), (self._unflatten(d),))[1]
+
+    def step(self, batch: torch.Tensor, ys: torch.Tensor) -> None:
+        """One optimizer step on 1/(2|B|) sum_{i in B} (f_lin(x_i) - y_i)^2."""
+        with torch.no_grad():
+            r = self.outputs("train") - ys
+            cot = torch.zeros_like(r)
+            cot[batch] = r[batch] / len(batch)
+            if self.explicit:
+                g = self.J_train.T @ cot
+            else:
+                (gd,) = self._vjp_train(cot)
+                g = torch.cat([gd[n].reshape(-1) for n in self.names])
+        self.delta.grad = g.detach()
+        self.opt.step()
+
+    def state_dict(self) -> dict:
+        return {"delta": self.delta.detach().clone(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.delta.copy_(state["delta"])
+        self.opt.load_state_dict(state["opt"])
+
+
 def train_and_track(
     model: ElmanRNN,
     train: tuple[Sequences, torch.Tensor],
@@ -150,7 +244,6 @@ def train_and_track(
     if ys.shape != (xs.n,) or yt.shape != (xt.n,):
         raise ValueError("targets must be (N,) tensors matching their sequences")
     args_train, args_test = _forward_args(model, xs), _forward_args(model, xt)
-    names = [n for n, _ in model.named_parameters()]
     theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     def f_train(p):
@@ -162,24 +255,20 @@ def train_and_track(
     with torch.no_grad():
         f0_train, f0_test = f_train(theta0), f_test(theta0)
     ntk0 = empirical_ntk(model, probe)
-    lin = {n: t.clone() for n, t in theta0.items()}
     hist = History()
     start = 0
     opt = _make_optimizer(settings, list(model.parameters()))
-    lin_params = [lin[n].requires_grad_(True) for n in names]
-    lin_opt = _make_optimizer(settings, lin_params)
     gen = torch.Generator().manual_seed(settings.seed)
+    lin_state = None
 
     if checkpoint_path and os.path.exists(checkpoint_path):
         ck = torch.load(checkpoint_path, weights_only=False)
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(ck["params"][n])
-            for n in names:
-                lin[n].copy_(ck["lin"][n])
             theta0 = ck["theta0"]
         opt.load_state_dict(ck["opt"])
-        lin_opt.load_state_dict(ck["lin_opt"])
+        lin_state = ck["lin"]
         gen.set_state(ck["gen"])
         hist = History(**ck["history"])
         start = ck["step"]
@@ -187,13 +276,13 @@ def train_and_track(
             f0_train, f0_test = f_train(theta0), f_test(theta0)
         ntk0 = ck["ntk0"]
 
+    lin = None
     if settings.track_linearized:
-        with torch.enable_grad():
-            _, vjp_train = vjp(f_train, theta0)  # J_0^T, reused every step
-
-    def lin_outputs(fn, f0):
-        delta = {n: (lin[n] - theta0[n]).detach() for n in names}
-        return f0 + jvp(fn, (theta0,), (delta,))[1]
+        lin = Linearization(
+            model, xs, xt, theta0, f0_train, f0_test, settings, settings.linearization
+        )
+        if lin_state is not None:
+            lin.load_state_dict(lin_state)
 
     t_start = time.perf_counter() - hist.seconds
     loss0 = mse(f0_train, ys)
@@ -211,9 +300,7 @@ def train_and_track(
                     probe,
                     ntk0,
                     theta0,
-                    lin_outputs if settings.track_linearized else None,
-                    f0_train,
-                    f0_test,
+                    lin,
                     kernel_predictions,
                     settings,
                 )
@@ -235,15 +322,8 @@ def train_and_track(
             loss.backward()
         opt.step()
         # linearized step: gradient J_0^T r / |batch| with r restricted to the batch
-        if settings.track_linearized:
-            with torch.no_grad():
-                r = lin_outputs(f_train, f0_train) - ys
-                cot = torch.zeros_like(r)
-                cot[batch] = r[batch] / len(batch)
-            (g,) = vjp_train(cot)
-            for n, p in zip(names, lin_params):
-                p.grad = g[n].detach()
-            lin_opt.step()
+        if lin is not None:
+            lin.step(batch, ys)
         if progress is not None:
             progress(step + 1)
         if checkpoint_path and (step + 1) % settings.checkpoint_every == 0:
@@ -253,10 +333,9 @@ def train_and_track(
                 {
                     "step": step + 1,
                     "params": {n: p.detach() for n, p in model.named_parameters()},
-                    "lin": {n: lin[n].detach() for n in names},
+                    "lin": None if lin is None else lin.state_dict(),
                     "theta0": theta0,
                     "opt": opt.state_dict(),
-                    "lin_opt": lin_opt.state_dict(),
                     "gen": gen.get_state(),
                     "history": asdict(hist),
                     "ntk0": ntk0,
@@ -290,9 +369,7 @@ def _record(
     probe,
     ntk0,
     theta0,
-    lin_outputs,
-    f0_train,
-    f0_test,
+    lin,
     kp,
     settings,
 ) -> None:
@@ -315,9 +392,9 @@ def _record(
     hist.weight_change_total.append(math.sqrt(num / den))
     f_all = torch.cat([ft, fs])
     nan = float("nan")
-    if lin_outputs is not None:
+    if lin is not None:
         with torch.no_grad():
-            lt, ls = lin_outputs(f_train, f0_train), lin_outputs(f_test, f0_test)
+            lt, ls = lin.outputs("train"), lin.outputs("test")
         hist.lin_train_loss.append(mse(lt, ys))
         hist.lin_test_loss.append(mse(ls, yt))
         hist.dist_linearized.append(rms(f_all - torch.cat([lt, ls])))

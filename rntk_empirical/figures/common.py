@@ -1,0 +1,386 @@
+"""Shared machinery of the figure scripts: results, registry, saving, the index page.
+
+A figure is a function ``compute(opts) -> FigureResult`` registered under a name with
+:func:`register_figure`, together with a ``draw(tables, meta) -> Figure`` that rebuilds the
+plot from the saved CSV alone (so ``redraw=true`` never recomputes). Saving writes, into
+``out_dir``::
+
+    NAME.png, NAME.pdf   the figure
+    NAME.csv             every plotted number (long format, one row per plotted point)
+    NAME-<table>.csv     further tables, if the figure has them
+    NAME.json            headline numbers, the exact setup (parameters, library versions)
+
+and regenerates ``out_dir/README.md`` from every ``*.json`` found there, so figures can be
+produced independently and in any order.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from rntk_empirical.records import atomic_write_json, library_versions, read_json, utc_now  # noqa: E402
+
+Row = dict[str, Any]
+Table = list[Row]
+DrawFn = Callable[[dict[str, Table], dict[str, Any]], Figure]
+MAIN_TABLE = "main"
+INDEX_NAME = "README.md"
+
+# Publication defaults: serif-free, readable at single-column size.
+STYLE: dict[str, Any] = {
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "savefig.dpi": 200,
+    "savefig.bbox": "tight",
+    "figure.constrained_layout.use": True,
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the entry point passes to a figure: the common switches of ``conf/figures.yaml``.
+
+    Attributes:
+        quick: small, fast version (tests, smoke runs).
+        seed: base seed of every random draw (data, networks).
+        device: ``cpu | cuda | auto`` for the kernel computations.
+        params: overrides of the figure's parameter dataclass (``params.<field>=...``).
+        progress: show tqdm bars.
+        outputs_root: where experiment runs live (figures reuse finished convergence / drift
+            runs found there and run the missing ones into it); the parent of ``out_dir``.
+    """
+
+    quick: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool = True
+    outputs_root: str = "outputs"
+
+
+@dataclass
+class FigureResult:
+    """Everything a figure produced.
+
+    Attributes:
+        tables: name -> rows (``"main"`` is ``NAME.csv``; others ``NAME-<name>.csv``).
+            Every plotted number must be in a table; ``draw`` reads only these and ``meta``.
+        headline: the numbers that make the figure's point (JSON-able).
+        setup: the exact setup in Markdown (data, architectures, widths, seeds, choices).
+        draw: rebuilds the matplotlib figure from ``(tables, meta)``.
+        title, description: one line each, for the index page.
+        params: the resolved parameter dataclass (recorded in the JSON).
+        markdown: optional extra Markdown for the index page (e.g. a results table).
+    """
+
+    tables: dict[str, Table]
+    headline: dict[str, Any]
+    setup: str
+    draw: DrawFn
+    title: str
+    description: str
+    params: Any = None
+    markdown: str = ""
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    name: str
+    compute: Callable[[RunOptions], FigureResult]
+    draw: DrawFn
+    order: int
+
+
+FIGURES: dict[str, FigureSpec] = {}
+
+
+def register_figure(name: str, draw: DrawFn, order: int | None = None):
+    """Decorator: register ``compute(opts) -> FigureResult`` as figure ``name``.
+
+    ``draw`` is registered too, so ``redraw=true`` can rebuild the plot from the CSV.
+    ``order`` sets the position on the index page and in ``figure=all`` (default: after
+    the figures registered so far, in registration order; the built-in ones use 10, 20, ...).
+    """
+
+    def deco(fn: Callable[[RunOptions], FigureResult]):
+        if name in FIGURES:
+            raise ValueError(f"figure {name!r} is already registered")
+        if order is None:
+            o = max((s.order for s in FIGURES.values()), default=0) + 10
+        else:
+            o = order
+        FIGURES[name] = FigureSpec(name, fn, draw, o)
+        return fn
+
+    return deco
+
+
+P = TypeVar("P")
+
+
+def resolve_params(cls: type[P], opts: RunOptions, quick: Mapping[str, Any]) -> P:
+    """The figure's parameters: dataclass defaults, then ``quick`` overrides if
+    ``opts.quick``, then the user's ``params`` overrides (unknown names are an error)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(opts.params) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"known: {', '.join(sorted(names))}"
+        )
+    values: dict[str, Any] = dict(quick) if opts.quick else {}
+    for k, v in opts.params.items():
+        values[k] = tuple(v) if isinstance(v, (list, tuple)) else v
+    return cls(**values)
+
+
+def params_dict(params: Any) -> dict[str, Any]:
+    return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params or {})
+
+
+# ---------------------------------------------------------------------------- CSV
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def write_csv(path: Path, rows: Table) -> None:
+    """Rows (dicts; the union of keys, in first-seen order, are the columns) to CSV atomically."""
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_fmt(r.get(c, "")) for c in cols])
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _parse(s: str) -> Any:
+    if s == "":
+        return None
+    try:
+        i = int(s)
+        return i
+    except ValueError:
+        pass
+    try:
+        return float(s)
+    except ValueError:
+        return {"True": True, "False": False}.get(s, s)
+
+
+def read_csv(path: Path) -> Table:
+    """The rows of a CSV written by :func:`write_csv`, numbers parsed back."""
+    with open(path, newline="") as fh:
+        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def table_paths(out_dir: Path, name: str, table_names: Sequence[str]) -> dict[str, Path]:
+    return {
+        t: out_dir / (f"{name}.csv" if t == MAIN_TABLE else f"{name}-{t}.csv") for t in table_names
+    }
+
+
+def select(rows: Table, **match: Any) -> Table:
+    """Rows whose columns equal ``match``."""
+    return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+
+def column(rows: Table, key: str) -> list[Any]:
+    return [r[key] for r in rows]
+
+
+# ---------------------------------------------------------------------------- saving
+def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    paths = []
+    for ext in ("png", "pdf"):
+        p = out_dir / f"{name}.{ext}"
+        tmp = out_dir / f".{name}.tmp.{ext}"
+        fig.savefig(tmp)
+        os.replace(tmp, p)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def command_for(name: str) -> str:
+    return f"python -m experiments.figures figure={name}"
+
+
+def save_result(
+    result: FigureResult, out_dir: Path, name: str, opts: RunOptions, seconds: float
+) -> dict[str, Any]:
+    """Write PNG, PDF, CSV(s) and JSON of one figure, then regenerate the index page."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for t, path in table_paths(out_dir, name, list(result.tables)).items():
+        write_csv(path, result.tables[t])
+    meta = {
+        "name": name,
+        "title": result.title,
+        "description": result.description,
+        "command": command_for(name) + (" quick=true" if opts.quick else ""),
+        "quick": opts.quick,
+        "seed": opts.seed,
+        "device": opts.device,
+        "tables": list(result.tables),
+        "headline": result.headline,
+        "setup": result.setup,
+        "markdown": result.markdown,
+        "params": params_dict(result.params),
+        "compute_seconds": round(seconds, 1),
+        "created": utc_now(),
+        "versions": library_versions(),
+    }
+    with plt.rc_context(STYLE):
+        fig = result.draw(result.tables, meta)
+    save_figure(fig, out_dir, name)
+    atomic_write_json(out_dir / f"{name}.json", meta)
+    write_index(out_dir)
+    return meta
+
+
+def redraw(spec: FigureSpec, out_dir: Path) -> list[Path]:
+    """Rebuild ``NAME.png/pdf`` from ``NAME.csv`` (and ``NAME.json``) without recomputing."""
+    meta = read_json(out_dir / f"{spec.name}.json")
+    if meta is None:
+        raise FileNotFoundError(
+            f"{out_dir / (spec.name + '.json')} is missing; run the figure once without redraw"
+        )
+    tables = {}
+    for t, path in table_paths(out_dir, spec.name, meta.get("tables", [MAIN_TABLE])).items():
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; run the figure once without redraw")
+        tables[t] = read_csv(path)
+    with plt.rc_context(STYLE):
+        fig = spec.draw(tables, meta)
+    paths = save_figure(fig, out_dir, spec.name)
+    write_index(out_dir)
+    return paths
+
+
+# ---------------------------------------------------------------------------- index
+def _fmt_value(v: Any) -> str:
+    """Compact Markdown text of a headline value (numbers to 4 significant digits)."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, Mapping):
+        return ", ".join(f"{k}: {_fmt_value(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _headline_md(headline: Mapping[str, Any]) -> str:
+    lines = ["| quantity | value |", "|---|---|"]
+    for k, v in headline.items():
+        if isinstance(v, Mapping) and any(isinstance(x, Mapping) for x in v.values()):
+            lines += [f"| {k}: {kk} | {_fmt_value(x)} |" for kk, x in v.items()]
+        else:
+            lines.append(f"| {k} | {_fmt_value(v)} |")
+    return "\n".join(lines)
+
+
+def write_index(out_dir: Path) -> Path:
+    """Regenerate ``out_dir/README.md`` from every figure JSON present in ``out_dir``."""
+    metas = []
+    for p in sorted(out_dir.glob("*.json")):
+        m = read_json(p)
+        if m is not None and "headline" in m and "name" in m:
+            metas.append(m)
+    order = {n: s.order for n, s in FIGURES.items()}
+    metas.sort(key=lambda m: (order.get(m["name"], 10**6), m["name"]))
+    parts = [
+        "# Figures",
+        "",
+        "Generated by `python -m experiments.figures figure=NAME` (`figure=all` for every "
+        "figure; `redraw=true` re-plots from the saved CSV). Each figure has `NAME.png`, "
+        "`NAME.pdf`, `NAME.csv` (every plotted number) and `NAME.json` (headline numbers, "
+        "parameters, library versions). This page is rebuilt from the JSON files present.",
+        "",
+    ]
+    parts += [f"- [{m['name']}](#{m['name'].replace('_', '-')}): {m['title']}" for m in metas]
+    for m in metas:
+        quick = " **(quick mode: a reduced smoke-test setup, not the paper figure)**"
+        parts += [
+            "",
+            f"## {m['name']}",
+            "",
+            f"**{m['title']}**{quick if m.get('quick') else ''}",
+            "",
+            m["description"],
+            "",
+            f"![{m['name']}]({m['name']}.png)",
+            "",
+            f"Command: `{m['command']}` (seed {m.get('seed', 0)}, device {m.get('device')}, "
+            f"{m.get('compute_seconds', '?')} s, {m.get('created', '')}).",
+            "",
+            "### Setup",
+            "",
+            m["setup"],
+            "",
+            "### Headline numbers",
+            "",
+            _headline_md(m["headline"]),
+        ]
+        if m.get("markdown"):
+            parts += ["", m["markdown"]]
+    text = "\n".join(parts) + "\n"
+    path = out_dir / INDEX_NAME
+    tmp = out_dir / f".{INDEX_NAME}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def run_figure(name: str, out_dir: str | os.PathLike, opts: RunOptions) -> dict[str, Any]:
+    """Compute figure ``name`` and save it into ``out_dir``; returns its JSON record."""
+    spec = get_figure(name)
+    t0 = time.perf_counter()
+    result = spec.compute(opts)
+    return save_result(result, Path(out_dir), name, opts, time.perf_counter() - t0)
+
+
+def get_figure(name: str) -> FigureSpec:
+    if name not in FIGURES:
+        raise KeyError(
+            f"unknown figure {name!r}; known figures: {', '.join(known_figures())} (or all)"
+        )
+    return FIGURES[name]
+
+
+def known_figures() -> list[str]:
+    return sorted(FIGURES, key=lambda n: (FIGURES[n].order, n))
+
+
+def fmt_list(values: Sequence[Any], fmt: str = "{:g}") -> str:
+    return ", ".join(fmt.format(v) for v in values)

@@ -1,0 +1,84 @@
+"""The sweep-based figures (ntk_deviation, kernel_drift, orthogonal_vs_gaussian) in quick
+mode: they run convergence / drift experiments into a temporary outputs root, reuse them on
+a second call, and their numbers make the figures' points."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rntk_empirical.figures import RunOptions, run_figure
+from rntk_empirical.figures.common import read_csv, select
+from rntk_empirical.records import find_records
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("outputs")
+
+
+@pytest.fixture(scope="module")
+def made(root) -> dict[str, dict]:
+    opts = RunOptions(quick=True, progress=False, outputs_root=str(root))
+    return {
+        name: run_figure(name, root / "figures", opts)
+        for name in ("ntk_deviation", "kernel_drift", "orthogonal_vs_gaussian")
+    }
+
+
+def test_files_and_index(made, root):
+    out = root / "figures"
+    for name in made:
+        for ext in ("png", "pdf", "csv", "json"):
+            assert (out / f"{name}.{ext}").stat().st_size > 0
+    index = (out / "README.md").read_text()
+    assert all(name in index for name in made)
+
+
+def test_ntk_deviation_falls_with_width_and_longer_sequences_need_wider_nets(made, root):
+    h = made["ntk_deviation"]["headline"]
+    for name, fit in h["exponents"].items():
+        assert -1.5 < fit["exponent"] < -0.1, (name, fit)
+    n_star = h["width_for_target"]
+    assert n_star["T=12"] > 2 * n_star["T=3"]
+    rows = read_csv(root / "figures" / "ntk_deviation.csv")
+    relu = sorted(select(rows, series="relu_last", depth=1), key=lambda r: r["width"])
+    assert relu[-1]["mean_error"] < relu[0]["mean_error"]
+
+
+def test_kernel_drift_vanishes_with_width(made, root):
+    h = made["kernel_drift"]["headline"]
+    assert h["exponents"]["ntk_drift"]["exponent"] < -0.3
+    assert h["exponents"]["weight_change_total"]["exponent"] < -0.5
+    d = {int(w): v for w, v in h["final_drift_by_width"].items()}
+    assert d[max(d)] < 0.5 * d[min(d)]
+    loss = read_csv(root / "figures" / "kernel_drift-loss.csv")
+    widest = sorted(select(loss, width=max(d)), key=lambda r: r["step"])
+    assert widest[-1]["network"] < 0.5 * widest[0]["network"]  # it trained
+
+
+def test_orthogonal_and_gaussian_share_the_limit(made):
+    h = made["orthogonal_vs_gaussian"]["headline"]
+    for init in ("gaussian", "orthogonal"):
+        assert h[f"deviation_exponent_{init}"][0] < -0.1
+        assert h[f"drift_exponent_{init}"][0] < -0.1
+    ratio = h["deviation_at_largest_width_orthogonal"] / h["deviation_at_largest_width_gaussian"]
+    assert 0.4 < ratio < 2.5
+    # both trained outside the kernel regime; which is faster is measured, not assumed
+    assert h["relative_loss_gaussian"] < 1 and h["relative_loss_orthogonal"] < 1
+
+
+def test_second_call_reuses_finished_runs(made, root):
+    before = {p for p, _ in find_records(root)}
+    t0 = time.perf_counter()
+    meta = run_figure(
+        "kernel_drift",
+        root / "figures",
+        RunOptions(quick=True, progress=False, outputs_root=str(root)),
+    )
+    assert time.perf_counter() - t0 < 30
+    assert {p for p, _ in find_records(root)} == before
+    assert meta["headline"] == json.loads(json.dumps(made["kernel_drift"]["headline"]))
