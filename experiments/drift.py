@@ -29,24 +29,20 @@ Exit codes: 0 success (or skipped), 2 invalid input, 3 out of memory.
 from __future__ import annotations
 
 import logging
-import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
 
 import hydra
 import torch
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from rntk_empirical.config import ArchConfig, DeviceChoice, DTypeChoice, register_configs
+from rntk_empirical.config import DriftConfig, register_configs
 from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
 from rntk_empirical.records import (
     FINISHED,
@@ -59,115 +55,20 @@ from rntk_empirical.records import (
     read_json,
     utc_now,
 )
-from rntk_empirical.tasks import Task, aeon_dataset, synthetic_regression
+from rntk_empirical.tasks import Task
 from rntk_empirical.training import (
-    OPTIMIZERS,
     KernelPredictions,
     TrainSettings,
     kernel_learning_rate,
+    summarize,
     train_and_track,
 )
+
+register_configs()
 
 log = logging.getLogger(__name__)
 EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY = 2, 3
 EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every")
-
-
-class TaskKind(Enum):
-    synthetic = "synthetic"
-    aeon = "aeon"
-
-
-@dataclass
-class TaskConfig:
-    """The training task. ``synthetic``: :func:`rntk_empirical.tasks.synthetic_regression`
-    (lengths uniform in [min_len, max_len]); ``aeon``: a bundled binary UCR dataset
-    (``dataset``), subsampled to ``n_train``/``n_test``."""
-
-    name: str = "synthetic"
-    kind: TaskKind = TaskKind.synthetic
-    n_train: int = 16
-    n_test: int = 16
-    m: int = 2
-    min_len: int = 8
-    max_len: int = 8
-    rho: float = 0.8
-    dataset: str = "ItalyPowerDemand"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for k in ("n_train", "n_test", "m", "min_len", "max_len"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"task.{k}={getattr(self, k)!r} is not valid; expected >= 1")
-        if self.min_len > self.max_len:
-            raise ValueError(f"task.min_len={self.min_len} exceeds task.max_len={self.max_len}")
-
-    def build(self) -> Task:
-        if self.kind == TaskKind.synthetic:
-            return synthetic_regression(
-                self.n_train, self.n_test, self.m, self.min_len, self.max_len, self.rho, self.seed
-            )
-        task = aeon_dataset(self.dataset, self.n_train, self.n_test, self.seed)
-        if task.y_train.dim() != 1:
-            raise ValueError(
-                f"task.dataset={self.dataset!r} has {task.y_train.shape[1]} classes; the drift "
-                "experiment trains one output: choose a binary dataset (ItalyPowerDemand, GunPoint)"
-            )
-        return task
-
-
-@dataclass
-class DriftConfig:
-    """One run of the drift experiment: one width, ``seeds`` trained networks."""
-
-    name: str = "${arch.name}-${task.name}"
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    width: int = 256
-    seeds: int = 4
-    base_seed: int = 0
-    steps: int = 200
-    optimizer: str = "gd"
-    lr_scale: float = 0.5
-    lr: Optional[float] = None  # noqa: UP045 - absolute learning rate; overrides lr_scale
-    batch_size: Optional[int] = None  # noqa: UP045
-    record_every: int = 10
-    checkpoint_every: int = 50
-    n_probe: int = 8
-    track_linearized: bool = True
-    device: DeviceChoice = DeviceChoice.auto
-    dtype: DTypeChoice = DTypeChoice.float64
-    force: bool = False
-    progress: bool = True
-    num_threads: Optional[int] = None  # noqa: UP045
-
-    def __post_init__(self) -> None:
-        for k in ("width", "seeds", "steps", "record_every", "checkpoint_every", "n_probe"):
-            v = getattr(self, k)
-            if v < 1:
-                raise ValueError(f"{k}={v!r} is not valid; expected an integer >= 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer={self.optimizer!r} is not valid; "
-                f"allowed values: {', '.join(OPTIMIZERS)}"
-            )
-        if not self.lr_scale > 0 or (self.lr is not None and not self.lr > 0):
-            raise ValueError("lr_scale and lr must be > 0")
-
-    def identity(self) -> dict[str, Any]:
-        d = OmegaConf.to_container(OmegaConf.structured(self), resolve=True, enum_to_str=True)
-        for k in EXECUTION_FIELDS:
-            d.pop(k, None)
-        d["arch"] = self.arch.to_architecture().to_dict() | {"name": self.arch.name}
-        return d
-
-
-def register_drift_configs() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="drift_schema", node=DriftConfig)
-
-
-register_drift_configs()
 
 
 def _probe(task: Task, n_probe: int) -> list[torch.Tensor]:
@@ -337,55 +238,6 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
         record["seconds"],
     )
     return record
-
-
-# Quantities computed from GD on the linearization or with the network's own Theta_0.
-THETA0_QUANTITIES = (
-    "dist_linearized",
-    "dist_kernel_empirical",
-    "dist_lin_vs_kernel_empirical",
-    "lin_train_loss",
-    "lin_test_loss",
-    "kernel_empirical_train_loss",
-)
-
-
-def final_value(entry: dict, quantity: str) -> float | None:
-    """A seed's ``quantity`` at its last recorded step, or None when it is not meaningful:
-    the network diverged, or the quantity uses GD with Theta_0 at a step that is unstable
-    for Theta_0 (``lin_stable`` false), or the value is not finite."""
-    h = entry["history"]
-    if h["diverged"] or not h.get(quantity):
-        return None
-    if quantity in THETA0_QUANTITIES and not entry.get("lin_stable", True):
-        return None
-    v = float(h[quantity][-1])
-    return v if math.isfinite(v) else None
-
-
-FINAL_KEYS = (
-    "ntk_drift",
-    "kernel_distance",
-    "weight_change_total",
-    "dist_linearized",
-    "dist_kernel_empirical",
-    "dist_kernel_analytic",
-    "dist_lin_vs_kernel_empirical",
-    "train_loss",
-    "test_loss",
-)
-
-
-def summarize(per_seed: list[dict]) -> dict[str, float]:
-    """Mean over the seeds where it is meaningful (:func:`final_value`) of each quantity."""
-    out: dict[str, float] = {
-        "diverged": sum(e["history"]["diverged"] for e in per_seed),
-        "lin_unstable": sum(not e.get("lin_stable", True) for e in per_seed),
-    }
-    for k in FINAL_KEYS:
-        vals = [v for e in per_seed if (v := final_value(e, k)) is not None]
-        out[k] = sum(vals) / len(vals) if vals else float("nan")
-    return out
 
 
 def settings_from_config(cfg: DictConfig) -> DriftConfig:

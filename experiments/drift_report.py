@@ -33,9 +33,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 
-from experiments.drift import final_value  # noqa: E402
 from rntk_empirical.records import atomic_write_json, config_hash, find_records  # noqa: E402
 from rntk_empirical.scaling import bootstrap_power_law  # noqa: E402
+from rntk_empirical.training import final_value  # noqa: E402
 
 log = logging.getLogger(__name__)
 

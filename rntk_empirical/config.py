@@ -22,6 +22,9 @@ from rntk_empirical.sequences import Sequences
 
 # Fields of ConvergenceConfig that change how a run is executed but not what it measures.
 EXECUTION_FIELDS = ("force", "progress", "num_threads", "cache", "cache_dir")
+# The same for DriftConfig.
+DRIFT_EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every")
+OPTIMIZERS = ("gd", "sgd", "adam")  # rntk_empirical.training.OPTIMIZERS
 
 
 class DeviceChoice(Enum):
@@ -204,6 +207,100 @@ def _at_least(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name}={value!r} is not valid; expected an integer >= {minimum}")
 
 
+class TaskKind(Enum):
+    synthetic = "synthetic"
+    aeon = "aeon"
+
+
+@dataclass
+class TaskConfig:
+    """The training task. ``synthetic``: :func:`rntk_empirical.tasks.synthetic_regression`
+    (lengths uniform in [min_len, max_len]); ``aeon``: a bundled binary UCR dataset
+    (``dataset``), subsampled to ``n_train``/``n_test``."""
+
+    name: str = "synthetic"
+    kind: TaskKind = TaskKind.synthetic
+    n_train: int = 16
+    n_test: int = 16
+    m: int = 2
+    min_len: int = 8
+    max_len: int = 8
+    rho: float = 0.8
+    dataset: str = "ItalyPowerDemand"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for k in ("n_train", "n_test", "m", "min_len", "max_len"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"task.{k}={getattr(self, k)!r} is not valid; expected >= 1")
+        if self.min_len > self.max_len:
+            raise ValueError(f"task.min_len={self.min_len} exceeds task.max_len={self.max_len}")
+
+    def build(self):
+        """The :class:`rntk_empirical.tasks.Task` (ValueError for unusable data)."""
+        from rntk_empirical.tasks import aeon_dataset, synthetic_regression
+
+        if self.kind == TaskKind.synthetic:
+            return synthetic_regression(
+                self.n_train, self.n_test, self.m, self.min_len, self.max_len, self.rho, self.seed
+            )
+        task = aeon_dataset(self.dataset, self.n_train, self.n_test, self.seed)
+        if task.y_train.dim() != 1:
+            raise ValueError(
+                f"task.dataset={self.dataset!r} has {task.y_train.shape[1]} classes; the drift "
+                "experiment trains one output: choose a binary dataset (ItalyPowerDemand, GunPoint)"
+            )
+        return task
+
+
+@dataclass
+class DriftConfig:
+    """One run of the drift experiment: one width, ``seeds`` trained networks."""
+
+    name: str = "${arch.name}-${task.name}"
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    width: int = 256
+    seeds: int = 4
+    base_seed: int = 0
+    steps: int = 200
+    optimizer: str = "gd"
+    lr_scale: float = 0.5
+    lr: Optional[float] = None  # noqa: UP045 - absolute learning rate; overrides lr_scale
+    batch_size: Optional[int] = None  # noqa: UP045
+    record_every: int = 10
+    checkpoint_every: int = 50
+    n_probe: int = 8
+    track_linearized: bool = True
+    device: DeviceChoice = DeviceChoice.auto
+    dtype: DTypeChoice = DTypeChoice.float64
+    force: bool = False
+    progress: bool = True
+    num_threads: Optional[int] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        for k in ("width", "seeds", "steps", "record_every", "checkpoint_every", "n_probe"):
+            v = getattr(self, k)
+            if v < 1:
+                raise ValueError(f"{k}={v!r} is not valid; expected an integer >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer={self.optimizer!r} is not valid; "
+                f"allowed values: {', '.join(OPTIMIZERS)}"
+            )
+        if not self.lr_scale > 0 or (self.lr is not None and not self.lr > 0):
+            raise ValueError("lr_scale and lr must be > 0")
+
+    def identity(self) -> dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        d = OmegaConf.to_container(OmegaConf.structured(self), resolve=True, enum_to_str=True)
+        for k in DRIFT_EXECUTION_FIELDS:
+            d.pop(k, None)
+        d["arch"] = self.arch.to_architecture().to_dict() | {"name": self.arch.name}
+        return d
+
+
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent)."""
     from pathlib import Path
@@ -217,3 +314,4 @@ def register_configs() -> None:
     )
     cs = ConfigStore.instance()
     cs.store(name="convergence_schema", node=ConvergenceConfig)
+    cs.store(name="drift_schema", node=DriftConfig)

@@ -30,6 +30,7 @@ from rntk_empirical.figures.common import (
 )
 from rntk_empirical.scaling import bootstrap_power_law
 from rntk_empirical.sweeps import RecordIndex, drift_records
+from rntk_empirical.training import final_value
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,6 @@ def drift_rows(
     records: list[dict], label: str, n_boot: int, seed: int, quantity: str = "ntk_drift"
 ) -> tuple[Table, dict]:
     """Final-step ``quantity`` per width (non-diverged seeds) with a bootstrap power-law fit."""
-    from experiments.drift import final_value
-
     samples = {}
     for r in records:
         v = [x for e in r["per_seed"] if (x := final_value(e, quantity)) is not None and x > 0]
