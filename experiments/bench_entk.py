@@ -31,6 +31,7 @@ def _case(method: str, width: int, n: int, T: int, m: int, device: str, repeats:
     t0 = time.perf_counter()
     model = ElmanRNN(Architecture(), m, width, seed=0, device=device)
     build = time.perf_counter() - t0
+    empirical_ntk(model, x[:2].to(device), method=method)  # warm-up: thread pool, allocator
     times = []
     for _ in range(repeats):
         if device == "cuda":

@@ -128,7 +128,7 @@ def _forward_args(model: ElmanRNN, seqs: Sequences) -> tuple:
     return (
         seqs.values,
         model.direction_values(seqs),
-        seqs.mask,
+        None if seqs.equal_lengths else seqs.mask,  # None: no padding, skip the masking
         seqs.lengths.to(model.device),
         model.initial_states(seqs),
     )
@@ -144,8 +144,8 @@ def _readouts(model: ElmanRNN, seqs: Sequences) -> list[torch.Tensor]:
 class _Features:
     """Per-sequence factors of the structured NTK for one batch.
 
-    ``deltas[d][l]``: ``(k, N, T, n)`` = df_o/dg^{l,t}; ``inputs[d][l]``: ``(N, T, n + d_l + 1)``
-    = [a_w h^{l,t-1}, a_u h^{l-1,t}, a_b] so one Gram matrix covers W, U and b;
+    ``deltas[d][l]``: ``(k, N, T, n)`` = df_o/dg^{l,t}; ``inputs[d][l]``: the pair
+    (h^{l,t-1} ``(N, T, n)``, h^{l-1,t} ``(N, T, d_l)``), the inputs of W^l and U^l (b^l's is 1);
     ``readout[d]``: ``(N, F)`` = a_v z.
     """
 
@@ -159,14 +159,20 @@ class _Features:
         D, L = len(parts[0].deltas), len(parts[0].deltas[0])
         return _Features(
             [[torch.cat([p.deltas[d][l] for p in parts], 1) for l in range(L)] for d in range(D)],
-            [[torch.cat([p.inputs[d][l] for p in parts], 0) for l in range(L)] for d in range(D)],
+            [
+                [
+                    tuple(torch.cat(z, 0) for z in zip(*(p.inputs[d][l] for p in parts)))
+                    for l in range(L)
+                ]
+                for d in range(D)
+            ],
             [torch.cat([p.readout[d] for p in parts], 0) for d in range(D)],
         )
 
     def rows(self, sl: slice) -> _Features:
         return _Features(
             [[x[:, sl] for x in per_d] for per_d in self.deltas],
-            [[x[sl] for x in per_d] for per_d in self.inputs],
+            [[tuple(z[sl] for z in x) for x in per_d] for per_d in self.inputs],
             [z[sl] for z in self.readout],
         )
 
@@ -193,13 +199,8 @@ def _structured_features(model: ElmanRNN, seqs: Sequences) -> _Features:
             (g,) = vjp_fn(cot)
             deltas_k.append(g)
     deltas = torch.stack(deltas_k)  # (k, D, L, N, T, n)
-    ones = torch.ones(N, T, 1, dtype=model.dtype, device=model.device)
     inputs = [
-        [
-            torch.cat([mult.w * w_in[l], mult.u[l] * u_in[l], mult.b * ones], dim=2).detach()
-            for l in range(a.depth)
-        ]
-        for w_in, u_in, _ in records
+        [(w_in[l].detach(), u_in[l].detach()) for l in range(a.depth)] for w_in, u_in, _ in records
     ]
     return _Features(
         [[deltas[:, d, l] for l in range(a.depth)] for d in range(a.directions)],
@@ -218,16 +219,23 @@ def _features_chunked(model: ElmanRNN, seqs: Sequences, chunk: int) -> _Features
 
 def _structured_block(model: ElmanRNN, f1: _Features, f2: _Features) -> torch.Tensor:
     """``(B1, B2, k, k)`` NTK between two blocks of sequences."""
-    k = model.out_dim
+    k, mult = model.out_dim, model.mult
     B1, B2 = f1.readout[0].shape[0], f2.readout[0].shape[0]
     theta = f1.readout[0].new_zeros(B1, B2, k, k)
     eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
     for d in range(len(f1.deltas)):
         theta += (f1.readout[d] @ f2.readout[d].T)[:, :, None, None] * eye
         for l in range(len(f1.deltas[d])):
-            c1, c2 = f1.inputs[d][l], f2.inputs[d][l]
-            T = c1.shape[1]
-            gc = (c1.reshape(B1 * T, -1) @ c2.reshape(B2 * T, -1).T).reshape(B1, T, B2, T)
+            (h1, u1), (h2, u2) = f1.inputs[d][l], f2.inputs[d][l]
+            T = h1.shape[1]
+            # a_w^2 <h_{t-1}, h'_{t'-1}> + a_u^2 <u_t, u'_t'> + a_b^2: the W, U and b blocks
+            gc = (u1.reshape(B1 * T, -1) @ u2.reshape(B2 * T, -1).T).mul_(mult.u[l] ** 2)
+            gc = torch.addmm(
+                gc.add_(mult.b**2),
+                h1.reshape(B1 * T, -1),
+                h2.reshape(B2 * T, -1).T,
+                alpha=mult.w**2,
+            ).reshape(B1, T, B2, T)
             d1, d2 = f1.deltas[d][l], f2.deltas[d][l]
             for o in range(k):
                 for q in range(k):
@@ -267,7 +275,12 @@ def _single_fn(model: ElmanRNN) -> Callable:
     def f(params, values, dir_values, mask, length, h0):
         h0b = None if h0 is None else h0[:, :, None]
         out = model.apply_padded(
-            params, values[None], dir_values[:, None], mask[None], length[None], h0b
+            params,
+            values[None],
+            dir_values[:, None],
+            None if mask is None else mask[None],
+            length[None],
+            h0b,
         )
         return out[0]
 
@@ -277,7 +290,7 @@ def _single_fn(model: ElmanRNN) -> Callable:
 def _batched_jacobian(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Tensor]:
     """Per-parameter Jacobians ``{name: (N, k, numel)}``."""
     values, dir_values, mask, lengths, h0 = _forward_args(model, seqs)
-    in_dims = (None, 0, 1, 0, 0, None if h0 is None else 2)
+    in_dims = (None, 0, 1, None if mask is None else 0, 0, None if h0 is None else 2)
     jac = vmap(jacrev(_single_fn(model)), in_dims=in_dims)(
         model.param_dict(), values, dir_values, mask, lengths, h0
     )
