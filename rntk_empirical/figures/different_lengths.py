@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from rntk_empirical import Architecture
 from rntk_empirical.analytic import analytic_ntk
-from rntk_empirical.dual import relu_dual
+from rntk_empirical.feedforward import relu_mlp_ntk
 from rntk_empirical.figures.common import (
     FigureResult,
     RunOptions,
@@ -131,21 +131,6 @@ def resample(xs: list[torch.Tensor], T: int) -> np.ndarray:
     return out.reshape(len(xs), -1)
 
 
-def mlp_ntk(u: np.ndarray, depth: int, sigma_w: float, sigma_b: float) -> np.ndarray:
-    """NTK of a ReLU MLP with ``depth`` hidden layers on rows of ``u`` ``(N, d)``: ``(N, N)``
-    (NTK parameterization, readout multiplier 1; recursion in the module docstring)."""
-    x = torch.as_tensor(u, dtype=torch.float64)
-    sw2, sb2 = sigma_w**2, sigma_b**2
-    sigma = sw2 * (x @ x.T) / x.shape[1] + sb2
-    theta = sigma.clone()
-    for _ in range(depth):
-        d = sigma.diagonal()
-        k, kd = relu_dual(d[:, None], d[None, :], sigma)
-        sigma = sw2 * k + sb2
-        theta = sigma + sw2 * kd * theta
-    return theta.numpy()
-
-
 def svm_accuracy(
     K: np.ndarray | None,
     feats: np.ndarray | None,
@@ -231,7 +216,9 @@ def compute(opts: RunOptions) -> FigureResult:
             for r in ("last", "avg")
         }
         for kind, u in feats.items():
-            kernels[f"mlp_ntk_{kind}"] = mlp_ntk(u, p.mlp_depth, p.mlp_sigma_w, p.mlp_sigma_b)
+            kernels[f"mlp_ntk_{kind}"] = relu_mlp_ntk(
+                u, depth=p.mlp_depth, sigma_w=p.mlp_sigma_w, sigma_b=p.mlp_sigma_b
+            ).numpy()
         for m in METHODS:
             if m.startswith("rbf_"):
                 a, best = svm_accuracy(None, feats[m[4:]], y, p.n_train, p, opts.seed + s)
