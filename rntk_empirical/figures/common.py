@@ -384,3 +384,31 @@ def known_figures() -> list[str]:
 
 def fmt_list(values: Sequence[Any], fmt: str = "{:g}") -> str:
     return ", ".join(fmt.format(v) for v in values)
+
+
+def power_law_rows(samples, n_boot: int, seed: int, value_key: str = "value", **fields):
+    """Fit ``samples`` (width -> per-seed values) with :func:`bootstrap_power_law`; return
+    ``(rows, fit)`` with one row per width: the statistic (under ``value_key``), its
+    interval (low, high), the seed count and the fitted exponent with its interval, plus
+    ``fields`` on every row."""
+    from rntk_empirical.scaling import bootstrap_power_law
+
+    fit = bootstrap_power_law(samples, n_boot=n_boot, seed=seed)
+    rows = [
+        {
+            **fields,
+            "width": w,
+            value_key: v,
+            "low": lo,
+            "high": hi,
+            "seeds": n,
+            "exponent": fit.exponent,
+            "exp_low": fit.ci_low,
+            "exp_high": fit.ci_high,
+            "intercept": fit.intercept,
+        }
+        for w, v, lo, hi, n in zip(
+            fit.widths, fit.values, fit.value_low, fit.value_high, fit.n_seeds
+        )
+    ]
+    return rows, fit

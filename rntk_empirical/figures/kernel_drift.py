@@ -24,11 +24,11 @@ from rntk_empirical.figures.common import (
     RunOptions,
     Table,
     fmt_list,
+    power_law_rows,
     register_figure,
     resolve_params,
     select,
 )
-from rntk_empirical.scaling import bootstrap_power_law
 from rntk_empirical.sweeps import RecordIndex, drift_records
 from rntk_empirical.training import final_value
 
@@ -61,11 +61,10 @@ QUICK = {
 
 
 def drift_configs(p, widths, seed: int, init: str = "gaussian"):
-    """The :class:`experiments.drift.DriftConfig` of each width (shared with other figures),
+    """The :class:`rntk_empirical.config.DriftConfig` of each width (shared with other figures),
     named as the command line names them (``arch=relu_last`` / ``arch=orthogonal``), so a
     sweep run from the command line with the same settings is reused."""
-    from experiments.drift import DriftConfig, TaskConfig
-    from rntk_empirical.config import ArchConfig
+    from rntk_empirical.config import ArchConfig, DriftConfig, TaskConfig
 
     arch = dict(p.arch or {})
     arch["init"] = init
@@ -98,25 +97,7 @@ def drift_rows(
         v = [x for e in r["per_seed"] if (x := final_value(e, quantity)) is not None and x > 0]
         if v:
             samples[int(r["width"])] = np.array(v, dtype=float)
-    fit = bootstrap_power_law(samples, n_boot=n_boot, seed=seed)
-    rows = [
-        {
-            "series": label,
-            "quantity": quantity,
-            "width": w,
-            "value": v,
-            "low": lo,
-            "high": hi,
-            "seeds": s,
-            "exponent": fit.exponent,
-            "exp_low": fit.ci_low,
-            "exp_high": fit.ci_high,
-            "intercept": fit.intercept,
-        }
-        for w, v, lo, hi, s in zip(
-            fit.widths, fit.values, fit.value_low, fit.value_high, fit.n_seeds
-        )
-    ]
+    rows, fit = power_law_rows(samples, n_boot, seed, series=label, quantity=quantity)
     return rows, {"exponent": fit.exponent, "ci95": [fit.ci_low, fit.ci_high]}
 
 

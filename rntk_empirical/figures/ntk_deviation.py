@@ -26,11 +26,11 @@ from rntk_empirical.figures.common import (
     RunOptions,
     Table,
     fmt_list,
+    power_law_rows,
     register_figure,
     resolve_params,
     select,
 )
-from rntk_empirical.scaling import bootstrap_power_law
 from rntk_empirical.sweeps import RecordIndex, convergence_records
 
 # (name, Architecture fields): ReLU at its critical s_w = sqrt 2, erf at s_w = 1.
@@ -132,26 +132,9 @@ def _series_rows(
     samples = {
         int(r["width"]): np.array([e["ntk"]["rel_fro"] for e in r["per_seed"]]) for r in records
     }
-    fit = bootstrap_power_law(samples, n_boot=n_boot, seed=seed)
-    rows = [
-        {
-            "panel": panel,
-            "series": label,
-            "width": w,
-            "mean_error": v,
-            "low": lo,
-            "high": hi,
-            "seeds": s,
-            "exponent": fit.exponent,
-            "exp_low": fit.ci_low,
-            "exp_high": fit.ci_high,
-            "intercept": fit.intercept,
-            **extra,
-        }
-        for w, v, lo, hi, s in zip(
-            fit.widths, fit.values, fit.value_low, fit.value_high, fit.n_seeds
-        )
-    ]
+    rows, fit = power_law_rows(
+        samples, n_boot, seed, value_key="mean_error", panel=panel, series=label, **extra
+    )
     return rows, {
         "exponent": fit.exponent,
         "ci95": [fit.ci_low, fit.ci_high],

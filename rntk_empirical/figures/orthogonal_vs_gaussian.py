@@ -31,6 +31,7 @@ from rntk_empirical.figures.common import (
     RunOptions,
     Table,
     fmt_list,
+    power_law_rows,
     register_figure,
     resolve_params,
     select,
@@ -42,7 +43,6 @@ from rntk_empirical.figures.kernel_drift import (
     plot_fit,
     reference_slopes,
 )
-from rntk_empirical.scaling import bootstrap_power_law
 from rntk_empirical.sweeps import RecordIndex, convergence_records, drift_records
 from rntk_empirical.tasks import synthetic_regression
 from rntk_empirical.training import TrainSettings, kernel_learning_rate, train_and_track
@@ -111,26 +111,10 @@ def _deviation(p: OrthogonalParams, seed: int, outputs: Path, index: RecordIndex
         samples = {
             int(r["width"]): np.array([e["ntk"]["rel_fro"] for e in r["per_seed"]]) for r in recs
         }
-        fit = bootstrap_power_law(samples, n_boot=p.n_boot, seed=seed)
-        rows += [
-            {
-                "panel": "deviation",
-                "series": init,
-                "quantity": "ntk_deviation",
-                "width": w,
-                "value": v,
-                "low": lo,
-                "high": hi,
-                "seeds": s,
-                "exponent": fit.exponent,
-                "exp_low": fit.ci_low,
-                "exp_high": fit.ci_high,
-                "intercept": fit.intercept,
-            }
-            for w, v, lo, hi, s in zip(
-                fit.widths, fit.values, fit.value_low, fit.value_high, fit.n_seeds
-            )
-        ]
+        r, _ = power_law_rows(
+            samples, p.n_boot, seed, panel="deviation", series=init, quantity="ntk_deviation"
+        )
+        rows += r
     return rows
 
 
