@@ -64,7 +64,7 @@ def convergence_records(
 def drift_records(
     configs: Iterable, outputs: str | Path, index: RecordIndex | None = None
 ) -> list[dict]:
-    """Records of :class:`experiments.drift.DriftConfig` runs, running missing ones."""
+    """Records of :class:`rntk_empirical.config.DriftConfig` runs, running missing ones."""
     from experiments.drift import run_drift
 
     outputs = Path(outputs)
