@@ -43,7 +43,7 @@ def test_ntk_deviation_falls_with_width_and_longer_sequences_need_wider_nets(mad
     for name, fit in h["exponents"].items():
         assert -1.5 < fit["exponent"] < -0.1, (name, fit)
     n_star = h["width_for_target"]
-    assert n_star["T=12"] > 2 * n_star["T=3"]
+    assert float(n_star["T=12"]) > 2 * float(n_star["T=3"])  # inf if never reached
     rows = read_csv(root / "figures" / "ntk_deviation.csv")
     relu = sorted(select(rows, series="relu_last", depth=1), key=lambda r: r["width"])
     assert relu[-1]["mean_error"] < relu[0]["mean_error"]
