@@ -287,12 +287,15 @@ def _single_fn(model: ElmanRNN) -> Callable:
     return f
 
 
-def _batched_jacobian(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Tensor]:
-    """Per-parameter Jacobians ``{name: (N, k, numel)}``."""
+def _batched_jacobian(
+    model: ElmanRNN, seqs: Sequences, params: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-parameter Jacobians ``{name: (N, k, numel)}`` at ``params`` (default: the
+    model's current parameters)."""
     values, dir_values, mask, lengths, h0 = _forward_args(model, seqs)
     in_dims = (None, 0, 1, None if mask is None else 0, 0, None if h0 is None else 2)
     jac = vmap(jacrev(_single_fn(model)), in_dims=in_dims)(
-        model.param_dict(), values, dir_values, mask, lengths, h0
+        model.param_dict() if params is None else params, values, dir_values, mask, lengths, h0
     )
     return {name: j.reshape(seqs.n, model.out_dim, -1) for name, j in jac.items()}
 

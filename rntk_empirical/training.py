@@ -142,6 +142,8 @@ class Linearization:
         xs: Sequences,
         xt: Sequences,
         theta0: dict,
+        f_train: Callable[[dict], torch.Tensor],
+        f_test: Callable[[dict], torch.Tensor],
         f0_train: torch.Tensor,
         f0_test: torch.Tensor,
         settings: TrainSettings,
@@ -161,9 +163,7 @@ class Linearization:
         self.theta0, self.f0_train, self.f0_test = theta0, f0_train, f0_test
         self.delta = torch.zeros(numel, dtype=ref.dtype, device=ref.device, requires_grad=True)
         self.opt = _make_optimizer(settings, [self.delta])
-        args_train, args_test = _forward_args(model, xs), _forward_args(model, xt)
-        self.f_train = lambda p: model.apply_padded(p, *args_train)[:, 0]
-        self.f_test = lambda p: model.apply_padded(p, *args_test)[:, 0]
+        self.f_train, self.f_test = f_train, f_test  # params -> outputs on train / test
         if self.explicit:
             self.J_train = self._jacobian(model, xs)
             self.J_test = self._jacobian(model, xt)
@@ -174,7 +174,8 @@ class Linearization:
     def _jacobian(self, model: ElmanRNN, seqs: Sequences, chunk: int = 4) -> torch.Tensor:
         parts = []
         for i in range(0, seqs.n, chunk):
-            jac = _batched_jacobian(model, seqs.select(slice(i, i + chunk)))
+            # at theta_0, not the model's current parameters (they differ after a resume)
+            jac = _batched_jacobian(model, seqs.select(slice(i, i + chunk)), self.theta0)
             parts.append(torch.cat([jac[n][:, 0] for n in self.names], dim=1))
         return torch.cat(parts)
 
@@ -232,7 +233,8 @@ def train_and_track(
         probe: the fixed sequences on which the NTK drift is measured.
         settings: :class:`TrainSettings`.
         kernel_predictions: optional ``{"empirical": ..., "analytic": ...}`` closed-form
-            predictions at steps ``0, record_every, ...`` (see :func:`kernel_gd_predictions`).
+            predictions at steps ``0, record_every, ...`` (see
+            :func:`rntk_empirical.kernel_machines.gradient_descent_mse`).
         checkpoint_path: where to checkpoint; an existing checkpoint is resumed.
         progress: called with the number of steps done after each step.
 
@@ -251,9 +253,6 @@ def train_and_track(
     def f_test(p):
         return model.apply_padded(p, *args_test)[:, 0]
 
-    with torch.no_grad():
-        f0_train, f0_test = f_train(theta0), f_test(theta0)
-    ntk0 = empirical_ntk(model, probe)
     hist = History()
     start = 0
     opt = _make_optimizer(settings, list(model.parameters()))
@@ -271,14 +270,25 @@ def train_and_track(
         gen.set_state(ck["gen"])
         hist = History(**ck["history"])
         start = ck["step"]
-        with torch.no_grad():
-            f0_train, f0_test = f_train(theta0), f_test(theta0)
         ntk0 = ck["ntk0"]
+    else:
+        ntk0 = empirical_ntk(model, probe)
+    with torch.no_grad():
+        f0_train, f0_test = f_train(theta0), f_test(theta0)
 
     lin = None
     if settings.track_linearized:
         lin = Linearization(
-            model, xs, xt, theta0, f0_train, f0_test, settings, settings.linearization
+            model,
+            xs,
+            xt,
+            theta0,
+            f_train,
+            f_test,
+            f0_train,
+            f0_test,
+            settings,
+            settings.linearization,
         )
         if lin_state is not None:
             lin.load_state_dict(lin_state)

@@ -85,6 +85,12 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
     torch.testing.assert_close(
         torch.tensor(resumed.ntk_drift), torch.tensor(full.ntk_drift), rtol=1e-12, atol=1e-14
     )
+    torch.testing.assert_close(  # the linearization resumes at theta_0, not theta_t
+        torch.tensor(resumed.lin_train_loss),
+        torch.tensor(full.lin_train_loss),
+        rtol=1e-12,
+        atol=1e-14,
+    )
 
 
 def test_divergence_is_recorded_not_raised():
