@@ -412,3 +412,26 @@ def power_law_rows(samples, n_boot: int, seed: int, value_key: str = "value", **
         )
     ]
     return rows, fit
+
+
+def plot_fit(ax, rows: Table, color, label: str, value_key: str = "value") -> None:
+    """Draw rows of :func:`power_law_rows` (one series): points, bootstrap band, fitted line,
+    and the exponent with its interval in the legend."""
+    import numpy as np
+
+    rr = sorted(rows, key=lambda r: r["width"])
+    w = np.array([r["width"] for r in rr], float)
+    v = np.array([r[value_key] for r in rr])
+    ax.fill_between(
+        w, [r["low"] for r in rr], [r["high"] for r in rr], color=color, alpha=0.2, lw=0
+    )
+    r0 = rr[0]
+    ax.plot(
+        w,
+        v,
+        "o",
+        color=color,
+        ms=4,
+        label=f"{label}: $p$={r0['exponent']:.2f} [{r0['exp_low']:.2f}, {r0['exp_high']:.2f}]",
+    )
+    ax.plot(w, math.exp(r0["intercept"]) * w ** r0["exponent"], "-", color=color, lw=1)

@@ -12,7 +12,6 @@ The numbers come from drift-experiment runs (:mod:`experiments.drift`), reused f
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from rntk_empirical.figures.common import (
     RunOptions,
     Table,
     fmt_list,
+    plot_fit,
     power_law_rows,
     register_figure,
     resolve_params,
@@ -122,25 +122,6 @@ def loss_rows(records: list[dict], label: str) -> Table:
                 }
             )
     return rows
-
-
-def plot_fit(ax, rows: Table, color, label: str) -> None:
-    rr = sorted(rows, key=lambda r: r["width"])
-    w = np.array([r["width"] for r in rr], float)
-    v = np.array([r["value"] for r in rr])
-    ax.fill_between(
-        w, [r["low"] for r in rr], [r["high"] for r in rr], color=color, alpha=0.2, lw=0
-    )
-    r0 = rr[0]
-    ax.plot(
-        w,
-        v,
-        "o",
-        color=color,
-        ms=4,
-        label=f"{label}: $p$={r0['exponent']:.2f} [{r0['exp_low']:.2f}, {r0['exp_high']:.2f}]",
-    )
-    ax.plot(w, math.exp(r0["intercept"]) * w ** r0["exponent"], "-", color=color, lw=1)
 
 
 def reference_slopes(ax, rows: Table) -> None:

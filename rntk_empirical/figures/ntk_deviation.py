@@ -26,6 +26,7 @@ from rntk_empirical.figures.common import (
     RunOptions,
     Table,
     fmt_list,
+    plot_fit,
     power_law_rows,
     register_figure,
     resolve_params,
@@ -171,22 +172,8 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
         series = list(dict.fromkeys(r["series"] for r in pr))
         cmap = plt.get_cmap("viridis" if panel.startswith("length") else "tab10")
         for k, s in enumerate(series):
-            rr = sorted(select(pr, series=s), key=lambda r: r["width"])
-            w = np.array([r["width"] for r in rr], float)
-            m = np.array([r["mean_error"] for r in rr])
-            lo, hi = np.array([r["low"] for r in rr]), np.array([r["high"] for r in rr])
             c = cmap(k / max(1, len(series) - 1) * 0.9) if panel.startswith("length") else cmap(k)
-            r0 = rr[0]
-            ax.fill_between(w, lo, hi, color=c, alpha=0.2, lw=0)
-            ax.plot(
-                w,
-                m,
-                "o",
-                color=c,
-                ms=4,
-                label=f"{s}: $p$={r0['exponent']:.2f} [{r0['exp_low']:.2f}, {r0['exp_high']:.2f}]",
-            )
-            ax.plot(w, math.exp(r0["intercept"]) * w ** r0["exponent"], "-", color=c, lw=1)
+            plot_fit(ax, select(pr, series=s), c, s, value_key="mean_error")
         ws = np.array(sorted({r["width"] for r in pr}), float)
         ref = max(r["mean_error"] for r in pr if r["width"] == ws[0])
         ax.plot(ws, ref * (ws / ws[0]) ** -0.5, "k:", lw=1, label=r"$\propto n^{-1/2}$")

@@ -31,6 +31,7 @@ from rntk_empirical.figures.common import (
     RunOptions,
     Table,
     fmt_list,
+    plot_fit,
     power_law_rows,
     register_figure,
     resolve_params,
@@ -40,7 +41,6 @@ from rntk_empirical.figures.kernel_drift import (
     KernelDriftParams,
     drift_configs,
     drift_rows,
-    plot_fit,
     reference_slopes,
 )
 from rntk_empirical.sweeps import RecordIndex, convergence_records, drift_records
