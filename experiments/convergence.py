@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +39,9 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
+from experiments.cli import fail, settings_from
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.config import ConvergenceConfig, register_configs
 from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
@@ -377,22 +376,9 @@ def _config_dict(s: ConvergenceConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(s), resolve=True, enum_to_str=True)
 
 
-def _fail(message: str, code: int) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
 def settings_from_config(cfg: DictConfig) -> ConvergenceConfig:
     """The validated :class:`ConvergenceConfig` of a composed config (ValueError if invalid)."""
-    try:
-        obj = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as err:
-        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else None
-        msg = str(cause) if cause is not None else str(err).splitlines()[0]
-        raise ValueError(msg) from err
-    if not isinstance(obj, ConvergenceConfig):
-        raise ValueError("the config is not a ConvergenceConfig (conf/convergence.yaml)")
-    return obj
+    return settings_from(cfg, ConvergenceConfig, "conf/convergence.yaml")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="convergence")
@@ -402,7 +388,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         prep = prepare(settings_from_config(cfg))
     except ValueError as err:
-        _fail(str(err), EXIT_BAD_INPUT)
+        fail(str(err), EXIT_BAD_INPUT)
     try:
         record = run_convergence(
             prep,
@@ -411,9 +397,9 @@ def main(cfg: DictConfig) -> float | None:
             overrides=list(hc.overrides.task),
         )
     except FileExistsError as err:
-        _fail(str(err), EXIT_BAD_INPUT)
+        fail(str(err), EXIT_BAD_INPUT)
     except OutOfMemory as err:
-        _fail(str(err), EXIT_OUT_OF_MEMORY)
+        fail(str(err), EXIT_OUT_OF_MEMORY)
     return float(record["ntk"]["mean"]["rel_fro"])
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,10 +37,10 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from experiments.cli import fail, settings_from
 from rntk_empirical.config import DriftConfig, register_configs
 from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
 from rntk_empirical.records import (
@@ -241,19 +240,8 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
 
 
 def settings_from_config(cfg: DictConfig) -> DriftConfig:
-    try:
-        obj = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as err:
-        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else None
-        raise ValueError(str(cause) if cause else str(err).splitlines()[0]) from err
-    if not isinstance(obj, DriftConfig):
-        raise ValueError("the config is not a DriftConfig (conf/drift.yaml)")
-    return obj
-
-
-def _fail(message: str, code: int) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
+    """The validated :class:`DriftConfig` of a composed config (ValueError if invalid)."""
+    return settings_from(cfg, DriftConfig, "conf/drift.yaml")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="drift")
@@ -264,13 +252,13 @@ def main(cfg: DictConfig) -> None:
         settings.task.build()  # data problems surface before any work
         resolve_device(settings.device.value)
     except ValueError as err:
-        _fail(str(err), EXIT_BAD_INPUT)
+        fail(str(err), EXIT_BAD_INPUT)
     try:
         run_drift(settings, Path(hc.runtime.output_dir), list(hc.overrides.task))
     except FileExistsError as err:
-        _fail(str(err), EXIT_BAD_INPUT)
+        fail(str(err), EXIT_BAD_INPUT)
     except (MemoryError, torch.cuda.OutOfMemoryError) as err:
-        _fail(
+        fail(
             f"out of memory at width={settings.width} ({type(err).__name__}); use smaller "
             "widths, fewer training sequences (task.n_train) or track_linearized=false",
             EXIT_OUT_OF_MEMORY,

@@ -17,7 +17,6 @@ Exit codes: 0 success, 2 invalid input (one line ``error: ...`` on stderr).
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -25,22 +24,21 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import fail
 from rntk_empirical.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
 
 log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
 
 
-def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> None:
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(code)
-
-
 def _names(figure: str) -> list[str]:
     if figure == "all":
         return known_figures()
     if figure not in FIGURES:
-        _fail(f"unknown figure {figure!r}; known figures: {', '.join(known_figures())}, all")
+        fail(
+            f"unknown figure {figure!r}; known figures: {', '.join(known_figures())}, all",
+            EXIT_BAD_INPUT,
+        )
     return [figure]
 
 
@@ -53,7 +51,7 @@ def main(cfg: DictConfig) -> None:
         out_dir = Path(HydraConfig.get().runtime.cwd) / out_dir
     params = OmegaConf.to_container(cfg.params, resolve=True) or {}
     if params and len(names) > 1:
-        _fail("params overrides apply to one figure; name it with figure=NAME")
+        fail("params overrides apply to one figure; name it with figure=NAME", EXIT_BAD_INPUT)
     opts = RunOptions(
         quick=bool(cfg.quick),
         seed=int(cfg.seed),
@@ -71,7 +69,7 @@ def main(cfg: DictConfig) -> None:
                 continue
             meta = run_figure(name, out_dir, opts)
         except (ValueError, FileNotFoundError) as err:
-            _fail(f"{name}: {err}")
+            fail(f"{name}: {err}", EXIT_BAD_INPUT)
         log.info(
             "%s: done in %.1f s -> %s", name, time.perf_counter() - t0, out_dir / f"{name}.png"
         )

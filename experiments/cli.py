@@ -1,0 +1,35 @@
+"""What every Hydra entry point shares: turning a composed config into its validated schema
+object, and the one-line ``error: ...`` exit for bad input."""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+S = TypeVar("S")
+
+
+def settings_from(cfg: DictConfig, schema: type[S], config_file: str) -> S:
+    """The validated ``schema`` instance of a composed config (ValueError if invalid).
+
+    ``OmegaConf.to_object`` runs the dataclass's ``__post_init__`` checks; their ValueError
+    (wrapped by OmegaConf) is surfaced with its own message.
+    """
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ if isinstance(err.__cause__, ValueError) else None
+        msg = str(cause) if cause is not None else str(err).splitlines()[0]
+        raise ValueError(msg) from err
+    if not isinstance(obj, schema):
+        raise ValueError(f"the config is not a {schema.__name__} ({config_file})")
+    return obj
+
+
+def fail(message: str, code: int) -> None:
+    """Print ``error: message`` on one line to stderr and exit with ``code``."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
