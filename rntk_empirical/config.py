@@ -301,6 +301,74 @@ class DriftConfig:
         return d
 
 
+@dataclass
+class UCIGridConfig:
+    """The recurrent-kernel grid (:class:`rntk_empirical.uci_benchmark.KernelGrid`)."""
+
+    sigma_w: float = math.sqrt(2.0)
+    sigma_us: list[float] = field(default_factory=lambda: [0.25, 0.5])
+    sigma_bs: list[float] = field(default_factory=lambda: [0.001, 0.1])
+    sigma_h: float = 0.0
+    depths: list[int] = field(default_factory=lambda: [1, 2])
+    readouts: list[str] = field(default_factory=lambda: ["last", "per_step", "avg", "paper_avg"])
+    directions: list[str] = field(default_factory=lambda: ["forward", "reversed", "bidirectional"])
+    nonlinearity: str = "relu"
+    max_avg_length: Optional[int] = 64  # noqa: UP045 - avg readout skipped above this T
+
+
+@dataclass
+class UCIBaselineConfig:
+    """The baselines (:class:`rntk_empirical.uci_benchmark.BaselineGrid`)."""
+
+    methods: list[str] = field(
+        default_factory=lambda: ["rbf_svm", "poly_svm", "mlp_ntk", "random_forest"]
+    )
+    rbf_gammas: list[float] = field(default_factory=lambda: [0.1, 1.0, 10.0, 100.0, 1000.0])
+    poly_degrees: list[int] = field(default_factory=lambda: [2, 3, 4])
+    poly_gammas: list[float] = field(default_factory=lambda: [1.0, 10.0])
+    mlp_depths: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    mlp_sigma_bs: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    forest_trees: int = 300
+    forest_max_features: list[str] = field(default_factory=lambda: ["sqrt", "0.5"])
+
+
+@dataclass
+class UCIConfig:
+    """One run of the UCI benchmark: one dataset, a comma-separated list, or ``all``."""
+
+    dataset: str = "iris"
+    data_root: Optional[str] = None  # noqa: UP045 - None: $RNTK_UCI_ROOT or ../shared/data/uci
+    out_dir: str = "outputs/uci"
+    Cs: list[float] = field(default_factory=lambda: [0.01, 1.0, 100.0, 1e4, 1e6])
+    grid: UCIGridConfig = field(default_factory=UCIGridConfig)
+    baselines: UCIBaselineConfig = field(default_factory=UCIBaselineConfig)
+    dtype: DTypeChoice = DTypeChoice.float32
+    device: DeviceChoice = DeviceChoice.auto
+    compile: bool = False
+    block_elements: int = 2**18
+    seed: int = 0
+    force: bool = False
+    progress: bool = True
+    report: bool = True
+    num_threads: Optional[int] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        from rntk_empirical.uci_benchmark import BaselineGrid, KernelGrid
+
+        if not self.Cs or min(self.Cs) <= 0:
+            raise ValueError(f"Cs={list(self.Cs)!r}: expected a non-empty list of C > 0")
+        if self.block_elements < 1:
+            raise ValueError(f"block_elements={self.block_elements!r}: expected >= 1")
+        if not self.dataset.strip():
+            raise ValueError("dataset is empty; give a name, a comma-separated list or 'all'")
+        self.kernel_grid = KernelGrid(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in vars(self.grid).items()}
+        )
+        self.baseline_grid = BaselineGrid(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in vars(self.baselines).items()}
+        )
+
+
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent)."""
     from pathlib import Path
@@ -315,3 +383,4 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="convergence_schema", node=ConvergenceConfig)
     cs.store(name="drift_schema", node=DriftConfig)
+    cs.store(name="uci_schema", node=UCIConfig)

@@ -13,6 +13,7 @@ variable); the default is ``../shared/data/uci`` relative to the repository.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def list_datasets(root: str | os.PathLike | None = None) -> list[str]:
     if listing.exists():
         return [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
     return sorted(p.name for p in r.iterdir() if (p / f"{p.name}_R.dat").exists())
+
+
+def dataset_shape(name: str, root: str | os.PathLike | None = None) -> tuple[int, int]:
+    """``(N, d)`` from the dataset's metadata file ``NAME.txt`` (no data read)."""
+    meta = data_root(root) / name / f"{name}.txt"
+    fields = dict(re.findall(r"(\w+)\s*=\s*(\d+)", meta.read_text())) if meta.exists() else {}
+    if "n_patrons1" not in fields or "n_entradas" not in fields:
+        raise ValueError(f"missing or malformed metadata file {str(meta)!r}")
+    return int(fields["n_patrons1"]), int(fields["n_entradas"])
 
 
 @dataclass(frozen=True)

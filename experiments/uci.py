@@ -1,0 +1,261 @@
+r"""The 90-dataset UCI benchmark of recurrent kernels (the RNTK papers' protocol).
+
+    python -m experiments.uci dataset=iris                  # one dataset
+    python -m experiments.uci dataset=all                   # all 90, resumable, then the report
+    python -m experiments.uci -m dataset=iris,wine,seeds    # one job per dataset, any launcher
+    python -m experiments.uci dataset=all grid.max_avg_length=null device=cuda   # GPU, full grid
+    python -m experiments.report_uci outputs/uci/<grid hash>  # the table, again
+
+For each dataset every recurrent kernel of the grid (``conf/uci.yaml``; the schema is
+:class:`rntk_empirical.config.UCIConfig`) is computed once on all rows, and an SVM on the
+precomputed kernel is fitted for every C on the ``conxuntos.dat`` split; each family of
+:data:`rntk_empirical.uci_benchmark.FAMILIES` (a row of the table) keeps its best
+(kernel, C) on validation and reports the mean test accuracy over the four k-fold pairs.
+Baselines (RBF and polynomial SVMs, the ReLU-MLP NTK, a random forest) go through the same
+selection. See :mod:`rntk_empirical.uci_benchmark` for the protocol.
+
+Records: ``<out_dir>/<grid hash>/<dataset>/record.json`` (the hash names everything that
+changes a result: grid, baselines, Cs, dtype, seed), written atomically when a dataset is
+done; a re-run skips finished datasets, so a killed sweep resumes where it stopped. The
+data folder is ``data_root=`` / ``$RNTK_UCI_ROOT`` / ``../shared/data/uci``.
+
+Exit codes: 0 success, 2 invalid input, 3 out of memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from experiments.cli import fail, settings_from
+from rntk_empirical import uci
+from rntk_empirical.config import UCIConfig, register_configs
+from rntk_empirical.devices import resolve_device, resolve_dtype
+from rntk_empirical.records import (
+    FINISHED,
+    RECORD_NAME,
+    SCHEMA_VERSION,
+    atomic_write_json,
+    config_hash,
+    finished_record,
+    library_versions,
+    utc_now,
+)
+from rntk_empirical.uci_benchmark import (
+    FamilySelection,
+    KernelSVM,
+    baseline_kernels,
+    forest_candidates,
+    offer_kernel,
+    recurrent_kernels,
+)
+
+log = logging.getLogger(__name__)
+register_configs()
+
+EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY = 2, 3
+PROTOCOL_VERSION = 1
+
+
+def identity(settings: UCIConfig) -> dict[str, Any]:
+    """What changes a dataset's result (hashed into the output folder's name)."""
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "grid": asdict(settings.kernel_grid),
+        "baselines": asdict(settings.baseline_grid),
+        "Cs": list(settings.Cs),
+        "dtype": settings.dtype.value,
+        "seed": settings.seed,
+    }
+
+
+def results_dir(settings: UCIConfig) -> Path:
+    """``<out_dir>/<grid hash>``: one folder per benchmark configuration."""
+    return Path(settings.out_dir) / config_hash(identity(settings), length=10)
+
+
+def datasets_of(settings: UCIConfig) -> list[str]:
+    """The dataset names a run covers (validated against the data folder)."""
+    known = uci.list_datasets(settings.data_root)
+    if settings.dataset.strip() == "all":
+        return known
+    names = [n.strip() for n in settings.dataset.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown UCI dataset(s) {unknown} in {str(uci.data_root(settings.data_root))!r}; "
+            f"known: {', '.join(known[:8])}, ... ({len(known)} in all) or 'all'"
+        )
+    return names
+
+
+def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
+    """Run the protocol on one dataset and write its record; returns the record."""
+    t_start = time.perf_counter()
+    ds = uci.load_dataset(name, settings.data_root)
+    dtype = resolve_dtype(settings.dtype.value)
+    device = resolve_device(settings.device.value)
+    grid = settings.kernel_grid
+    svm = KernelSVM(ds, tuple(settings.Cs))
+    sel = FamilySelection()
+    kernels: list[dict] = []
+    block = max(1, settings.block_elements // ds.X.shape[0])
+    bar = tqdm(
+        total=grid.size(ds.length),
+        desc=f"{name} (N={ds.X.shape[0]}, T={ds.length}) kernels",
+        disable=not settings.progress,
+        leave=False,
+    )
+    t_kernel = 0.0
+    t0 = time.perf_counter()
+    for spec, K in recurrent_kernels(
+        ds, grid, dtype=dtype, device=device, block_size=block, compile=settings.compile
+    ):
+        t_kernel += time.perf_counter() - t0
+        kernels.append(offer_kernel(sel, svm, spec.as_dict(), K))
+        bar.update()
+        t0 = time.perf_counter()
+    bar.close()
+    svm_recurrent = svm.seconds
+    t_base = time.perf_counter()
+    for spec, K in baseline_kernels(ds, settings.baseline_grid):
+        kernels.append(offer_kernel(sel, svm, spec, K))
+    if "random_forest" in settings.baseline_grid.methods:
+        for spec, val, test in forest_candidates(ds, settings.baseline_grid, settings.seed):
+            sel.offer(spec, None, val, test)
+            kernels.append({"spec": spec, "val_acc": [val], "best_C": None})
+    rec = {
+        "kind": "uci",
+        "schema_version": SCHEMA_VERSION,
+        "status": FINISHED,
+        "finished": utc_now(),
+        "config_hash": results_dir(settings).name,
+        "identity": identity(settings),
+        "dataset": name,
+        "n": int(ds.X.shape[0]),
+        "length": ds.length,
+        "n_classes": ds.n_classes,
+        "readouts_run": list(grid.readouts_for(ds.length)),
+        "families": sel.results(),
+        "family_info": sel.info(),
+        "kernels": kernels,
+        "svm": {
+            "fits": svm.fits,
+            "unconverged": svm.unconverged,
+            "test_evaluations": sel.test_evaluations,
+        },
+        "timing": {
+            "kernel_s": t_kernel,
+            "svm_s": svm_recurrent,
+            "baseline_s": time.perf_counter() - t_base,
+            "total_s": time.perf_counter() - t_start,
+        },
+        "device": str(device),
+        "versions": library_versions(),
+    }
+    atomic_write_json(out / RECORD_NAME, rec)
+    return rec
+
+
+def _cost(settings: UCIConfig, name: str) -> float:
+    """Relative cost of a dataset: N^2 T, times T where mean pooling runs."""
+    n, d = uci.dataset_shape(name, settings.data_root)
+    avg = "avg" in settings.kernel_grid.readouts_for(d)
+    return n * n * d * (d if avg else 1)
+
+
+def run(settings: UCIConfig) -> Path:
+    """Run every dataset of ``settings`` not finished yet; returns the results folder."""
+    names = datasets_of(settings)
+    root = results_dir(settings)
+    chash = root.name
+    todo = []
+    for name in names:
+        if settings.force or finished_record(root / name, chash) is None:
+            todo.append(name)
+    log.info(
+        "UCI benchmark: %d dataset(s), %d finished earlier, results in %s",
+        len(names),
+        len(names) - len(todo),
+        root,
+    )
+    todo.sort(key=lambda n: _cost(settings, n))  # cheapest first: early results come fast
+    atomic_write_json(root / "config.json", identity(settings))
+    outer = tqdm(todo, desc="UCI datasets", disable=not settings.progress or len(todo) < 2)
+    for name in outer:
+        outer.set_postfix_str(name)
+        rec = run_dataset(settings, name, root / name)
+        fam = rec["families"]
+        best = max(fam.items(), key=lambda kv: kv[1]["test_acc"]) if fam else ("-", {})
+        log.info(
+            "%s: rntk %.3f, nngp %.3f, best %s %.3f (%.1f s)",
+            name,
+            fam.get("rntk", {}).get("test_acc", float("nan")),
+            fam.get("nngp", {}).get("test_acc", float("nan")),
+            best[0],
+            best[1].get("test_acc", float("nan")),
+            rec["timing"]["total_s"],
+        )
+    return root
+
+
+def _report(root: Path) -> None:
+    from experiments.report_uci import build_report
+
+    try:
+        summ = build_report(root)
+        log.info("UCI report: %s", summ.get("out"))
+    except Exception as err:  # noqa: BLE001 - a report problem must not lose the runs
+        log.error("UCI report failed: %s (re-run `python -m experiments.report_uci %s`)", err, root)
+
+
+class UCIReportCallback(Callback):
+    """Hydra callback: build the table when a multirun (``-m dataset=...``) ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            settings = settings_from(cfg, UCIConfig, "conf/uci.yaml")
+        except ValueError:
+            return
+        if settings.report:
+            _report(results_dir(settings))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="uci")
+def main(cfg: DictConfig) -> None:
+    try:
+        settings = settings_from(cfg, UCIConfig, "conf/uci.yaml")
+        datasets_of(settings)
+        resolve_device(settings.device.value)
+    except ValueError as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    try:
+        root = run(settings)
+    except FileExistsError as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    except (MemoryError, torch.cuda.OutOfMemoryError) as err:
+        fail(
+            f"out of memory ({type(err).__name__}); lower block_elements or use dtype=float32",
+            EXIT_OUT_OF_MEMORY,
+        )
+    multirun = HydraConfig.get().mode.name == "MULTIRUN"
+    if settings.report and not multirun and settings.dataset.strip() != "":
+        _report(root)
+    print(f"results: {root}")
+
+
+if __name__ == "__main__":
+    main()

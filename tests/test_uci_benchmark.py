@@ -1,0 +1,236 @@
+"""The UCI benchmark: the kernel bank, the grid's composite kernels, model selection, and the
+experiment end to end on two real datasets (``../shared/data/uci`` or ``$RNTK_UCI_ROOT``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rntk_empirical import uci
+from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
+from rntk_empirical.architecture import Architecture
+from rntk_empirical.config import UCIConfig
+from rntk_empirical.uci_benchmark import (
+    FAMILIES,
+    FamilySelection,
+    KernelGrid,
+    KernelSVM,
+    offer_kernel,
+    recurrent_kernels,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mixed(seed: int, lengths: list[int], m: int = 2) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(T, m, generator=g, dtype=torch.float64) / T**0.5 for T in lengths]
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        Architecture(depth=3, h0="shared", sigma_h=0.5, bidirectional=True),
+        Architecture(depth=2, nonlinearity="erf", sigma_u=0.5),
+    ],
+    ids=["relu-3layer-bi-shared", "erf-2layer"],
+)
+@pytest.mark.parametrize("cross", [False, True], ids=["x2=None", "x2"])
+def test_bank_equals_each_single_kernel(arch: Architecture, cross: bool) -> None:
+    x1 = _mixed(0, [3, 5, 4, 5, 2])
+    x2 = _mixed(1, [4, 5, 1]) if cross else None
+    bank = analytic_kernel_bank(arch, x1, x2, block_size=2)
+    assert set(bank) == {
+        (d, r) for d in range(1, arch.depth + 1) for r in ("last", "avg", "per_step")
+    }
+    for (depth, readout), (theta, nngp) in bank.items():
+        single = dataclasses.replace(arch, depth=depth, readout=readout)
+        t0, k0 = analytic_kernels(single, x1, x2)
+        scale = t0.abs().max()
+        assert torch.allclose(theta, t0, rtol=0, atol=1e-12 * scale), (depth, readout)
+        assert torch.allclose(nngp, k0, rtol=0, atol=1e-12 * scale), (depth, readout)
+
+
+def test_bank_compiled_equals_eager() -> None:
+    x = torch.rand(14, 6, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    arch = Architecture(depth=2, sigma_u=0.5, sigma_b=0.1)
+    eager = analytic_kernel_bank(arch, x, block_size=5)
+    compiled = analytic_kernel_bank(arch, x, block_size=5, compile=True)
+    for key, (theta, nngp) in eager.items():
+        # ReLU's V_dphi amplifies rounding near correlation 1 (docs/spec.md): 1e-6 relative
+        assert torch.allclose(compiled[key][0], theta, rtol=1e-6, atol=0), key
+        assert torch.allclose(compiled[key][1], nngp, rtol=1e-6, atol=0), key
+
+
+def test_bank_rejects_bad_readouts() -> None:
+    with pytest.raises(ValueError, match="readouts"):
+        analytic_kernel_bank(Architecture(), torch.zeros(2, 3, 1), readouts=("mean",))
+    with pytest.raises(ValueError, match="standard"):
+        analytic_kernel_bank(Architecture(parameterization="standard"), torch.zeros(2, 3, 1))
+
+
+def _toy_dataset(n: int = 24, d: int = 5, seed: int = 0) -> uci.UCIDataset:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    X = rng.normal(size=(n, d)) + 1.5 * y[:, None]
+    X = X / np.linalg.norm(X, axis=1).max()
+    idx = rng.permutation(n)
+    half = n // 2
+    folds = tuple((idx[:half], idx[half:]) for _ in range(4))
+    return uci.UCIDataset("toy", X, y, (idx[:half], idx[half:]), folds)
+
+
+def test_grid_kernels_compose_as_documented() -> None:
+    ds = _toy_dataset()
+    grid = KernelGrid(sigma_us=(0.5,), sigma_bs=(0.1,), depths=(1, 2))
+    got = {
+        (s.kernel, s.readout, s.direction, s.depth): K
+        for s, K in recurrent_kernels(ds, grid, dtype=torch.float64)
+    }
+    assert len(got) == grid.size(ds.length) == 2 * 2 * 3 * 4
+    x = ds.sequences()
+    arch = Architecture(depth=2, sigma_u=0.5, sigma_b=0.1)
+    fwd = analytic_kernel_bank(arch, x)
+    rev = analytic_kernel_bank(arch, x.flip(1))
+    T = ds.length
+    for depth in (1, 2):
+        for k_i, kernel in enumerate(("ntk", "nngp")):
+            f_last, r_last = fwd[(depth, "last")][k_i].numpy(), rev[(depth, "last")][k_i].numpy()
+            np.testing.assert_allclose(got[(kernel, "last", "forward", depth)], f_last, rtol=1e-12)
+            np.testing.assert_allclose(got[(kernel, "last", "reversed", depth)], r_last, rtol=1e-12)
+            np.testing.assert_allclose(
+                got[(kernel, "last", "bidirectional", depth)], f_last + r_last, rtol=1e-12
+            )
+            paper = fwd[(depth, "per_step")][k_i].numpy() + f_last / T
+            np.testing.assert_allclose(
+                got[(kernel, "paper_avg", "forward", depth)], paper, rtol=1e-12
+            )
+    # the bidirectional kernel is the Architecture's own bidirectional kernel
+    bi = analytic_kernels(dataclasses.replace(arch, bidirectional=True, readout="avg"), x)[0]
+    np.testing.assert_allclose(got[("ntk", "avg", "bidirectional", 2)], bi.numpy(), rtol=1e-12)
+
+
+def test_grid_skips_mean_pooling_on_long_inputs() -> None:
+    grid = KernelGrid(max_avg_length=4)
+    assert grid.readouts_for(4) == ("last", "per_step", "avg", "paper_avg")
+    assert grid.readouts_for(5) == ("last", "per_step", "paper_avg")
+    assert grid.size(5) * 4 == grid.size(4) * 3 == 2 * 8 * 3 * 4 * 3 // 1
+    with pytest.raises(ValueError, match="readouts"):
+        KernelGrid(readouts=("mean",))
+    with pytest.raises(ValueError, match="max_avg_length"):
+        KernelGrid(max_avg_length=0)
+    with pytest.raises(ValueError, match="Cs"):
+        UCIConfig(Cs=[1.0, -1.0])
+
+
+def test_family_selection_first_best_wins_and_tests_only_leaders() -> None:
+    sel = FamilySelection()
+    calls: list[str] = []
+
+    def offer(name: str, kernel: str, val: float, folds: list[float]) -> None:
+        spec = {
+            "method": "recurrent",
+            "kernel": kernel,
+            "readout": "last",
+            "direction": "forward",
+            "depth": 1,
+            "sigma_u": 0.5,
+            "sigma_b": 0.1,
+            "name": name,
+        }
+        sel.offer(spec, 1.0, val, lambda: calls.append(name) or folds)
+
+    offer("a", "ntk", 0.80, [0.7, 0.7, 0.7, 0.7])
+    offer("b", "ntk", 0.80, [0.9, 0.9, 0.9, 0.9])  # tie: the first keeps the lead
+    offer("c", "nngp", 0.70, [0.6, 0.6, 0.6, 0.6])
+    offer("d", "ntk", 0.60, [1.0, 1.0, 1.0, 1.0])  # leads nothing: never tested
+    offer("e", "nngp", 0.75, [0.5, 0.5, 0.6, 0.6])
+    assert calls == ["a", "c", "e"]
+    res = sel.results()
+    assert res["rntk"]["choice"]["name"] == "a" and res["rntk"]["test_acc"] == pytest.approx(0.7)
+    assert res["nngp"]["choice"]["name"] == "e" and res["nngp"]["test_acc"] == pytest.approx(0.55)
+    assert res["recurrent"]["choice"]["name"] == "a"  # 0.80 > 0.75
+    assert res["rntk_last_fwd"]["choice"]["C"] == 1.0
+    assert "paper_nngp" in res and "rbf_svm" not in res  # baselines were never offered
+    assert set(sel.info()) == {f.name for f in FAMILIES}
+
+
+def test_kernel_svm_scores_a_separable_problem() -> None:
+    ds = _toy_dataset(n=40, d=3, seed=1)
+    y = ds.y
+    K = np.outer(2 * y - 1, 2 * y - 1).astype(float) + np.eye(len(y))  # class-revealing kernel
+    svm = KernelSVM(ds, (0.01, 1.0))
+    sel = FamilySelection()
+    row = offer_kernel(sel, svm, {"method": "rbf_svm", "gamma": 1.0}, K)
+    assert row["val_acc"] == [1.0, 1.0] and row["best_C"] == 0.01
+    assert sel.results()["rbf_svm"]["test_folds"] == [1.0] * 4
+    bad = offer_kernel(sel, svm, {"method": "rbf_svm", "gamma": 2.0}, K * np.nan)
+    assert bad["val_acc"] is None and svm.fits == 2 + 4
+
+
+def test_load_dataset_and_errors(tmp_path: Path) -> None:
+    ds = uci.load_dataset("iris")
+    assert ds.X.shape == (150, 4) and ds.n_classes == 3
+    assert np.linalg.norm(ds.X, axis=1).max() == pytest.approx(1.0)
+    assert uci.dataset_shape("iris") == (150, 4)
+    assert len(uci.list_datasets()) == 90
+    with pytest.raises(ValueError, match="unknown UCI dataset"):
+        uci.load_dataset("no-such-dataset")
+    with pytest.raises(ValueError, match="does not exist"):
+        uci.data_root(tmp_path / "missing")
+
+
+def _run_uci(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.uci", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+SMALL = (
+    "grid.sigma_us=[0.5]",
+    "grid.sigma_bs=[0.1]",
+    "baselines.forest_trees=50",
+    "baselines.mlp_depths=[1,2]",
+    "progress=false",
+)
+
+
+def test_experiment_end_to_end_on_two_datasets(tmp_path: Path) -> None:
+    out = tmp_path / "uci"
+    proc = _run_uci("dataset='iris,wine'", f"out_dir={out}", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = sorted(out.glob("*/*/record.json"))
+    assert [p.parent.name for p in records] == ["iris", "wine"]
+    for p in records:
+        rec = json.loads(p.read_text())
+        fam = rec["families"]
+        assert set(fam) == {f.name for f in FAMILIES}
+        # chance is 1/3 on both (3 classes); the published RNTK accuracies are ~0.97
+        for name in ("rntk", "nngp", "rntk_avg", "paper_nngp", "rbf_svm", "random_forest"):
+            assert fam[name]["test_acc"] > 0.85, (rec["dataset"], name, fam[name])
+            assert len(fam[name]["test_folds"]) == 4
+        assert len(rec["kernels"]) == 2 * 2 * 3 * 4 + 5 + 6 + 4 + 2
+        assert rec["timing"]["total_s"] > 0 and rec["svm"]["fits"] > 0
+    table = (records[0].parents[1] / "report" / "uci_table.csv").read_text()
+    assert "rntk" in table and "random_forest" in table
+    again = _run_uci("dataset='iris,wine'", f"out_dir={out}", *SMALL)
+    assert again.returncode == 0 and "2 finished earlier" in again.stderr + again.stdout
+    assert sorted(out.glob("*/*/record.json")) == records
+
+
+def test_experiment_rejects_bad_input(tmp_path: Path) -> None:
+    proc = _run_uci("dataset=nope", f"out_dir={tmp_path}")
+    assert proc.returncode == 2 and "unknown UCI dataset" in proc.stderr
+    proc = _run_uci("dataset=iris", "grid.readouts=[mean]", f"out_dir={tmp_path}")
+    assert proc.returncode == 2 and "readouts" in proc.stderr
