@@ -336,9 +336,16 @@ def report_markdown(summ: dict[str, Any]) -> str:
         "P90 / P95: % of data sets on which the family reaches 90% / 95% of the best "
         "accuracy in this table. PMA: mean % of the best accuracy in this table.",
         "",
-        "## Timing",
-        "",
     ]
+    cc = summ.get("complete_case")
+    if cc and cc["rows"]:
+        lines += [
+            f"## Every family, on the {cc['n_datasets']} data sets where all of them ran",
+            "",
+            format_table(cc),
+            "",
+        ]
+    lines += ["## Timing", ""]
     t = summ["timing"]
     lines.append(
         f"Total over {t['n_timed']} data sets: {t['total_s']:.1f} s (kernels "
@@ -424,6 +431,24 @@ def plot(bench: Benchmark, rows: list[dict], stem: Path) -> list[Path]:
     return paths
 
 
+def complete_case(bench: Benchmark) -> dict[str, Any]:
+    """Every family (dropped ones included) on the data sets where all of them ran.
+
+    A family absent on a few data sets (e.g. mean pooling, skipped on long inputs on a CPU)
+    is dropped from the main table; this table keeps it and drops those data sets instead.
+    """
+    accs = {rec["dataset"]: family_accuracies(rec) for rec in bench.records}
+    keep = [d for d, a in accs.items() if all(f in a for f in bench.families)]
+    if not keep:
+        return {"n_datasets": 0, "rows": [], "datasets": []}
+    acc = np.array([[accs[d][f] for f in bench.families] for d in keep], dtype=np.float64)
+    rows = summary_table(acc, bench.families)
+    for r in rows:
+        r["label"] = bench.info[r["method"]]["label"]
+        r["group"] = bench.info[r["method"]]["group"]
+    return {"n_datasets": len(keep), "rows": rows, "datasets": keep}
+
+
 def build_report(
     root: str | Path, out: str | Path | None = None, families: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -460,6 +485,8 @@ def build_report(
         "timing": timing_summary(bench.records),
         "records": bench.paths,
     }
+    if bench.dropped:
+        summ["complete_case"] = complete_case(bench)
     write_tables(bench, rows, out)
     _write_text(out / "uci_table.md", report_markdown(summ))
     plot(bench, rows, out / "uci_table")

@@ -524,9 +524,13 @@ def _setup(
         arch.h0,
     )
     N2 = s1.n if s2 is None else s2.n
-    budget = CUDA_BLOCK_ELEMENTS if s1.values.device.type == "cuda" else CPU_BLOCK_ELEMENTS
-    rows = min(s1.n, block_size or max(1, budget // N2))
+    rows = min(s1.n, block_size or max(1, _budget(s1) // N2))
     return c, get_dual(arch.nonlinearity, quad_points), s1, s2, rows
+
+
+def _budget(seqs: Sequences) -> int:
+    """Pairs per row block: cache-sized on CPU, large on GPUs."""
+    return CUDA_BLOCK_ELEMENTS if seqs.values.device.type == "cuda" else CPU_BLOCK_ELEMENTS
 
 
 def _sides(c: _Consts, dual: DualFn, s1: Sequences, s2: Sequences | None, d: int, readouts):
@@ -616,6 +620,72 @@ def analytic_kernels(
     return theta_out, nngp_out
 
 
+def _chain_order(T: int) -> torch.Tensor:
+    """Shifts 0, 1, -1, 2, -2, ..., T-1, -(T-1): the chains still running at step j (those
+    with |k| <= T-1-j) are always a prefix."""
+    return torch.tensor([0] + [s for k in range(1, T) for s in (k, -k)], dtype=torch.int64)
+
+
+def _all_shifts_block(
+    c: _Consts, fused, r: _Side, s: _Side, readouts: tuple[str, ...]
+) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
+    """Every readout of every layer for a block of equal-length sequences, all shifts at once.
+
+    Chain k (x at p, x' at p - k) is run as one batch entry: at step j it holds the cell
+    (j + max(k, 0), j + max(-k, 0)), so one step of all chains is a handful of large in-place
+    tensor operations instead of 2T - 1 small ones (the win for small N). With equal lengths
+    the readout weights are constant: ``avg`` = (1/T^2) sum of all cells, ``per_step`` =
+    (1/T) sum of chain 0, ``last`` = the final cell of chain 0. Returns (theta, nngp) / s_v^2.
+    """
+    T, B, N2 = r.xs.shape[1], r.xs.shape[0], s.xs.shape[0]
+    order = _chain_order(T if "avg" in readouts else 1).to(r.xs.device)
+    kp, km = order.clamp(min=0), (-order).clamp(min=0)
+    buf = {k: r.xs.new_zeros(len(order), B, N2) for k in ("S", "Q", "scratch")}
+    K = [r.xs.new_zeros(len(order), B, N2) for _ in range(c.depth)]
+    G = [r.xs.new_zeros(len(order), B, N2) for _ in range(c.depth)]
+    kb = _boundary(c, r, s, 0)
+    if kb is not None:
+        for l in range(c.depth):
+            K[l][0] = kb
+    sums = {key: [r.xs.new_zeros(B, N2) for _ in range(c.depth)] for key in ("k", "t", "pk", "pt")}
+    for j in range(T):
+        n = min(len(order), 2 * (T - 1 - j) + 1)
+        p, q = j + kp[:n], j + km[:n]
+        S, Q, scratch = buf["S"][:n], buf["Q"][:n], buf["scratch"][:n]
+        for l in range(c.depth):
+            Kl, Gl = K[l][:n], G[l][:n]
+            # S = s_w^2 K^l(t-1,t'-1) + s_u^2 K^{l-1}(t,t') + s_b^2, Q likewise (module doc)
+            if l == 0:
+                xr, xq = r.xs[:, p].transpose(0, 1), s.xs[:, q].permute(1, 2, 0)
+                torch.baddbmm(Kl, xr, xq, beta=c.sw2, out=S)
+            else:
+                torch.mul(K[l - 1][:n], c.su2, out=S).add_(Kl, alpha=c.sw2)
+            S.add_(c.sb2)
+            torch.add(S, Gl, alpha=c.sw2, out=Q)
+            if l > 0:
+                Q.add_(G[l - 1][:n], alpha=c.su2)
+            a = r.var[l][:, p].T[:, :, None]
+            b = s.var[l][:, q].T[:, None, :]
+            fused(a, b, S, Q, Kl, Gl, scratch)
+            if "avg" in readouts:
+                sums["k"][l] += Kl.sum(0)
+                sums["t"][l] += Gl.sum(0)
+            if "per_step" in readouts:
+                sums["pk"][l] += Kl[0]
+                sums["pt"][l] += Gl[0]
+    out = {}
+    for l in range(c.depth):
+        if "last" in readouts:
+            out[(l + 1, "last")] = (K[l][0] + G[l][0], K[l][0])
+        if "per_step" in readouts:
+            k = sums["pk"][l]
+            out[(l + 1, "per_step")] = ((k + sums["pt"][l]) / T, k / T)
+        if "avg" in readouts:
+            k = sums["k"][l]
+            out[(l + 1, "avg")] = ((k + sums["t"][l]) / T**2, k / T**2)
+    return out
+
+
 @torch.no_grad()
 def analytic_kernel_bank(
     arch: Architecture,
@@ -668,8 +738,17 @@ def analytic_kernel_bank(
     if compile:
         ct = replace(c, **{k: s1.values.new_tensor(getattr(c, k)) for k in ("sw2", "su2", "sb2")})
         step = (_compiled_step(arch.nonlinearity, quad_points), ct)
+    chains = 2 * T - 1 if "avg" in readouts else 1
+    equal = bool((s1.lengths == T).all()) and (s2 is None or bool((s2.lengths == T).all()))
+    batch_rows = (block_size * N2 if block_size else _budget(s1)) // (chains * N2)
     for d in range(arch.directions):
         side1, side2 = _sides(c, dual, s1, s2, d, tuple(weighted))
+        if equal and batch_rows >= 1:  # small N: all shifts at once
+            for r0, r1, rs, cs in _blocks(side1, side2, batch_rows, symmetric):
+                for key, (t_blk, k_blk) in _all_shifts_block(c, fused, rs, cs, readouts).items():
+                    _write_block(out[key][0], t_blk, r0, r1, symmetric, c.sv2, True)
+                    _write_block(out[key][1], k_blk, r0, r1, symmetric, c.sv2, True)
+            continue
         for r0, r1, rs, cs in _blocks(side1, side2, rows, symmetric):
             B, n2 = r1 - r0, cs.xs.shape[0]
             view = ws.view(B, n2)

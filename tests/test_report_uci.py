@@ -258,3 +258,25 @@ def test_main_exit_code_2_for_missing_path(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "does not exist" in err and err.count("\n") == 1
+
+
+def test_family_missing_on_a_dataset_is_kept_in_the_complete_case_table(tmp_path):
+    """Mean pooling skipped on one data set: dropped from the main table, but reported with
+    every other family on the data sets where all of them ran."""
+    fams = {**FAMILIES, "rntk_avg": ("recurrent", "RNTK, mean pooling")}
+    root = tmp_path / "uci"
+    accs = {"glass": [0.70, 0.65, 0.72, 0.75], "iris": [0.96, 0.96, 0.94, 0.90]}
+    for d, a in accs.items():
+        atomic_write_json(root / d / "record.json", record(d, a, families=fams))
+    atomic_write_json(root / "wine" / "record.json", record("wine", ACC["wine"], families=FAMILIES))
+    summ = report_uci.build_report(root)
+    assert "rntk_avg" not in summ["families"] and summ["n_datasets"] == 3
+    cc = summ["complete_case"]
+    assert cc["n_datasets"] == 2 and cc["datasets"] == ["glass", "iris"]
+    by = {r["method"]: r for r in cc["rows"]}
+    assert by["rntk_avg"]["mean_acc"] == pytest.approx(82.5)
+    # glass: rntk_avg best (rank 1); iris: rntk and rntk_paper tie first (1.5), rntk_avg last
+    assert by["rntk_avg"]["friedman_rank"] == pytest.approx((1 + 4) / 2)
+    assert by["rntk"]["friedman_rank"] == pytest.approx((3 + 1.5) / 2)
+    md = (Path(summ["out"]) / "uci_table.md").read_text()
+    assert "on the 2 data sets where all of them ran" in md and "RNTK, mean pooling" in md

@@ -43,9 +43,11 @@ def _mixed(seed: int, lengths: list[int], m: int = 2) -> list[torch.Tensor]:
     ids=["relu-3layer-bi-shared", "erf-2layer"],
 )
 @pytest.mark.parametrize("cross", [False, True], ids=["x2=None", "x2"])
-def test_bank_equals_each_single_kernel(arch: Architecture, cross: bool) -> None:
-    x1 = _mixed(0, [3, 5, 4, 5, 2])
-    x2 = _mixed(1, [4, 5, 1]) if cross else None
+@pytest.mark.parametrize("equal", [False, True], ids=["mixed-lengths", "equal-lengths"])
+def test_bank_equals_each_single_kernel(arch: Architecture, cross: bool, equal: bool) -> None:
+    """Mixed lengths take the shift-by-shift path, equal lengths the all-shifts-at-once one."""
+    x1 = _mixed(0, [5] * 5 if equal else [3, 5, 4, 5, 2])
+    x2 = (_mixed(1, [5] * 3 if equal else [4, 5, 1])) if cross else None
     bank = analytic_kernel_bank(arch, x1, x2, block_size=2)
     assert set(bank) == {
         (d, r) for d in range(1, arch.depth + 1) for r in ("last", "avg", "per_step")
@@ -54,8 +56,8 @@ def test_bank_equals_each_single_kernel(arch: Architecture, cross: bool) -> None
         single = dataclasses.replace(arch, depth=depth, readout=readout)
         t0, k0 = analytic_kernels(single, x1, x2)
         scale = t0.abs().max()
-        assert torch.allclose(theta, t0, rtol=0, atol=1e-12 * scale), (depth, readout)
-        assert torch.allclose(nngp, k0, rtol=0, atol=1e-12 * scale), (depth, readout)
+        assert torch.allclose(theta, t0, rtol=0, atol=1e-10 * scale), (depth, readout)
+        assert torch.allclose(nngp, k0, rtol=0, atol=1e-10 * scale), (depth, readout)
 
 
 def test_bank_compiled_equals_eager() -> None:
@@ -114,7 +116,8 @@ def test_grid_kernels_compose_as_documented() -> None:
             )
     # the bidirectional kernel is the Architecture's own bidirectional kernel
     bi = analytic_kernels(dataclasses.replace(arch, bidirectional=True, readout="avg"), x)[0]
-    np.testing.assert_allclose(got[("ntk", "avg", "bidirectional", 2)], bi.numpy(), rtol=1e-12)
+    # different summation order: ReLU's V_dphi turns rounding into ~1e-9 near correlation 1
+    np.testing.assert_allclose(got[("ntk", "avg", "bidirectional", 2)], bi.numpy(), rtol=1e-8)
 
 
 def test_grid_skips_mean_pooling_on_long_inputs() -> None:
