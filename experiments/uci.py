@@ -16,7 +16,8 @@ selection. See :mod:`rntk_empirical.uci_benchmark` for the protocol.
 
 Records: ``<out_dir>/<grid hash>/<dataset>/record.json`` (the hash names everything that
 changes a result: grid, baselines, Cs, dtype, seed), written atomically when a dataset is
-done; a re-run skips finished datasets, so a killed sweep resumes where it stopped. The
+done, and ``partial.json`` after every (s_u, s_b) unit of kernels inside a dataset; a
+re-run skips finished datasets and units, so a killed sweep resumes where it stopped. The
 data folder is ``data_root=`` / ``$RNTK_UCI_ROOT`` / ``../shared/data/uci``.
 
 Exit codes: 0 success, 2 invalid input, 3 out of memory.
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 
 from experiments.cli import fail, settings_from
 from rntk_empirical import uci
+from rntk_empirical.analytic import CUDA_BLOCK_ELEMENTS
 from rntk_empirical.config import UCIConfig, register_configs
 from rntk_empirical.devices import resolve_device, resolve_dtype
 from rntk_empirical.records import (
@@ -49,6 +51,7 @@ from rntk_empirical.records import (
     config_hash,
     finished_record,
     library_versions,
+    read_json,
     utc_now,
 )
 from rntk_empirical.uci_benchmark import (
@@ -57,13 +60,15 @@ from rntk_empirical.uci_benchmark import (
     baseline_kernels,
     forest_candidates,
     offer_kernel,
-    recurrent_kernels,
+    unit_kernels,
 )
 
 log = logging.getLogger(__name__)
 register_configs()
 
 EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY = 2, 3
+PARTIAL_NAME = "partial.json"
+CPU_UCI_BLOCK_ELEMENTS = 2**18  # measured best of 2^17..2^20 for the kernel bank on 2 cores
 PROTOCOL_VERSION = 1
 
 
@@ -109,22 +114,54 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
     svm = KernelSVM(ds, tuple(settings.Cs))
     sel = FamilySelection()
     kernels: list[dict] = []
-    block = max(1, settings.block_elements // ds.X.shape[0])
+    elements = settings.block_elements or (
+        CUDA_BLOCK_ELEMENTS if device.type == "cuda" else CPU_UCI_BLOCK_ELEMENTS
+    )
+    block = max(1, elements // ds.X.shape[0])
     bar = tqdm(
         total=grid.size(ds.length),
         desc=f"{name} (N={ds.X.shape[0]}, T={ds.length}) kernels",
         disable=not settings.progress,
         leave=False,
     )
-    t_kernel = 0.0
-    t0 = time.perf_counter()
-    for spec, K in recurrent_kernels(
-        ds, grid, dtype=dtype, device=device, block_size=block, compile=settings.compile
-    ):
-        t_kernel += time.perf_counter() - t0
-        kernels.append(offer_kernel(sel, svm, spec.as_dict(), K))
-        bar.update()
+    # checkpoint after every (s_u, s_b) unit: a killed run resumes inside a dataset
+    partial = out / PARTIAL_NAME
+    chash = results_dir(settings).name
+    state = read_json(partial)
+    done: list[tuple[float, float]] = []
+    t_kernel, elapsed_before = 0.0, 0.0
+    if state is not None and state.get("config_hash") == chash and not settings.force:
+        done = [tuple(u) for u in state["units_done"]]
+        kernels = state["kernels"]
+        sel.restore(state["selection"])
+        svm.fits, svm.unconverged, svm.seconds = state["svm"]
+        t_kernel, elapsed_before = state["kernel_s"], state["elapsed_s"]
+        bar.update(len(kernels))
+        log.info("%s: resuming after %d of %d kernel units", name, len(done), len(grid.units()))
+    for su, sb in grid.units():
+        if (su, sb) in done:
+            continue
         t0 = time.perf_counter()
+        for spec, K in unit_kernels(
+            ds, grid, su, sb, dtype=dtype, device=device, block_size=block, compile=settings.compile
+        ):
+            t_kernel += time.perf_counter() - t0
+            kernels.append(offer_kernel(sel, svm, spec.as_dict(), K))
+            bar.update()
+            t0 = time.perf_counter()
+        done.append((su, sb))
+        atomic_write_json(
+            partial,
+            {
+                "config_hash": chash,
+                "units_done": done,
+                "kernels": kernels,
+                "selection": sel.state(),
+                "svm": [svm.fits, svm.unconverged, svm.seconds],
+                "kernel_s": t_kernel,
+                "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+            },
+        )
     bar.close()
     svm_recurrent = svm.seconds
     t_base = time.perf_counter()
@@ -158,12 +195,13 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
             "kernel_s": t_kernel,
             "svm_s": svm_recurrent,
             "baseline_s": time.perf_counter() - t_base,
-            "total_s": time.perf_counter() - t_start,
+            "total_s": elapsed_before + time.perf_counter() - t_start,
         },
         "device": str(device),
         "versions": library_versions(),
     }
     atomic_write_json(out / RECORD_NAME, rec)
+    partial.unlink(missing_ok=True)
     return rec
 
 

@@ -345,7 +345,7 @@ class UCIConfig:
     dtype: DTypeChoice = DTypeChoice.float32
     device: DeviceChoice = DeviceChoice.auto
     compile: bool = False
-    block_elements: int = 2**18
+    block_elements: Optional[int] = None  # noqa: UP045 - pairs per row block; None: by device
     seed: int = 0
     force: bool = False
     progress: bool = True
@@ -357,7 +357,7 @@ class UCIConfig:
 
         if not self.Cs or min(self.Cs) <= 0:
             raise ValueError(f"Cs={list(self.Cs)!r}: expected a non-empty list of C > 0")
-        if self.block_elements < 1:
+        if self.block_elements is not None and self.block_elements < 1:
             raise ValueError(f"block_elements={self.block_elements!r}: expected >= 1")
         if not self.dataset.strip():
             raise ValueError("dataset is empty; give a name, a comma-separated list or 'all'")

@@ -84,6 +84,10 @@ class KernelGrid:
             return tuple(r for r in self.readouts if r != "avg")
         return self.readouts
 
+    def units(self) -> list[tuple[float, float]]:
+        """The (s_u, s_b) pairs: one unit of work each (two kernel banks)."""
+        return [(su, sb) for su in self.sigma_us for sb in self.sigma_bs]
+
     def size(self, length: int) -> int:
         """Number of kernels (NTK and NNGP counted apart) on a dataset of this length."""
         n = len(self.sigma_us) * len(self.sigma_bs) * len(self.depths) * len(self.directions)
@@ -121,51 +125,58 @@ def recurrent_kernels(
     block_size: int | None = None,
     compile: bool = False,
 ) -> Iterator[tuple[KernelSpec, np.ndarray]]:
-    """Every kernel of ``grid`` on all rows of ``ds``: ``(spec, K)`` with K ``(N, N)`` float64.
+    """Every kernel of ``grid`` on all rows of ``ds``: ``(spec, K)`` with K ``(N, N)`` float64,
+    one unit (:meth:`KernelGrid.units`) after the other (see :func:`unit_kernels`)."""
+    for su, sb in grid.units():
+        yield from unit_kernels(
+            ds, grid, su, sb, dtype=dtype, device=device, block_size=block_size, compile=compile
+        )
 
-    Kernels are produced one (s_u, s_b) at a time (two banks: forward and reversed inputs),
-    so at most ~ 12 |depths| N x N matrices are alive at once.
-    """
+
+def unit_kernels(
+    ds: UCIDataset,
+    grid: KernelGrid,
+    sigma_u: float,
+    sigma_b: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    block_size: int | None = None,
+    compile: bool = False,
+) -> Iterator[tuple[KernelSpec, np.ndarray]]:
+    """The kernels of one (s_u, s_b): two banks (forward and reversed inputs) serve every
+    depth, readout, direction and kernel, so at most ~ 12 |depths| N x N matrices are alive."""
     x = ds.sequences()
     readouts = grid.readouts_for(ds.length)
-    bank_ro = _bank_readouts(readouts)
-    for su in grid.sigma_us:
-        for sb in grid.sigma_bs:
-            arch = Architecture(
-                depth=max(grid.depths),
-                nonlinearity=grid.nonlinearity,
-                sigma_w=grid.sigma_w,
-                sigma_u=su,
-                sigma_b=sb,
-                sigma_h=grid.sigma_h,
+    arch = Architecture(
+        depth=max(grid.depths),
+        nonlinearity=grid.nonlinearity,
+        sigma_w=grid.sigma_w,
+        sigma_u=sigma_u,
+        sigma_b=sigma_b,
+        sigma_h=grid.sigma_h,
+    )
+    banks = {}
+    for direction, xd in (("forward", x), ("reversed", x.flip(1))):
+        if direction in grid.directions or "bidirectional" in grid.directions:
+            banks[direction] = analytic_kernel_bank(
+                arch,
+                xd,
+                readouts=_bank_readouts(readouts),
+                dtype=dtype,
+                device=device,
+                block_size=block_size,
+                compile=compile,
             )
-            banks = {}
-            for direction, xd in (("forward", x), ("reversed", x.flip(1))):
-                if direction in grid.directions or "bidirectional" in grid.directions:
-                    banks[direction] = analytic_kernel_bank(
-                        arch,
-                        xd,
-                        readouts=bank_ro,
-                        dtype=dtype,
-                        device=device,
-                        block_size=block_size,
-                        compile=compile,
-                    )
-            for depth in grid.depths:
-                for readout in readouts:
-                    for k_i, kernel in enumerate(("ntk", "nngp")):
-                        for direction in grid.directions:
-                            parts = (
-                                ("forward", "reversed")
-                                if direction == "bidirectional"
-                                else (direction,)
-                            )
-                            K = sum(
-                                _bank_kernel(banks[d], depth, readout, k_i, ds.length)
-                                for d in parts
-                            )
-                            spec = KernelSpec(kernel, readout, direction, depth, su, sb)
-                            yield spec, K.to("cpu", torch.float64).numpy()
+    for depth in grid.depths:
+        for readout in readouts:
+            for k_i, kernel in enumerate(("ntk", "nngp")):
+                for direction in grid.directions:
+                    bi = direction == "bidirectional"
+                    parts = ("forward", "reversed") if bi else (direction,)
+                    K = sum(_bank_kernel(banks[d], depth, readout, k_i, ds.length) for d in parts)
+                    spec = KernelSpec(kernel, readout, direction, depth, sigma_u, sigma_b)
+                    yield spec, K.to("cpu", torch.float64).numpy()
 
 
 def _bank_kernel(bank: dict, depth: int, readout: str, k_i: int, T: int) -> torch.Tensor:
@@ -406,6 +417,17 @@ class FamilySelection:
 
     def info(self) -> dict[str, dict]:
         return {f.name: {"group": f.group, "label": f.label} for f in self.families}
+
+    def state(self) -> dict:
+        """JSON-able state (for checkpoints); :meth:`restore` is its inverse."""
+        return {
+            "leaders": {k: asdict(v) for k, v in self.leaders.items()},
+            "test_evaluations": self.test_evaluations,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.leaders = {k: Leader(**v) for k, v in state["leaders"].items()}
+        self.test_evaluations = int(state["test_evaluations"])
 
 
 def offer_kernel(

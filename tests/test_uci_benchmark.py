@@ -237,3 +237,41 @@ def test_experiment_rejects_bad_input(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "unknown UCI dataset" in proc.stderr
     proc = _run_uci("dataset=iris", "grid.readouts=[mean]", f"out_dir={tmp_path}")
     assert proc.returncode == 2 and "readouts" in proc.stderr
+
+
+def test_a_killed_dataset_resumes_after_its_last_finished_unit(tmp_path: Path, monkeypatch) -> None:
+    from experiments import uci as uci_exp
+    from rntk_empirical.config import UCIBaselineConfig, UCIGridConfig
+
+    def settings(out: Path) -> UCIConfig:
+        return UCIConfig(
+            dataset="iris",
+            out_dir=str(out),
+            grid=UCIGridConfig(sigma_us=[0.25, 0.5], sigma_bs=[0.1], depths=[1]),
+            baselines=UCIBaselineConfig(methods=["rbf_svm"]),
+            progress=False,
+        )
+
+    ref = uci_exp.run_dataset(settings(tmp_path / "a"), "iris", tmp_path / "a" / "iris")
+    real = uci_exp.unit_kernels
+    calls = []
+
+    def dies_on_second_unit(ds, grid, su, sb, **kw):
+        calls.append(su)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the job is killed while computing unit 2
+        yield from real(ds, grid, su, sb, **kw)
+
+    out = tmp_path / "b" / "iris"
+    monkeypatch.setattr(uci_exp, "unit_kernels", dies_on_second_unit)
+    with pytest.raises(KeyboardInterrupt):
+        uci_exp.run_dataset(settings(tmp_path / "b"), "iris", out)
+    state = json.loads((out / "partial.json").read_text())
+    assert state["units_done"] == [[0.25, 0.1]] and len(state["kernels"]) == 2 * 3 * 4
+    monkeypatch.setattr(uci_exp, "unit_kernels", real)
+    calls.clear()
+    rec = uci_exp.run_dataset(settings(tmp_path / "b"), "iris", out)
+    assert not (out / "partial.json").exists()
+    assert rec["families"] == ref["families"]  # same selection, same test accuracies
+    assert [k["val_acc"] for k in rec["kernels"]] == [k["val_acc"] for k in ref["kernels"]]
+    assert rec["svm"]["fits"] == ref["svm"]["fits"]
