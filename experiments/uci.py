@@ -36,6 +36,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from experiments.cli import fail, settings_from
@@ -261,10 +262,12 @@ class UCIReportCallback(Callback):
     """Hydra callback: build the table when a multirun (``-m dataset=...``) ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        user = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
         try:
+            cfg = OmegaConf.merge(OmegaConf.structured(UCIConfig), user)
             settings = settings_from(cfg, UCIConfig, "conf/uci.yaml")
-        except ValueError:
+        except (ValueError, OmegaConfBaseException) as err:
+            log.error("UCI report skipped: %s", err)
             return
         if settings.report:
             _report(results_dir(settings))

@@ -275,3 +275,22 @@ def test_a_killed_dataset_resumes_after_its_last_finished_unit(tmp_path: Path, m
     assert rec["families"] == ref["families"]  # same selection, same test accuracies
     assert [k["val_acc"] for k in rec["kernels"]] == [k["val_acc"] for k in ref["kernels"]]
     assert rec["svm"]["fits"] == ref["svm"]["fits"]
+
+
+def test_multirun_builds_the_table_at_the_end(tmp_path: Path) -> None:
+    out = tmp_path / "uci"
+    proc = _run_uci(
+        "-m",
+        "dataset=iris,fertility",
+        f"out_dir={out}",
+        "grid.sigma_us=[0.5]",
+        "grid.sigma_bs=[0.1]",
+        "grid.depths=[1]",
+        "grid.readouts=[last]",
+        "baselines.methods=[rbf_svm]",
+        "progress=false",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (root,) = [p for p in out.iterdir() if p.name != "hydra"]
+    rows = (root / "report" / "uci_per_dataset.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("fertility") and rows[2].startswith("iris")
