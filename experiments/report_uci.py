@@ -431,6 +431,15 @@ def plot(bench: Benchmark, rows: list[dict], stem: Path) -> list[Path]:
     return paths
 
 
+def _table(bench: Benchmark, acc: np.ndarray, families: list[str]) -> list[dict]:
+    """:func:`summary_table` rows with each family's label and group."""
+    rows = summary_table(acc, families)
+    for r in rows:
+        r["label"] = bench.info[r["method"]]["label"]
+        r["group"] = bench.info[r["method"]]["group"]
+    return rows
+
+
 def complete_case(bench: Benchmark) -> dict[str, Any]:
     """Every family (dropped ones included) on the data sets where all of them ran.
 
@@ -442,11 +451,7 @@ def complete_case(bench: Benchmark) -> dict[str, Any]:
     if not keep:
         return {"n_datasets": 0, "rows": [], "datasets": []}
     acc = np.array([[accs[d][f] for f in bench.families] for d in keep], dtype=np.float64)
-    rows = summary_table(acc, bench.families)
-    for r in rows:
-        r["label"] = bench.info[r["method"]]["label"]
-        r["group"] = bench.info[r["method"]]["group"]
-    return {"n_datasets": len(keep), "rows": rows, "datasets": keep}
+    return {"n_datasets": len(keep), "rows": _table(bench, acc, bench.families), "datasets": keep}
 
 
 def build_report(
@@ -465,10 +470,7 @@ def build_report(
     bench = collect(root, families)
     out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
     out.mkdir(parents=True, exist_ok=True)
-    rows = summary_table(bench.acc, bench.columns)
-    for r in rows:
-        r["label"] = bench.info[r["method"]]["label"]
-        r["group"] = bench.info[r["method"]]["group"]
+    rows = _table(bench, bench.acc, bench.columns)
     test = friedman_test(bench.acc)
     summ: dict[str, Any] = {
         "generated": utc_now(),

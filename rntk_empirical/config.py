@@ -361,12 +361,12 @@ class UCIConfig:
             raise ValueError(f"block_elements={self.block_elements!r}: expected >= 1")
         if not self.dataset.strip():
             raise ValueError("dataset is empty; give a name, a comma-separated list or 'all'")
-        self.kernel_grid = KernelGrid(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in vars(self.grid).items()}
-        )
-        self.baseline_grid = BaselineGrid(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in vars(self.baselines).items()}
-        )
+
+        def tuples(cfg) -> dict:  # OmegaConf gives lists; the grids are frozen (tuples)
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in vars(cfg).items()}
+
+        self.kernel_grid = KernelGrid(**tuples(self.grid))
+        self.baseline_grid = BaselineGrid(**tuples(self.baselines))
 
 
 def register_configs() -> None:

@@ -253,31 +253,37 @@ class KernelSVM:
         self.ds, self.Cs = ds, tuple(float(c) for c in Cs)
         self.fits, self.unconverged, self.seconds = 0, 0, 0.0
 
-    def _fit_score(self, K: np.ndarray, train: np.ndarray, test: np.ndarray, C: float) -> float:
+    def _scores(
+        self, K: np.ndarray, train: np.ndarray, test: np.ndarray, Cs: tuple[float, ...]
+    ) -> list[float]:
+        """Test-split accuracy of an SVM fitted on ``train`` for each C (the train and
+        cross blocks of K are cut once for all C)."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.svm import SVC
 
         y = self.ds.y
         t0 = time.perf_counter()
         if np.unique(y[train]).size < 2:  # degenerate split: predict its only class
-            acc = _accuracy(np.full(test.size, y[train][0]), y[test])
+            accs = [_accuracy(np.full(test.size, y[train][0]), y[test])] * len(Cs)
         else:
-            clf = SVC(kernel="precomputed", C=C, max_iter=SVM_MAX_ITER, cache_size=500)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
-                clf.fit(K[np.ix_(train, train)], y[train])
-            self.unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-            acc = _accuracy(clf.predict(K[np.ix_(test, train)]), y[test])
-        self.fits += 1
+            K_train, K_cross = K[np.ix_(train, train)], K[np.ix_(test, train)]
+            accs = []
+            for C in Cs:
+                clf = SVC(kernel="precomputed", C=C, max_iter=SVM_MAX_ITER, cache_size=500)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", ConvergenceWarning)
+                    clf.fit(K_train, y[train])
+                self.unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
+                accs.append(_accuracy(clf.predict(K_cross), y[test]))
+        self.fits += len(Cs)
         self.seconds += time.perf_counter() - t0
-        return acc
+        return accs
 
     def validation(self, K: np.ndarray) -> list[float]:
-        train, val = self.ds.select
-        return [self._fit_score(K, train, val, C) for C in self.Cs]
+        return self._scores(K, *self.ds.select, self.Cs)
 
     def test(self, K: np.ndarray, C: float) -> list[float]:
-        return [self._fit_score(K, tr, te, C) for tr, te in self.ds.folds]
+        return [self._scores(K, tr, te, (C,))[0] for tr, te in self.ds.folds]
 
 
 def forest_candidates(
