@@ -125,6 +125,17 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
         disable=not settings.progress,
         leave=False,
     )
+    # rows of the kernel banks of the current (s_u, s_b) unit (compiled backend): a long
+    # mean-pooling recursion shows that it moves
+    bi = "bidirectional" in grid.directions
+    directions = sum(bi or d in grid.directions for d in ("forward", "reversed"))
+    rows_bar = tqdm(
+        total=directions * ds.X.shape[0],
+        desc="  rows of the kernel banks",
+        disable=not settings.progress or ds.X.shape[0] < 1000,
+        leave=False,
+        unit="row",
+    )
     # checkpoint after every (s_u, s_b) unit: a killed run resumes inside a dataset
     partial = out / PARTIAL_NAME
     chash = results_dir(settings).name
@@ -143,8 +154,18 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
         if (su, sb) in done:
             continue
         t0 = time.perf_counter()
+        rows_bar.reset()
         for spec, K in unit_kernels(
-            ds, grid, su, sb, dtype=dtype, device=device, block_size=block, compile=settings.compile
+            ds,
+            grid,
+            su,
+            sb,
+            dtype=dtype,
+            device=device,
+            block_size=block,
+            compile=settings.compile,
+            backend=settings.backend.value,
+            progress=rows_bar.update,
         ):
             t_kernel += time.perf_counter() - t0
             kernels.append(offer_kernel(sel, svm, spec.as_dict(), K))
@@ -164,6 +185,7 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
             },
         )
     bar.close()
+    rows_bar.close()
     svm_recurrent = svm.seconds
     t_base = time.perf_counter()
     for spec, K in baseline_kernels(ds, settings.baseline_grid):

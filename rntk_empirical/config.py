@@ -33,6 +33,14 @@ class DeviceChoice(Enum):
     cuda = "cuda"
 
 
+class BackendChoice(Enum):
+    """Kernel-bank backend (:func:`rntk_empirical.analytic.analytic_kernel_bank`)."""
+
+    auto = "auto"
+    numba = "numba"
+    torch = "torch"
+
+
 class DTypeChoice(Enum):
     float64 = "float64"
     float32 = "float32"
@@ -344,6 +352,7 @@ class UCIConfig:
     baselines: UCIBaselineConfig = field(default_factory=UCIBaselineConfig)
     dtype: DTypeChoice = DTypeChoice.float32
     device: DeviceChoice = DeviceChoice.auto
+    backend: BackendChoice = BackendChoice.auto
     compile: bool = False
     block_elements: Optional[int] = None  # noqa: UP045 - pairs per row block; None: by device
     seed: int = 0

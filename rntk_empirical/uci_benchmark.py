@@ -119,18 +119,13 @@ def _bank_readouts(readouts: tuple[str, ...]) -> tuple[str, ...]:
 def recurrent_kernels(
     ds: UCIDataset,
     grid: KernelGrid,
-    *,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-    block_size: int | None = None,
-    compile: bool = False,
+    **options,
 ) -> Iterator[tuple[KernelSpec, np.ndarray]]:
     """Every kernel of ``grid`` on all rows of ``ds``: ``(spec, K)`` with K ``(N, N)`` float64,
-    one unit (:meth:`KernelGrid.units`) after the other (see :func:`unit_kernels`)."""
+    one unit (:meth:`KernelGrid.units`) after the other; ``options`` as for
+    :func:`unit_kernels`."""
     for su, sb in grid.units():
-        yield from unit_kernels(
-            ds, grid, su, sb, dtype=dtype, device=device, block_size=block_size, compile=compile
-        )
+        yield from unit_kernels(ds, grid, su, sb, **options)
 
 
 def unit_kernels(
@@ -143,9 +138,13 @@ def unit_kernels(
     device: str | torch.device = "cpu",
     block_size: int | None = None,
     compile: bool = False,
+    backend: str = "auto",
+    progress=None,
 ) -> Iterator[tuple[KernelSpec, np.ndarray]]:
     """The kernels of one (s_u, s_b): two banks (forward and reversed inputs) serve every
-    depth, readout, direction and kernel, so at most ~ 12 |depths| N x N matrices are alive."""
+    depth, readout, direction and kernel, so at most ~ 12 |depths| N x N matrices are alive.
+    ``block_size``, ``compile``, ``backend``, ``progress``: see
+    :func:`rntk_empirical.analytic.analytic_kernel_bank`."""
     x = ds.sequences()
     readouts = grid.readouts_for(ds.length)
     arch = Architecture(
@@ -167,6 +166,8 @@ def unit_kernels(
                 device=device,
                 block_size=block_size,
                 compile=compile,
+                backend=backend,
+                progress=progress,
             )
     for depth in grid.depths:
         for readout in readouts:

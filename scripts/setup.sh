@@ -6,7 +6,7 @@
 #   - with an NVIDIA driver present (nvidia-smi), PyPI's default (CUDA) build is installed;
 #   - otherwise torch==2.13.0, whose CPU wheel is available locally on the project's machines.
 # Override with TORCH_SPEC, e.g. TORCH_SPEC="torch==2.13.0" or extra pip args in TORCH_PIP_ARGS.
-# EXTRAS selects optional dependency groups (default "dev"; CI uses "dev,timeseries").
+# EXTRAS selects optional dependency groups (default "dev"; CI uses "dev,timeseries,fast").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"

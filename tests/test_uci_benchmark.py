@@ -45,10 +45,11 @@ def _mixed(seed: int, lengths: list[int], m: int = 2) -> list[torch.Tensor]:
 @pytest.mark.parametrize("cross", [False, True], ids=["x2=None", "x2"])
 @pytest.mark.parametrize("equal", [False, True], ids=["mixed-lengths", "equal-lengths"])
 def test_bank_equals_each_single_kernel(arch: Architecture, cross: bool, equal: bool) -> None:
-    """Mixed lengths take the shift-by-shift path, equal lengths the all-shifts-at-once one."""
+    """The torch backend: mixed lengths take the shift-by-shift path, equal lengths the
+    all-shifts-at-once one (the numba backend: tests/test_analytic_numba.py)."""
     x1 = _mixed(0, [5] * 5 if equal else [3, 5, 4, 5, 2])
     x2 = (_mixed(1, [5] * 3 if equal else [4, 5, 1])) if cross else None
-    bank = analytic_kernel_bank(arch, x1, x2, block_size=2)
+    bank = analytic_kernel_bank(arch, x1, x2, block_size=2, backend="torch")
     assert set(bank) == {
         (d, r) for d in range(1, arch.depth + 1) for r in ("last", "avg", "per_step")
     }
@@ -63,8 +64,8 @@ def test_bank_equals_each_single_kernel(arch: Architecture, cross: bool, equal: 
 def test_bank_compiled_equals_eager() -> None:
     x = torch.rand(14, 6, 1, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     arch = Architecture(depth=2, sigma_u=0.5, sigma_b=0.1)
-    eager = analytic_kernel_bank(arch, x, block_size=5)
-    compiled = analytic_kernel_bank(arch, x, block_size=5, compile=True)
+    eager = analytic_kernel_bank(arch, x, block_size=5, backend="torch")
+    compiled = analytic_kernel_bank(arch, x, block_size=5, compile=True, backend="torch")
     for key, (theta, nngp) in eager.items():
         # ReLU's V_dphi amplifies rounding near correlation 1 (docs/spec.md): 1e-6 relative
         assert torch.allclose(compiled[key][0], theta, rtol=1e-6, atol=0), key

@@ -1,0 +1,393 @@
+r"""The analytic kernel bank compiled for the CPU (numba): every pair's recursion in registers.
+
+Same mathematics as :mod:`rntk_empirical.analytic` (see its module docstring; SPEC section 3),
+organised for a CPU instead of for tensor libraries. The torch recursion updates a block of
+pairs one cell at a time, so each cell costs ~10 passes over memory and mean pooling (T^2
+cells per pair) is memory-bound. Here one thread takes one row x_i and a tile of columns
+x_j (TILE of them, multiple of ``LANES``); for every shift k it runs the chain
+(t, t') = (p, p - k) forward with the whole state of the tile (K^l, G^l of every layer, the
+readout sums) in L1 cache, in a loop over the tile that the compiler vectorizes (AVX2 /
+AVX-512). arcsin, the only transcendental of the ReLU and erf duals, is a polynomial
+(:func:`_asin`), so that loop contains no library call.
+
+Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
+~1-2 ns per cell and layer per core in float64 (``experiments/bench_bank.py``), 10-20x the
+torch path on 2 cores. Equal-length inputs, ``relu``, ``erf`` and ``identity`` only
+(:func:`supported` says why not otherwise); float64 arithmetic whatever the output dtype.
+
+numba is an optional dependency (``pip install rntk_empirical[fast]``); without it
+:func:`available` is False and :func:`rntk_empirical.analytic_kernel_bank` uses torch.
+"""
+
+from __future__ import annotations
+
+import math
+from math import comb
+
+import numpy as np
+import torch
+
+try:  # optional dependency
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised by the torch fallback tests
+    numba = None
+    prange = range
+
+    def njit(*args, **kwargs):  # the functions below stay plain Python and are never called
+        return lambda f: f
+
+
+NONLINEARITIES = ("relu", "erf", "identity")
+LANES = 32  # columns are padded to a multiple of this: the vector loop has no scalar tail
+TILE = 128  # columns whose state stays in L1 while one chain runs
+_READOUT_SLOTS = ("last", "per_step", "avg")
+_FASTMATH = {"contract", "reassoc", "nsz"}  # not nnan/ninf: overflow is checked
+
+
+def available() -> bool:
+    """Whether numba is installed (the compiled path can run at all)."""
+    return numba is not None
+
+
+def supported(nonlinearity: str, equal_lengths: bool, device: torch.device) -> str | None:
+    """None if the compiled path can compute this bank, else the reason it cannot."""
+    if numba is None:
+        return "numba is not installed (pip install 'rntk_empirical[fast]')"
+    if device.type != "cpu":
+        return f"it runs on the CPU, not on {device.type}"
+    if nonlinearity not in NONLINEARITIES:
+        return f"nonlinearity {nonlinearity!r} has no closed form there ({NONLINEARITIES})"
+    if not equal_lengths:
+        return "the inputs have different lengths"
+    return None
+
+
+def _asin_coefficients(degree: int = 11) -> tuple[float, ...]:
+    """Power-basis coefficients of P(z) ~ (arcsin(sqrt z) - sqrt z) / z^{3/2} on [0, 1/4].
+
+    A Chebyshev least-squares fit of the Taylor series sum_{n>=1} binom(2n, n) z^{n-1} /
+    (4^n (2n + 1)) (80 terms: converged to float64 there). Degree 11 gives arcsin to
+    ~3e-16 absolute on [-1, 1] (tests/test_analytic_numba.py checks it against numpy)."""
+    z = 0.125 - 0.125 * np.cos(np.pi * (np.arange(2000) + 0.5) / 2000)
+    series = np.zeros_like(z)
+    for n in range(79, 0, -1):
+        series = series * z + comb(2 * n, n) / (4**n * (2 * n + 1))
+    fit = np.polynomial.Chebyshev.fit(z, series, degree, domain=[0.0, 0.25])
+    coef = fit.convert(kind=np.polynomial.Polynomial, domain=[0.0, 0.25], window=[0.0, 0.25])
+    return tuple(float(c) for c in coef.coef)
+
+
+_C = _asin_coefficients()
+_HALF_PI = 0.5 * math.pi
+_INV_2PI_SQRT = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+# module globals are compile-time constants for numba (and cacheable)
+c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11 = _C
+half_pi = _HALF_PI
+
+
+@njit(inline="always", fastmath=_FASTMATH, cache=True)
+def _asin(x):
+    """arcsin on [-1, 1] without branches: |x| <= 1/2 directly, else through
+    arcsin(x) = pi/2 - 2 arcsin(sqrt((1 - x) / 2))."""
+    ax = abs(x)
+    big = ax > 0.5
+    z = (1.0 - ax) * 0.5 if big else ax * ax
+    s = math.sqrt(z) if big else ax
+    p = c11
+    p = p * z + c10
+    p = p * z + c9
+    p = p * z + c8
+    p = p * z + c7
+    p = p * z + c6
+    p = p * z + c5
+    p = p * z + c4
+    p = p * z + c3
+    p = p * z + c2
+    p = p * z + c1
+    p = p * z + c0
+    p = s + s * z * p
+    r = half_pi - 2.0 * p if big else p
+    return r if x >= 0.0 else -r
+
+
+# One layer at one cell for a tile of pairs (SPEC section 3):
+#   S = s_w^2 K(t-1,t'-1) + drive + s_b^2,  Q = S + s_w^2 G(t-1,t'-1) + s_u^2 G^{l-1}(t,t')
+#   K, G = V_phi(S), V_dphi(S) Q;  then drive = s_u^2 K and glow = G for the layer above.
+# The per-side factors r, f, g are the variance terms of each closed form (see _factors);
+# a row's are scalars (ri, fi, gi), a column tile's are vectors (rj, fj, gj).
+@njit(fastmath=_FASTMATH, cache=True)
+def _cells_relu(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
+    for j in range(n):
+        S = sw2 * K[j] + drive[j] + sb2
+        Q = S + sw2 * G[j] + su2 * glow[j]
+        rho = min(max(S * ri * rj[j], -1.0), 1.0)
+        j0 = half_pi + _asin(rho)  # pi - arccos(rho)
+        k = (math.sqrt(max(1.0 - rho * rho, 0.0)) + j0 * rho) * fi * fj[j]
+        g = j0 * Q * gi * gj[j]
+        K[j] = k
+        G[j] = g
+        drive[j] = su2 * k
+        glow[j] = g
+        if acc:
+            sk[j] += k
+            st[j] += k + g
+
+
+@njit(fastmath=_FASTMATH, cache=True)
+def _cells_erf(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
+    for j in range(n):
+        S = sw2 * K[j] + drive[j] + sb2
+        Q = S + sw2 * G[j] + su2 * glow[j]
+        x = min(max(S * ri * rj[j], -1.0), 1.0)
+        k = (2.0 / math.pi) * _asin(x)
+        g = Q * gi * gj[j] / math.sqrt(max(1.0 - x * x, 1e-300))
+        K[j] = k
+        G[j] = g
+        drive[j] = su2 * k
+        glow[j] = g
+        if acc:
+            sk[j] += k
+            st[j] += k + g
+
+
+@njit(fastmath=_FASTMATH, cache=True)
+def _cells_identity(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
+    for j in range(n):
+        S = sw2 * K[j] + drive[j] + sb2
+        Q = S + sw2 * G[j] + su2 * glow[j]
+        K[j] = S
+        G[j] = Q
+        drive[j] = su2 * S
+        glow[j] = Q
+        if acc:
+            sk[j] += S
+            st[j] += S + Q
+
+
+@njit(fastmath=_FASTMATH, cache=True)
+def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, acc):
+    """Run chain k (x_i at p, x_j at p - k) of the tile of columns j0:j0+n; K, G ``(L, TILE)``
+    hold its boundary and end in its last cell; with ``acc`` every cell is added to sk, st."""
+    sw2, su2, sb2 = cst[0], cst[1], cst[2]
+    L, T, m = f1.shape[1], f1.shape[3], x1.shape[2]
+    for p in range(max(k, 0), min(T, T + k)):
+        q = p - k
+        for j in range(n):
+            dr[j] = 0.0
+            gl[j] = 0.0
+        for c in range(m):
+            xi = x1[i, p, c]
+            xj = x2[q, c, j0 : j0 + n]
+            for j in range(n):
+                dr[j] += xi * xj[j]
+        for l in range(L):
+            rj, fj, gj = f2[0, l, q, j0:], f2[1, l, q, j0:], f2[2, l, q, j0:]
+            ri, fi, gi = f1[0, l, i, p], f1[1, l, i, p], f1[2, l, i, p]
+            Kl, Gl, skl, stl = K[l], G[l], sk[l], st[l]
+            if nl == 0:
+                _cells_relu(Kl, Gl, dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, skl, stl, acc, n)
+            elif nl == 1:
+                _cells_erf(Kl, Gl, dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, skl, stl, acc, n)
+            else:
+                _cells_identity(
+                    Kl, Gl, dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, skl, stl, acc, n
+                )
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, out):
+    """Kernels of the given rows against all columns (from the row's lane block on if
+    ``sym``; the caller mirrors).
+
+    Shapes: x1 ``(N1, T, m)``, x2 ``(T, m, N2p)`` (N2p a multiple of LANES, zero-padded);
+    f1 ``(3, L, N1, T)`` and f2 ``(3, L, T, N2p)`` the factors r, f, g of :func:`_factors`;
+    keys ``(N1,)``, ``(N2p,)``; ``cst`` = (s_w^2, s_u^2, s_b^2, s_v^2, boundary K^l(0, 0),
+    1.0 if the boundary needs equal keys); ``slots``: output slot of last, per_step, avg
+    (-1: not wanted); out ``(L, R, 2, N1, n_out)``, [:, :, 0] the NTK, [:, :, 1] the NNGP.
+    """
+    sv2, kb, kb_keys = cst[3], cst[4], cst[5]
+    L, T = f1.shape[1], f1.shape[3]
+    N2p = f2.shape[3]
+    s_last, s_ps, s_avg = slots[0], slots[1], slots[2]
+    acc0 = s_ps >= 0 or s_avg >= 0
+    for u in prange(rows.shape[0]):
+        i = rows[u]
+        K = np.empty((L, TILE))
+        G = np.empty((L, TILE))
+        dr = np.empty(TILE)
+        gl = np.empty(TILE)
+        pk = np.empty((L, TILE))  # shift 0 (per_step, and the diagonal of avg)
+        pt = np.empty((L, TILE))
+        sk = np.empty((L, TILE))  # the other shifts (avg)
+        st = np.empty((L, TILE))
+        first = (i // LANES) * LANES if sym else 0
+        for j0 in range(first, N2p, TILE):
+            n = min(TILE, N2p - j0)
+            w = min(n, n_out - j0)
+            for j in range(n):
+                b = kb if (kb_keys == 0.0 or keys1[i] == keys2[j0 + j]) else 0.0
+                for l in range(L):
+                    K[l, j] = b
+                    G[l, j] = 0.0
+                    pk[l, j] = 0.0
+                    pt[l, j] = 0.0
+                    sk[l, j] = 0.0
+                    st[l, j] = 0.0
+            _chain(nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, acc0)
+            for l in range(L):
+                for j in range(w):
+                    if s_last >= 0:
+                        out[l, s_last, 0, i, j0 + j] = sv2 * (K[l, j] + G[l, j])
+                        out[l, s_last, 1, i, j0 + j] = sv2 * K[l, j]
+                    if s_ps >= 0:
+                        out[l, s_ps, 0, i, j0 + j] = sv2 / T * pt[l, j]
+                        out[l, s_ps, 1, i, j0 + j] = sv2 / T * pk[l, j]
+            if s_avg < 0:
+                continue
+            for k in range(1 - T, T):
+                if k == 0:
+                    continue
+                for l in range(L):
+                    for j in range(n):
+                        K[l, j] = 0.0  # chains k != 0 start at t = 1 or t' = 1, never both
+                        G[l, j] = 0.0
+                _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, True)
+            scale = sv2 / (T * T)
+            for l in range(L):
+                for j in range(w):
+                    out[l, s_avg, 0, i, j0 + j] = scale * (st[l, j] + pt[l, j])
+                    out[l, s_avg, 1, i, j0 + j] = scale * (sk[l, j] + pk[l, j])
+
+
+@njit(parallel=True, cache=True)
+def _mirror(out):
+    """Lower triangles from the upper ones, for every matrix of ``(L, R, 2, N, N)``."""
+    L, R, _, N, _ = out.shape
+    for i in prange(N):
+        for l in range(L):
+            for r in range(R):
+                for k in range(2):
+                    for j in range(i):
+                        out[l, r, k, i, j] = out[l, r, k, j, i]
+
+
+@njit(fastmath=_FASTMATH, cache=True)
+def _asin_array(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _asin(x[i])
+
+
+def _require() -> None:
+    reason = supported("relu", True, torch.device("cpu"))
+    if reason is not None:
+        raise RuntimeError(f"the compiled kernel bank cannot run: {reason}")
+
+
+def asin(x: np.ndarray) -> np.ndarray:
+    """The compiled arcsin, elementwise in float64 (exposed for testing)."""
+    flat = np.ascontiguousarray(x, dtype=np.float64).ravel()
+    out = np.empty_like(flat)
+    _require()
+    _asin_array(flat, out)
+    return out.reshape(np.shape(x))
+
+
+def _factors(nonlinearity: str, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-sequence factors (r, f, g) of the variances ``var`` (any shape) such that, for a
+    pair with variances a, b and covariance S, the compiled cells compute
+
+        relu:  rho = S r_a r_b,  V_phi = J_1(rho) f_a f_b,  V_dphi = J_0(rho) g_a g_b
+        erf:   x = S r_a r_b,    V_phi = (2/pi) arcsin(x),  V_dphi = g_a g_b / sqrt(1 - x^2)
+
+    (r = 1/sqrt(a), f = sqrt(a / 2 pi), g = [a > 0] / sqrt(2 pi) for relu, the degenerate
+    a = 0 giving 0 as in :mod:`rntk_empirical.dual`; r = sqrt(2 / (1 + 2a)),
+    g = sqrt(4 / pi) / sqrt(1 + 2a) for erf; unused for identity)."""
+    ones = np.ones_like(var)
+    if nonlinearity == "relu":
+        pos = var > 0
+        r = np.where(pos, 1.0 / np.sqrt(np.where(pos, var, 1.0)), 0.0)
+        return r, np.sqrt(np.maximum(var, 0.0)) * _INV_2PI_SQRT, pos * _INV_2PI_SQRT
+    if nonlinearity == "erf":
+        d = 1.0 / np.sqrt(1.0 + 2.0 * np.maximum(var, 0.0))
+        return math.sqrt(2.0) * d, ones, math.sqrt(4.0 / math.pi) * d
+    return ones, ones, ones
+
+
+def _pad_columns(a: np.ndarray, n: int) -> np.ndarray:
+    """Zero-pad the last axis to length n (contiguous)."""
+    out = np.zeros(a.shape[:-1] + (n,), dtype=a.dtype)
+    out[..., : a.shape[-1]] = a
+    return out
+
+
+def _balanced_rows(n: int, symmetric: bool) -> np.ndarray:
+    """Row order 0, n-1, 1, n-2, ... when row i costs ~ n - i (symmetric): any contiguous
+    chunk of it, split evenly between threads, gives each thread the same work."""
+    if not symmetric:
+        return np.arange(n, dtype=np.int64)
+    idx = np.empty(n, dtype=np.int64)
+    idx[0::2] = np.arange((n + 1) // 2)
+    idx[1::2] = np.arange(n - 1, (n + 1) // 2 - 1, -1)
+    return idx
+
+
+def kernel_bank(
+    consts: tuple[float, float, float, float, float, bool],
+    nonlinearity: str,
+    side1,
+    side2,
+    readouts: tuple[str, ...],
+    symmetric: bool,
+    dtype: torch.dtype,
+    progress=None,
+) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
+    """``{(l, readout): (theta, nngp)}`` of one direction, each ``(N1, N2)`` on the CPU.
+
+    Args:
+        consts: (s_w^2, s_u^2, s_b^2, s_v^2, boundary K^l(0, 0) of pairs that share h0,
+            whether sharing needs equal content keys (``per_input``)).
+        side1, side2: the prepared rows and columns (``analytic._Side``: ``xs (N, T, m)``,
+            ``var (L, N, T)``, ``keys (N,)``), equal lengths.
+        readouts: a subset of last, per_step, avg.
+        symmetric: side2 is side1; only j >= i is computed, the rest mirrored.
+        dtype: of the returned kernels (the arithmetic is float64).
+        progress: optional callable, called with the number of rows finished after each
+            chunk of rows.
+    """
+    _require()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    as_np = lambda t: t.detach().to("cpu", torch.float64).numpy()  # noqa: E731
+    x1, var1 = as_np(side1.xs), as_np(side1.var)
+    x2, var2 = as_np(side2.xs), as_np(side2.var)
+    N1, N2 = x1.shape[0], x2.shape[0]
+    N2p = -(-N2 // LANES) * LANES
+    f1 = np.stack(_factors(nonlinearity, var1))  # (3, L, N1, T)
+    f2 = _pad_columns(np.stack(_factors(nonlinearity, var2)).transpose(0, 1, 3, 2), N2p)
+    x2t = _pad_columns(x2.transpose(1, 2, 0), N2p)  # (T, m, N2p)
+    keys1 = side1.keys.cpu().numpy()
+    keys2 = _pad_columns(side2.keys.cpu().numpy(), N2p)
+    sw2, su2, sb2, sv2, kb, kb_keys = consts
+    packed = np.array([sw2, su2, sb2, sv2, kb, 1.0 if kb_keys else 0.0])
+    wanted = [r for r in _READOUT_SLOTS if r in readouts]
+    slots = np.array([wanted.index(r) if r in wanted else -1 for r in _READOUT_SLOTS], np.int64)
+    L = var1.shape[0]
+    out = np.zeros((L, len(wanted), 2, N1, N2), dtype=torch.empty((), dtype=dtype).numpy().dtype)
+    nl = NONLINEARITIES.index(nonlinearity)
+    order = _balanced_rows(N1, symmetric)
+    chunk = max(2 * numba.get_num_threads(), -(-N1 // 64))
+    for s in range(0, N1, chunk):
+        rows = order[s : s + chunk]
+        _bank_rows(rows, x1, x2t, f1, f2, keys1, keys2, packed, nl, slots, symmetric, N2, out)
+        if progress is not None:
+            progress(len(rows))
+    if symmetric:
+        _mirror(out)
+    t = torch.from_numpy(out)
+    return {
+        (l + 1, r): (t[l, wanted.index(r), 0], t[l, wanted.index(r), 1])
+        for l in range(L)
+        for r in wanted
+    }
