@@ -84,8 +84,7 @@ _INV_2PI_SQRT = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 # module globals are compile-time constants for numba (and cacheable)
-c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11 = _C
-half_pi = _HALF_PI
+_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11 = _C
 
 
 @njit(inline="always", fastmath=_FASTMATH, cache=True)
@@ -96,75 +95,69 @@ def _asin(x):
     big = ax > 0.5
     z = (1.0 - ax) * 0.5 if big else ax * ax
     s = math.sqrt(z) if big else ax
-    p = c11
-    p = p * z + c10
-    p = p * z + c9
-    p = p * z + c8
-    p = p * z + c7
-    p = p * z + c6
-    p = p * z + c5
-    p = p * z + c4
-    p = p * z + c3
-    p = p * z + c2
-    p = p * z + c1
-    p = p * z + c0
+    p = _C11
+    p = p * z + _C10
+    p = p * z + _C9
+    p = p * z + _C8
+    p = p * z + _C7
+    p = p * z + _C6
+    p = p * z + _C5
+    p = p * z + _C4
+    p = p * z + _C3
+    p = p * z + _C2
+    p = p * z + _C1
+    p = p * z + _C0
     p = s + s * z * p
-    r = half_pi - 2.0 * p if big else p
+    r = _HALF_PI - 2.0 * p if big else p
     return r if x >= 0.0 else -r
 
 
-# One layer at one cell for a tile of pairs (SPEC section 3):
-#   S = s_w^2 K(t-1,t'-1) + drive + s_b^2,  Q = S + s_w^2 G(t-1,t'-1) + s_u^2 G^{l-1}(t,t')
-#   K, G = V_phi(S), V_dphi(S) Q;  then drive = s_u^2 K and glow = G for the layer above.
-# The per-side factors r, f, g are the variance terms of each closed form (see _factors);
-# a row's are scalars (ri, fi, gi), a column tile's are vectors (rj, fj, gj).
-@njit(fastmath=_FASTMATH, cache=True)
-def _cells_relu(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
-    for j in range(n):
-        S = sw2 * K[j] + drive[j] + sb2
-        Q = S + sw2 * G[j] + su2 * glow[j]
-        rho = min(max(S * ri * rj[j], -1.0), 1.0)
-        j0 = half_pi + _asin(rho)  # pi - arccos(rho)
-        k = (math.sqrt(max(1.0 - rho * rho, 0.0)) + j0 * rho) * fi * fj[j]
-        g = j0 * Q * gi * gj[j]
-        K[j] = k
-        G[j] = g
-        drive[j] = su2 * k
-        glow[j] = g
-        if acc:
-            sk[j] += k
-            st[j] += k + g
+# The closed forms (see _factors): V_phi and V_dphi * Q of one pair from its covariance S,
+# its tangent kernel Q and the per-side factors of its row (ri, fi, gi) and column (rj, ...).
+@njit(inline="always", fastmath=_FASTMATH)
+def _relu(S, Q, ri, rj, fi, fj, gi, gj):
+    rho = min(max(S * ri * rj, -1.0), 1.0)
+    j0 = _HALF_PI + _asin(rho)  # pi - arccos(rho)
+    return (math.sqrt(max(1.0 - rho * rho, 0.0)) + j0 * rho) * fi * fj, j0 * Q * gi * gj
 
 
-@njit(fastmath=_FASTMATH, cache=True)
-def _cells_erf(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
-    for j in range(n):
-        S = sw2 * K[j] + drive[j] + sb2
-        Q = S + sw2 * G[j] + su2 * glow[j]
-        x = min(max(S * ri * rj[j], -1.0), 1.0)
-        k = (2.0 / math.pi) * _asin(x)
-        g = Q * gi * gj[j] / math.sqrt(max(1.0 - x * x, 1e-300))
-        K[j] = k
-        G[j] = g
-        drive[j] = su2 * k
-        glow[j] = g
-        if acc:
-            sk[j] += k
-            st[j] += k + g
+@njit(inline="always", fastmath=_FASTMATH)
+def _erf(S, Q, ri, rj, fi, fj, gi, gj):
+    x = min(max(S * ri * rj, -1.0), 1.0)
+    return (2.0 / math.pi) * _asin(x), Q * gi * gj / math.sqrt(max(1.0 - x * x, 1e-300))
 
 
-@njit(fastmath=_FASTMATH, cache=True)
-def _cells_identity(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
-    for j in range(n):
-        S = sw2 * K[j] + drive[j] + sb2
-        Q = S + sw2 * G[j] + su2 * glow[j]
-        K[j] = S
-        G[j] = Q
-        drive[j] = su2 * S
-        glow[j] = Q
-        if acc:
-            sk[j] += S
-            st[j] += S + Q
+@njit(inline="always", fastmath=_FASTMATH)
+def _identity(S, Q, ri, rj, fi, fj, gi, gj):
+    return S, Q
+
+
+def _cells_for(dual):
+    """The in-place update of one layer at one cell for a tile of pairs, for one closed form
+    (a separate compiled loop each, so the loop over the tile has no branch and vectorizes):
+
+        S = s_w^2 K(t-1,t'-1) + drive + s_b^2,  Q = S + s_w^2 G(t-1,t'-1) + s_u^2 G^{l-1}(t,t')
+        K, G = dual(S, Q);  drive = s_u^2 K and glow = G for the layer above (SPEC section 3)
+    """
+
+    @njit(fastmath=_FASTMATH, cache=True)
+    def cells(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
+        for j in range(n):
+            S = sw2 * K[j] + drive[j] + sb2
+            Q = S + sw2 * G[j] + su2 * glow[j]
+            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j])
+            K[j] = k
+            G[j] = g
+            drive[j] = su2 * k
+            glow[j] = g
+            if acc:
+                sk[j] += k
+                st[j] += k + g
+
+    return cells
+
+
+_cells_relu, _cells_erf, _cells_identity = (_cells_for(f) for f in (_relu, _erf, _identity))
 
 
 @njit(fastmath=_FASTMATH, cache=True)
@@ -186,15 +179,13 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, acc):
         for l in range(L):
             rj, fj, gj = f2[0, l, q, j0:], f2[1, l, q, j0:], f2[2, l, q, j0:]
             ri, fi, gi = f1[0, l, i, p], f1[1, l, i, p], f1[2, l, i, p]
-            Kl, Gl, skl, stl = K[l], G[l], sk[l], st[l]
+            args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l])
             if nl == 0:
-                _cells_relu(Kl, Gl, dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, skl, stl, acc, n)
+                _cells_relu(*args, acc, n)
             elif nl == 1:
-                _cells_erf(Kl, Gl, dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, skl, stl, acc, n)
+                _cells_erf(*args, acc, n)
             else:
-                _cells_identity(
-                    Kl, Gl, dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, skl, stl, acc, n
-                )
+                _cells_identity(*args, acc, n)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
