@@ -11,9 +11,10 @@ AVX-512). arcsin, the only transcendental of the ReLU and erf duals, is a polyno
 (:func:`_asin`), so that loop contains no library call.
 
 Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
-~1-2 ns per cell and layer per core in float64 (``experiments/bench_bank.py``), 10-20x the
-torch path on 2 cores. Equal-length inputs, ``relu``, ``erf`` and ``identity`` only
-(:func:`supported` says why not otherwise); float64 arithmetic whatever the output dtype.
+1.35 ns per cell and layer on 2 cores (AVX-512), 10x the torch path, for one mean-pooling
+unit of the UCI grid (``python -m experiments.bench_bank``). Equal-length inputs, ``relu``,
+``erf`` and ``identity`` only (:func:`supported` says why not otherwise); float64 arithmetic
+whatever the output dtype.
 
 numba is an optional dependency (``pip install rntk_empirical[fast]``); without it
 :func:`available` is False and :func:`rntk_empirical.analytic_kernel_bank` uses torch.
