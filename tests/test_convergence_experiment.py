@@ -2,14 +2,12 @@
 (basic, joblib and submitit_local launchers) and the report callback."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_module
 from hydra import compose, initialize_config_dir
 
 from experiments import convergence
@@ -33,14 +31,8 @@ def prepared(*overrides: str):
 
 
 def cli(cwd, *args, timeout=240):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.convergence", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_module(
+        "experiments.convergence", *args, cwd=cwd, timeout=timeout, HYDRA_FULL_ERROR="0"
     )
 
 

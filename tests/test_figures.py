@@ -7,30 +7,20 @@ Each figure is computed once per test session (module-scoped fixtures) into a te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_module
 
 from rntk_empirical.figures import FIGURES, RunOptions, known_figures, run_figure
 from rntk_empirical.figures.common import read_csv, select
 
-ROOT = Path(__file__).resolve().parents[1]
 MY_FIGURES = ("time_weighting", "different_lengths", "spectrum", "ucr_table")
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.figures", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run_module("experiments.figures", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

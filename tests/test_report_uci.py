@@ -2,19 +2,17 @@
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_module
 
 from experiments import report_uci
 from rntk_empirical.benchmark_stats import friedman_test, summary_table
 from rntk_empirical.records import atomic_write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {
     "rntk": ("recurrent", "RNTK (all readouts, directions)"),
     "rntk_paper": ("paper-faithful", "RNTK (paper)"),
@@ -230,15 +228,7 @@ def test_bad_input_errors(runs, tmp_path, capsys):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.report_uci", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    return run_module("experiments.report_uci", *args, timeout=60)
 
 
 def test_cli_exit_code_2_without_records(tmp_path):

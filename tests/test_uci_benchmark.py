@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_module
 
 from rntk_empirical import uci
 from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
@@ -192,13 +192,7 @@ def test_load_dataset_and_errors(tmp_path: Path) -> None:
 
 
 def _run_uci(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.uci", *overrides],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module("experiments.uci", *overrides, timeout=600)
 
 
 SMALL = (
