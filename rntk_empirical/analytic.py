@@ -727,7 +727,7 @@ def analytic_kernel_bank(
     ``avg``, O(N1 N2 T^2 L) with it. No autograd (see :func:`analytic_kernels` for that).
 
     Backends: ``numba`` (:mod:`rntk_empirical.analytic_numba`: CPU, equal lengths, relu /
-    erf / identity; each pair's chains run in registers, 10-20x the torch path with mean
+    erf / identity; each pair's chains run in registers, 10x the torch path (measured) with mean
     pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies).
     ``compile=True`` runs the torch path's time steps through ``torch.compile`` (needs a C++
     compiler on CPU, Triton on CUDA; one compilation per nonlinearity and process):
