@@ -118,15 +118,18 @@ def _inputs(seqs: Sequences) -> torch.Tensor | list[torch.Tensor]:
 
 
 def _analytic_code_hash() -> str:
-    """Digest of the source files that define the analytic kernels (invalidates the cache)."""
+    """Digest of every source file the analytic kernels depend on: the whole ``analytic``
+    package and its inputs (any change invalidates the cache)."""
     import rntk_empirical
 
     h = hashlib.sha256()
     root = Path(rntk_empirical.__file__).parent
-    for name in ("analytic.py", "dual.py", "activations.py", "sequences.py"):
-        p = root / name
-        if p.is_file():
-            h.update(p.read_bytes())
+    files = sorted((root / "analytic").rglob("*.py")) + [
+        root / name for name in ("dual.py", "activations.py", "sequences.py", "architecture.py")
+    ]
+    for p in files:
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -268,7 +271,7 @@ def _run(
     started: str,
     t_start: float,
 ) -> dict[str, Any]:
-    from rntk_empirical.empirical import empirical_nngp, empirical_ntk
+    from rntk_empirical.empirical import empirical_kernels
     from rntk_empirical.network import ElmanRNN
 
     s, arch, seqs, device, dtype = prep.settings, prep.arch, prep.seqs, prep.device, prep.dtype
@@ -287,7 +290,9 @@ def _run(
         )
         _sync(device)
         t1 = time.perf_counter()
-        k = empirical_ntk(model, x, method=s.method.value, chunk_size=s.chunk_size)
+        k, kn = empirical_kernels(
+            model, x, method=s.method.value, chunk_size=s.chunk_size, nngp=s.nngp
+        )
         k = k.detach().to("cpu", torch.float64)
         _sync(device)
         t2 = time.perf_counter()
@@ -300,7 +305,7 @@ def _run(
         }
         ntk_k.append(k)
         if s.nngp:
-            kn = empirical_nngp(model, x).detach().to("cpu", torch.float64)
+            kn = kn.detach().to("cpu", torch.float64)
             entry["nngp"] = kernel_errors(kn, nngp_ref)
             nngp_k.append(kn)
         entry["seconds"] = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """rntk_empirical: finite-width Elman RNNs vs the infinite-width Recurrent NTK.
 
-Empirical side: :class:`ElmanRNN`, :func:`empirical_ntk`, :func:`empirical_nngp`.
+Empirical side: :class:`ElmanRNN`, :func:`empirical_ntk`, :func:`empirical_nngp`,
+:func:`empirical_kernels` (both from one pass).
 Analytic side: :func:`analytic_ntk`, :func:`analytic_nngp`.
 Both are driven by one :class:`Architecture`.
 """
@@ -8,7 +9,7 @@ Both are driven by one :class:`Architecture`.
 from rntk_empirical.activations import register_nonlinearity
 from rntk_empirical.analytic import analytic_kernels, analytic_nngp, analytic_ntk
 from rntk_empirical.architecture import Architecture
-from rntk_empirical.empirical import empirical_nngp, empirical_ntk
+from rntk_empirical.empirical import empirical_kernels, empirical_nngp, empirical_ntk
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.sequences import Sequences, as_sequences
 
@@ -20,6 +21,7 @@ __all__ = [
     "ElmanRNN",
     "Sequences",
     "as_sequences",
+    "empirical_kernels",
     "empirical_nngp",
     "empirical_ntk",
     "register_nonlinearity",

@@ -19,12 +19,12 @@ from typing import Any, Optional
 
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.sequences import Sequences
+from rntk_empirical.training import OPTIMIZERS
 
 # Fields of ConvergenceConfig that change how a run is executed but not what it measures.
 EXECUTION_FIELDS = ("force", "progress", "num_threads", "cache", "cache_dir")
 # The same for DriftConfig.
 DRIFT_EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every")
-OPTIMIZERS = ("gd", "sgd", "adam")  # rntk_empirical.training.OPTIMIZERS
 
 
 class DeviceChoice(Enum):

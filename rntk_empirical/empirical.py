@@ -69,14 +69,19 @@ def _finish(theta: torch.Tensor, model: ElmanRNN) -> torch.Tensor:
     return theta[:, :, 0, 0] if model.out_dim == 1 else theta
 
 
-def empirical_ntk(
+def empirical_kernels(
     model: ElmanRNN,
     x1,
     x2=None,
     method: str = "structured",
     chunk_size: int | None = None,
-) -> torch.Tensor:
-    """The exact empirical NTK of ``model``.
+    nngp: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The exact empirical NTK and (optionally) NNGP of ``model``: ``(theta, nngp)``.
+
+    With the ``structured`` method both come from one forward/backward pass (the NNGP is the
+    readout part, see :func:`empirical_nngp`); the other methods need one more forward pass
+    for the NNGP.
 
     Args:
         model: the finite network.
@@ -85,26 +90,44 @@ def empirical_ntk(
         method: ``structured`` (default), ``jacobian`` or ``ntk_vp``.
         chunk_size: sequences (jacobian), columns (ntk_vp) or sequences per forward pass
             (structured) processed at once; None picks one from a memory budget.
+        nngp: also return the NNGP (else None).
 
     Returns:
-        ``(N1, N2)`` for one output; ``(N1, N2, k, k)`` for k outputs (entry [i, j, o, o']
-        pairs output o at x1[i] with output o' at x2[j]).
+        theta: ``(N1, N2)`` for one output; ``(N1, N2, k, k)`` for k outputs (entry
+            [i, j, o, o'] pairs output o at x1[i] with output o' at x2[j]).
+        nngp: ``(N1, N2)`` or None.
     """
     model = _check_model(model)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed values: {', '.join(METHODS)}")
     _check_chunk(chunk_size)
     s1, s2 = _prepare_pair(model, x1, x2)
+    k = None
     with torch.no_grad():
         if method == "structured":
-            theta = _structured_ntk(model, s1, s2, chunk_size)
-        elif method == "jacobian":
-            theta = _jacobian_ntk(model, s1, s2, chunk_size)
+            theta, z1, z2 = _structured_ntk(model, s1, s2, chunk_size)
+            if nngp:
+                k = _nngp_from_readouts(model, z1, z2)
         else:
-            theta = _ntk_vp(model, s1, s2, chunk_size)
+            theta = (_jacobian_ntk if method == "jacobian" else _ntk_vp)(model, s1, s2, chunk_size)
+            if nngp:
+                z1 = _readouts(model, s1)
+                k = _nngp_from_readouts(model, z1, z1 if s2 is None else _readouts(model, s2))
     if s2 is None:
         theta = 0.5 * (theta + theta.transpose(0, 1).transpose(2, 3))
-    return _finish(theta, model)
+    return _finish(theta, model), k
+
+
+def empirical_ntk(
+    model: ElmanRNN,
+    x1,
+    x2=None,
+    method: str = "structured",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The exact empirical NTK of ``model``: ``(N1, N2)``, or ``(N1, N2, k, k)`` for k outputs.
+    Arguments as in :func:`empirical_kernels`."""
+    return empirical_kernels(model, x1, x2, method, chunk_size, nngp=False)[0]
 
 
 def empirical_nngp(model: ElmanRNN, x1, x2=None) -> torch.Tensor:
@@ -120,23 +143,20 @@ def empirical_nngp(model: ElmanRNN, x1, x2=None) -> torch.Tensor:
     with torch.no_grad():
         z1 = _readouts(model, s1)
         z2 = z1 if s2 is None else _readouts(model, s2)
+    return _nngp_from_readouts(model, z1, z2)
+
+
+def _nngp_from_readouts(
+    model: ElmanRNN, z1: list[torch.Tensor], z2: list[torch.Tensor]
+) -> torch.Tensor:
+    """(s_v^2 / n) sum_d <z_d(x), z_d(x')> from per-direction readout features ``(N, F)``."""
     scale = model.arch.sigma_v**2 / model.width
     return scale * sum(a @ b.T for a, b in zip(z1, z2))
 
 
-def _forward_args(model: ElmanRNN, seqs: Sequences) -> tuple:
-    return (
-        seqs.values,
-        model.direction_values(seqs),
-        None if seqs.equal_lengths else seqs.mask,  # None: no padding, skip the masking
-        seqs.lengths.to(model.device),
-        model.initial_states(seqs),
-    )
-
-
 def _readouts(model: ElmanRNN, seqs: Sequences) -> list[torch.Tensor]:
     records: list[ForwardRecord] = []
-    model.apply_padded(model.param_dict(), *_forward_args(model, seqs), records=records)
+    model.apply_padded(model.param_dict(), *model.forward_args(seqs), records=records)
     return [r.readout for r in records]
 
 
@@ -146,11 +166,11 @@ class _Features:
 
     ``deltas[d][l]``: ``(k, N, T, n)`` = df_o/dg^{l,t}; ``inputs[d][l]``: the pair
     (h^{l,t-1} ``(N, T, n)``, h^{l-1,t} ``(N, T, d_l)``), the inputs of W^l and U^l (b^l's is 1);
-    ``readout[d]``: ``(N, F)`` = a_v z.
+    ``readout[d]``: ``(N, F)`` = a_v z; ``z[d]``: ``(N, F)`` the readout features z.
     """
 
-    def __init__(self, deltas, inputs, readout):
-        self.deltas, self.inputs, self.readout = deltas, inputs, readout
+    def __init__(self, deltas, inputs, readout, z):
+        self.deltas, self.inputs, self.readout, self.z = deltas, inputs, readout, z
 
     @staticmethod
     def cat(parts: list[_Features]) -> _Features:
@@ -167,6 +187,7 @@ class _Features:
                 for d in range(D)
             ],
             [torch.cat([p.readout[d] for p in parts], 0) for d in range(D)],
+            [torch.cat([p.z[d] for p in parts], 0) for d in range(D)],
         )
 
     def rows(self, sl: slice) -> _Features:
@@ -174,6 +195,7 @@ class _Features:
             [[x[:, sl] for x in per_d] for per_d in self.deltas],
             [[tuple(z[sl] for z in x) for x in per_d] for per_d in self.inputs],
             [z[sl] for z in self.readout],
+            [z[sl] for z in self.z],
         )
 
 
@@ -181,7 +203,7 @@ def _structured_features(model: ElmanRNN, seqs: Sequences) -> _Features:
     a, mult = model.arch, model.mult
     N, T, n, k = seqs.n, seqs.max_len, model.width, model.out_dim
     params = model.param_dict()
-    args = _forward_args(model, seqs)
+    args = model.forward_args(seqs)
     probes = torch.zeros(a.directions, a.depth, N, T, n, dtype=model.dtype, device=model.device)
 
     def f(pr: torch.Tensor):
@@ -206,6 +228,7 @@ def _structured_features(model: ElmanRNN, seqs: Sequences) -> _Features:
         [[deltas[:, d, l] for l in range(a.depth)] for d in range(a.directions)],
         inputs,
         [mult.v * z.detach() for _, _, z in records],
+        [z.detach() for _, _, z in records],
     )
 
 
@@ -244,7 +267,8 @@ def _structured_block(model: ElmanRNN, f1: _Features, f2: _Features) -> torch.Te
     return theta
 
 
-def _structured_ntk(model, s1, s2, chunk_size) -> torch.Tensor:
+def _structured_ntk(model, s1, s2, chunk_size) -> tuple[torch.Tensor, list, list]:
+    """``(N1, N2, k, k)`` NTK and the readout features z of both sides (for the NNGP)."""
     elem = torch.finfo(model.dtype).bits // 8
     T, n, a = s1.max_len, model.width, model.arch
     # a forward/backward pass keeps ~ (4 + 3 L D) tensors of N T n alive
@@ -265,7 +289,7 @@ def _structured_ntk(model, s1, s2, chunk_size) -> torch.Tensor:
             theta[i : i + b, j : j + b] = blk
             if s2 is None and j > i:
                 theta[j : j + b, i : i + b] = blk.transpose(0, 1).transpose(2, 3)
-    return theta
+    return theta, f1.z, f2.z
 
 
 # ---------------------------------------------------------------------- jacobian
@@ -287,12 +311,12 @@ def _single_fn(model: ElmanRNN) -> Callable:
     return f
 
 
-def _batched_jacobian(
+def per_example_jacobians(
     model: ElmanRNN, seqs: Sequences, params: dict[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
     """Per-parameter Jacobians ``{name: (N, k, numel)}`` at ``params`` (default: the
     model's current parameters)."""
-    values, dir_values, mask, lengths, h0 = _forward_args(model, seqs)
+    values, dir_values, mask, lengths, h0 = model.forward_args(seqs)
     in_dims = (None, 0, 1, None if mask is None else 0, 0, None if h0 is None else 2)
     jac = vmap(jacrev(_single_fn(model)), in_dims=in_dims)(
         model.param_dict() if params is None else params, values, dir_values, mask, lengths, h0
@@ -314,9 +338,9 @@ def _jacobian_ntk(model, s1, s2, chunk_size) -> torch.Tensor:
     blocks2 = [slice(j, j + chunk) for j in range(0, s2_.n, chunk)]
     theta = None
     for b1 in blocks1:
-        j1 = _batched_jacobian(model, s1.select(b1))
+        j1 = per_example_jacobians(model, s1.select(b1))
         for b2 in blocks2:
-            j2 = j1 if (s2 is None and b1 == b2) else _batched_jacobian(model, s2_.select(b2))
+            j2 = j1 if (s2 is None and b1 == b2) else per_example_jacobians(model, s2_.select(b2))
             blk = _contract(j1, j2)
             if theta is None:
                 theta = blk.new_empty(s1.n, s2_.n, model.out_dim, model.out_dim)
@@ -328,7 +352,7 @@ def _jacobian_ntk(model, s1, s2, chunk_size) -> torch.Tensor:
 def _ntk_vp(model, s1, s2, chunk_size) -> torch.Tensor:
     params = model.param_dict()
     s2_ = s1 if s2 is None else s2
-    args1, args2 = _forward_args(model, s1), _forward_args(model, s2_)
+    args1, args2 = model.forward_args(s1), model.forward_args(s2_)
 
     def f1(p):
         return model.apply_padded(p, *args1)

@@ -215,16 +215,24 @@ class ElmanRNN(nn.Module):
         """The trainable parameters, detached (for torch.func transforms)."""
         return {k: v.detach() for k, v in self.named_parameters()}
 
-    def forward(self, x) -> torch.Tensor:
-        seqs = self.prepare(x)
-        out = self.apply_padded(
-            dict(self.named_parameters()),
+    def forward_args(self, seqs: Sequences) -> tuple:
+        """The padded tensors ``(values, dir_values, mask, lengths, h0)`` of a prepared batch.
+
+        With a parameter dict they make :meth:`apply_padded` a pure function,
+        ``f(params) = model.apply_padded(params, *model.forward_args(seqs))``: the functional
+        seam used by :meth:`forward`, the empirical kernels (torch.func) and training. ``mask``
+        is None when no step is padding (the masking is skipped)."""
+        return (
             seqs.values,
             self.direction_values(seqs),
             None if seqs.equal_lengths else seqs.mask,
             seqs.lengths.to(self.device),
             self.initial_states(seqs),
         )
+
+    def forward(self, x) -> torch.Tensor:
+        seqs = self.prepare(x)
+        out = self.apply_padded(dict(self.named_parameters()), *self.forward_args(seqs))
         return out[:, 0] if self.out_dim == 1 else out
 
     def direction_values(self, seqs: Sequences) -> torch.Tensor:

@@ -29,12 +29,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.func import jvp, vjp
 
-from rntk_empirical.config import OPTIMIZERS
-from rntk_empirical.empirical import _batched_jacobian, _forward_args, empirical_ntk
+from rntk_empirical.empirical import empirical_ntk, per_example_jacobians
 from rntk_empirical.metrics import kernel_distance, relative_drift
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.records import atomic_torch_save
 from rntk_empirical.sequences import Sequences
+
+OPTIMIZERS = ("gd", "sgd", "adam")
 
 
 @dataclass
@@ -175,7 +176,7 @@ class Linearization:
         parts = []
         for i in range(0, seqs.n, chunk):
             # at theta_0, not the model's current parameters (they differ after a resume)
-            jac = _batched_jacobian(model, seqs.select(slice(i, i + chunk)), self.theta0)
+            jac = per_example_jacobians(model, seqs.select(slice(i, i + chunk)), self.theta0)
             parts.append(torch.cat([jac[n][:, 0] for n in self.names], dim=1))
         return torch.cat(parts)
 
@@ -244,7 +245,7 @@ def train_and_track(
     (xs, ys), (xt, yt) = train, test
     if ys.shape != (xs.n,) or yt.shape != (xt.n,):
         raise ValueError("targets must be (N,) tensors matching their sequences")
-    args_train, args_test = _forward_args(model, xs), _forward_args(model, xt)
+    args_train, args_test = model.forward_args(xs), model.forward_args(xt)
     theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     def f_train(p):

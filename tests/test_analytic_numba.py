@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rntk_empirical import analytic_numba
 from rntk_empirical.analytic import analytic_kernel_bank
+from rntk_empirical.analytic import numba_backend as analytic_numba
 from rntk_empirical.architecture import Architecture
 
 needs_numba = pytest.mark.skipif(

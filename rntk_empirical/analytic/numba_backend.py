@@ -341,7 +341,8 @@ def kernel_bank(
     Args:
         consts: (s_w^2, s_u^2, s_b^2, s_v^2, boundary K^l(0, 0) of pairs that share h0,
             whether sharing needs equal content keys (``per_input``)).
-        side1, side2: the prepared rows and columns (``analytic._Side``: ``xs (N, T, m)``,
+        side1, side2: the prepared rows and columns (:class:`~rntk_empirical.analytic.BatchSide`:
+            ``xs (N, T, m)``,
             ``var (L, N, T)``, ``keys (N,)``), equal lengths.
         readouts: a subset of last, per_step, avg.
         symmetric: side2 is side1; only j >= i is computed, the rest mirrored.

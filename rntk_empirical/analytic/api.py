@@ -1,0 +1,110 @@
+"""The public functions: :func:`analytic_kernels`, :func:`analytic_ntk`, :func:`analytic_nngp`."""
+
+from __future__ import annotations
+
+import torch
+
+from rntk_empirical.analytic.common import (
+    blocks,
+    check_finite,
+    setup,
+    sides,
+    write_block,
+)
+from rntk_empirical.analytic.inplace import Workspace, pair_block_fused
+from rntk_empirical.analytic.reference import pair_block
+from rntk_empirical.architecture import Architecture
+from rntk_empirical.dual import DEFAULT_QUAD_POINTS, get_fused_dual
+
+
+def analytic_kernels(
+    arch: Architecture,
+    x1,
+    x2=None,
+    *,
+    dtype: torch.dtype | str = torch.float64,
+    device: torch.device | str | None = None,
+    block_size: int | None = None,
+    ntk: bool = True,
+    nngp: bool = True,
+    quad_points: int = DEFAULT_QUAD_POINTS,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The analytic RNTK and NNGP in one pass: ``(theta, nngp)``, each ``(N1, N2)`` or None.
+
+    Args:
+        arch: the :class:`Architecture` (the same object that builds the finite network).
+        x1: ``(N1, T, m)`` tensor/array or a list of ``(T_i, m)`` sequences.
+        x2: same forms (same m), or None for x2 = x1 (the result is then exactly symmetric
+            and only its upper triangle is computed).
+        dtype: float64 (default) or float32.
+        device: cpu / cuda / auto; None uses the inputs' device.
+        block_size: rows of the output computed together; None picks it from a memory budget
+            (about ``CPU_BLOCK_ELEMENTS`` or ``CUDA_BLOCK_ELEMENTS`` pairs per block).
+        ntk, nngp: which kernels to return (the other is None).
+        quad_points: Gauss-Hermite points per dimension for nonlinearities without closed form.
+
+    Raises:
+        ValueError: bad inputs (see :func:`rntk_empirical.sequences.as_sequences`), x1 and x2
+            of different m, ``ntk=True`` with ``parameterization="standard"``.
+        OverflowError: the kernel overflows the dtype (e.g. large s_w with very long inputs).
+    """
+    c, dual, s1, s2, rows = setup(arch, x1, x2, dtype, device, block_size, ntk, quad_points)
+    symmetric = s2 is None
+    N1, N2 = s1.n, (s1.n if symmetric else s2.n)
+    differentiable = (
+        torch.is_grad_enabled()
+        and s1.values.requires_grad
+        or (s2 is not None and torch.is_grad_enabled() and s2.values.requires_grad)
+    )
+    fused = None if differentiable else get_fused_dual(arch.nonlinearity, quad_points)
+    ws = None if differentiable else Workspace(arch.depth, rows * N2, s1.values)
+    theta_out = s1.values.new_zeros(N1, N2) if ntk else None
+    nngp_out = s1.values.new_zeros(N1, N2) if nngp else None
+    for d in range(arch.directions):
+        side1, side2 = sides(c, dual, s1, s2, d, (arch.readout,))
+        for r0, r1, rs, cs in blocks(side1, side2, rows, symmetric):
+            if differentiable:
+                t_blk, k_blk = pair_block(c, dual, arch.readout, rs, cs, ntk)
+                scale = 1.0  # s_v^2 already applied
+            else:
+                view = ws.view(r1 - r0, cs.xs.shape[0])
+                t_blk, k_blk = pair_block_fused(c, fused, arch.readout, rs, cs, ntk, view)
+                scale = c.sv2
+            if theta_out is not None:
+                write_block(theta_out, t_blk, r0, r1, symmetric, scale, not differentiable)
+            if nngp_out is not None:
+                write_block(nngp_out, k_blk, r0, r1, symmetric, scale, not differentiable)
+    check_finite(s1.values.dtype, NTK=theta_out, NNGP=nngp_out)
+    return theta_out, nngp_out
+
+
+def analytic_ntk(
+    arch: Architecture,
+    x1,
+    x2=None,
+    *,
+    dtype: torch.dtype | str = torch.float64,
+    device: torch.device | str | None = None,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """The infinite-width NTK Theta(x1_i, x2_j): ``(N1, N2)``. See :func:`analytic_kernels`."""
+    theta, _ = analytic_kernels(
+        arch, x1, x2, dtype=dtype, device=device, block_size=block_size, ntk=True, nngp=False
+    )
+    return theta
+
+
+def analytic_nngp(
+    arch: Architecture,
+    x1,
+    x2=None,
+    *,
+    dtype: torch.dtype | str = torch.float64,
+    device: torch.device | str | None = None,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """The infinite-width NNGP (output covariance) ``(N1, N2)``; any parameterization."""
+    _, k = analytic_kernels(
+        arch, x1, x2, dtype=dtype, device=device, block_size=block_size, ntk=False, nngp=True
+    )
+    return k

@@ -1,0 +1,319 @@
+"""The shared parts of every analytic code path: the constants of an architecture, one
+prepared batch side (:class:`BatchSide`), the one-cell layer update (:func:`layer_step`),
+per-sequence variances, boundary values, row blocks and the output checks.
+
+The mathematics is stated in :mod:`rntk_empirical.analytic`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from rntk_empirical.architecture import Architecture
+from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
+from rntk_empirical.dual import DualFn, get_dual
+from rntk_empirical.sequences import Sequences, as_sequences
+
+# Elements (pairs) of one row block: cache-sized on CPU (~1 MiB per float64 buffer),
+# large on GPUs. Peak extra memory is ~ (8 + 6 L) buffers of this size.
+
+# Elements (pairs) of one row block: cache-sized on CPU (~1 MiB per float64 buffer),
+# large on GPUs. Peak extra memory is ~ (8 + 6 L) buffers of this size.
+CPU_BLOCK_ELEMENTS = 2**17
+
+
+CUDA_BLOCK_ELEMENTS = 2**24
+
+
+@dataclass(frozen=True)
+class KernelConstants:
+    sw2: float
+    su2: float
+    sb2: float
+    sh2: float
+    sv2: float
+    depth: int
+    h0: str
+
+
+@dataclass
+class BatchSide:
+    """One batch, one direction, ready for the recursion.
+
+    Attributes:
+        xs: ``(N, T, m)`` inputs scaled by s_u / sqrt(m), so xs_p xs'_q^T = s_u^2 K^0.
+        starts: ``(N,)`` first valid padded position s_i.
+        keys: ``(N,)`` int64 content keys (``per_input`` x = x' test).
+        var: ``(L, N, T)`` variances S^l(x_i, x_i)(p, p); 1.0 at padded positions.
+        weights: readout -> ``(N, T)`` cell weights (``avg``: mask / T, ``per_step``:
+            mask / sqrt(T)); ``last`` has none.
+    """
+
+    xs: torch.Tensor
+    starts: torch.Tensor
+    starts_list: list[int]
+    keys: torch.Tensor
+    var: torch.Tensor
+    weights: dict[str, torch.Tensor]
+
+    def rows(self, sl: slice) -> BatchSide:
+        return BatchSide(
+            self.xs[sl],
+            self.starts[sl],
+            self.starts_list[sl],
+            self.keys[sl],
+            self.var[:, sl],
+            {k: w[sl] for k, w in self.weights.items()},
+        )
+
+
+# ---------------------------------------------------------------------------- inputs
+def _as_sequences_keep_graph(x, name: str, dtype, device, input_dim=None) -> Sequences:
+    """:func:`as_sequences`, but keeping the autograd graph of inputs that require grad.
+
+    (``as_sequences`` validates on detached CPU copies; the analytic kernel is
+    differentiated w.r.t. its inputs, so the padded values are rebuilt from the originals.)
+    """
+    seqs = as_sequences(x, input_dim=input_dim, dtype=dtype, device=device, name=name)
+    if isinstance(x, Sequences):
+        return seqs
+    items = list(x.unbind(0)) if isinstance(x, torch.Tensor) else list(x)
+    if not any(isinstance(s, torch.Tensor) and s.requires_grad for s in items):
+        return seqs
+    T = seqs.max_len
+    dev = seqs.values.device
+    vals = torch.stack(
+        [
+            F.pad(torch.as_tensor(s).to(device=dev, dtype=dtype), (0, 0, T - s.shape[0], 0))
+            for s in items
+        ]
+    )
+    return Sequences(vals, seqs.lengths)
+
+
+def _check_block_size(block_size) -> None:
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
+    ):
+        raise ValueError(f"block_size={block_size!r} is not valid; expected None or an int >= 1")
+
+
+def _input_device(x) -> torch.device | None:
+    if isinstance(x, Sequences):
+        return x.values.device
+    if isinstance(x, torch.Tensor):
+        return x.device
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):
+        return x[0].device
+    return None
+
+
+# ---------------------------------------------------------------------------- recursion
+def layer_step(
+    c: KernelConstants,
+    dual: DualFn,
+    K: torch.Tensor,
+    G: torch.Tensor | None,
+    drive: torch.Tensor,
+    G_low: torch.Tensor | None,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One layer at one cell (t, t') for a block of pairs.
+
+    Args:
+        K, G: the layer's state K^l(t-1, t'-1), G^l(t-1, t'-1); G None skips the NTK part.
+        drive: s_u^2 K^{l-1}(t, t') (the input term).
+        G_low: G^{l-1}(t, t') (None for layer 1, where G^0 = 0).
+        a, b: variances broadcastable against K (a column and a row); None means the
+            diagonal run, where a = b = S (pairs (i, i)).
+
+    Returns:
+        (S^l, K^l, G^l) at (t, t').
+    """
+    # plain arithmetic: the constants may be 0-d tensors (see compiled_step)
+    S = c.sw2 * K + drive + c.sb2
+    if a is None:
+        a = b = S
+    v_phi, v_dphi = dual(a, b, S)
+    if G is None:
+        return S, v_phi, None
+    Q = S + c.sw2 * G
+    if G_low is not None:
+        Q = Q + c.su2 * G_low
+    return S, v_phi, v_dphi * Q
+
+
+def boundary_value(c: KernelConstants) -> float:
+    """K^l(0, 0) for a pair that starts together and may share its initial state."""
+    return 0.0 if c.h0 == "zero" else c.sh2
+
+
+def _variances(
+    c: KernelConstants, dual: DualFn, xs: torch.Tensor, starts: torch.Tensor
+) -> torch.Tensor:
+    """``(L, N, T)``: S^l(x_i, x_i)(p, p) by the pair recursion on (i, i); 1.0 before s_i."""
+    N, T, _ = xs.shape
+    K = [xs.new_full((N,), boundary_value(c)) for _ in range(c.depth)]
+    out = []
+    for p in range(T):
+        active = p >= starts
+        drive = (xs[:, p] * xs[:, p]).sum(-1)
+        G_low = None
+        S_p = []
+        for l in range(c.depth):
+            S, K_new, _ = layer_step(c, dual, K[l], None, drive, G_low, None, None)
+            K[l] = torch.where(active, K_new, K[l])
+            S_p.append(torch.where(active, S, 1.0))
+            drive = c.su2 * K[l]
+        out.append(torch.stack(S_p))
+    return torch.stack(out, dim=2)
+
+
+def _prepare_side(
+    c: KernelConstants,
+    dual: DualFn,
+    seqs: Sequences,
+    readouts: tuple[str, ...],
+    var: torch.Tensor | None = None,
+) -> BatchSide:
+    T, m = seqs.max_len, seqs.dim
+    starts = (T - seqs.lengths).to(seqs.values.device)
+    xs = seqs.values * math.sqrt(c.su2 / m)
+    if var is None:
+        var = _variances(c, dual, xs, starts)
+    if not torch.isfinite(var).all():
+        raise OverflowError(
+            "the pre-activation variances overflow "
+            f"{str(seqs.values.dtype).replace('torch.', '')} (they grow like s_w^2^t for "
+            "unbounded nonlinearities); use a smaller sigma_w, shorter sequences or float64"
+        )
+    weights = {}
+    lengths = seqs.lengths.to(device=xs.device, dtype=xs.dtype)
+    for readout in readouts:
+        if readout != "last":
+            norm = lengths if readout == "avg" else lengths.sqrt()
+            weights[readout] = seqs.mask.to(xs.dtype) / norm[:, None]
+    keys = torch.tensor(seqs.keys, dtype=torch.int64, device=xs.device)
+    return BatchSide(xs, starts, [int(s) for s in starts.tolist()], keys, var, weights)
+
+
+def boundary(c: KernelConstants, r: BatchSide, s: BatchSide, shift: int) -> torch.Tensor | None:
+    """``(B, N2)`` boundary K^l(t-1, t'-1) of the pairs at this shift (None if all zero):
+    s_h^2 for pairs that start together (t = t' = 1) and share h^{l,0}."""
+    if c.h0 == "zero" or c.sh2 == 0.0:
+        return None
+    together = (r.starts[:, None] - shift) == s.starts[None, :]
+    if c.h0 == "per_input":
+        together = together & (r.keys[:, None] == s.keys[None, :])
+    return together.to(r.xs.dtype) * c.sh2
+
+
+def shift_range(r: BatchSide, s: BatchSide, shift: int, T: int) -> tuple[int, int]:
+    p_first = max(0, shift, min(r.starts_list), min(s.starts_list) + shift)
+    p_last = min(T - 1, T - 1 + shift)
+    return p_first, p_last
+
+
+def shifts(readout: str, T: int) -> range | tuple[int]:
+    return range(-(T - 1), T) if readout == "avg" else (0,)
+
+
+def write_block(
+    out: torch.Tensor,
+    blk: torch.Tensor,
+    r0: int,
+    r1: int,
+    symmetric: bool,
+    scale: float,
+    inplace: bool,
+) -> None:
+    """Add ``scale * blk`` (rows r0:r1; columns r0: if symmetric, else all) into ``out``."""
+    blk = blk * scale if not inplace else blk.mul_(scale)
+    if not symmetric:
+        if inplace:
+            out[r0:r1].add_(blk)
+        else:
+            out[r0:r1] = out[r0:r1] + blk
+        return
+    diag = blk[:, : r1 - r0]
+    diag = torch.triu(diag) + torch.triu(diag, 1).T  # exactly symmetric
+    rest = blk[:, r1 - r0 :]
+    if inplace:
+        out[r0:r1, r0:r1].add_(diag)
+        out[r0:r1, r1:].add_(rest)
+        out[r1:, r0:r1].add_(rest.T)
+    else:
+        out[r0:r1, r0:r1] = out[r0:r1, r0:r1] + diag
+        out[r0:r1, r1:] = out[r0:r1, r1:] + rest
+        out[r1:, r0:r1] = out[r1:, r0:r1] + rest.T
+
+
+def setup(
+    arch: Architecture, x1, x2, dtype, device, block_size, ntk: bool, quad_points: int
+) -> tuple[KernelConstants, DualFn, Sequences, Sequences | None, int]:
+    """Validate the arguments; returns (constants, dual, x1, x2 or None, rows per block)."""
+    if not isinstance(arch, Architecture):
+        raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
+    if ntk and arch.parameterization == "standard":
+        raise ValueError(
+            "the NTK has no finite infinite-width limit in the 'standard' parameterization "
+            "(the weight gradients are not scaled by 1/sqrt(n), so the NTK grows linearly "
+            "with the width); use parameterization='ntk', or analytic_nngp (identical in both)"
+        )
+    _check_block_size(block_size)
+    dtype = resolve_dtype(dtype)
+    dev = resolve_device(device) if device is not None else _input_device(x1)
+    validation_precision(dtype)
+    s1 = _as_sequences_keep_graph(x1, "x1", dtype, dev)
+    s2 = None if x2 is None else _as_sequences_keep_graph(x2, "x2", dtype, dev, s1.dim)
+    if s2 is not None and s2.max_len != s1.max_len:
+        T = max(s1.max_len, s2.max_len)
+        s1, s2 = s1.padded_to(T), s2.padded_to(T)
+    c = KernelConstants(
+        arch.sigma_w**2,
+        arch.sigma_u**2,
+        arch.sigma_b**2,
+        arch.sigma_h**2,
+        arch.sigma_v**2,
+        arch.depth,
+        arch.h0,
+    )
+    N2 = s1.n if s2 is None else s2.n
+    rows = min(s1.n, block_size or max(1, budget(s1) // N2))
+    return c, get_dual(arch.nonlinearity, quad_points), s1, s2, rows
+
+
+def budget(seqs: Sequences) -> int:
+    """Pairs per row block: cache-sized on CPU, large on GPUs."""
+    return CUDA_BLOCK_ELEMENTS if seqs.values.device.type == "cuda" else CPU_BLOCK_ELEMENTS
+
+
+def sides(c: KernelConstants, dual: DualFn, s1: Sequences, s2: Sequences | None, d: int, readouts):
+    """(rows side, columns side) of direction ``d`` (1: both reversed)."""
+    side1 = _prepare_side(c, dual, s1 if d == 0 else s1.reversed(), readouts)
+    if s2 is None:
+        return side1, side1
+    return side1, _prepare_side(c, dual, s2 if d == 0 else s2.reversed(), readouts)
+
+
+def blocks(side1: BatchSide, side2: BatchSide, rows: int, symmetric: bool):
+    """Row blocks ``(r0, r1, rows side, columns side)``; upper triangle only if symmetric."""
+    N1, N2 = side1.xs.shape[0], side2.xs.shape[0]
+    for r0 in range(0, N1, rows):
+        r1 = min(N1, r0 + rows)
+        yield r0, r1, side1.rows(slice(r0, r1)), side2.rows(slice(r0 if symmetric else 0, N2))
+
+
+def check_finite(dtype: torch.dtype, **outs: torch.Tensor | None) -> None:
+    for name, out in outs.items():
+        if out is not None and not torch.isfinite(out).all():
+            raise OverflowError(
+                f"the analytic {name} overflows {str(dtype).replace('torch.', '')}: it grows "
+                "geometrically in time when s_w^2 V_dphi > 1 (exploding gradients) or the "
+                "variances explode; use a smaller sigma_w or shorter sequences"
+            )
