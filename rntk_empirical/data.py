@@ -149,7 +149,7 @@ def save_sequences(path: str | os.PathLike, seqs) -> Path:
 
     ``seqs`` is anything :func:`~rntk_empirical.sequences.as_sequences` accepts.
     """
-    from rntk_empirical.records import atomic_save_npz
+    from rntk_empirical.atomic import atomic_save_npz
 
     s = as_sequences(seqs, dtype=torch.float64, device="cpu")
     T = s.max_len

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rntk_empirical.benchmark_stats import (
+from experiments.uci.stats import (
     check_accuracies,
     friedman_ranks,
     friedman_test,

@@ -10,7 +10,7 @@ import torch
 from conftest import run_module
 from hydra import compose, initialize_config_dir
 
-from experiments import convergence
+from experiments.convergence import run as convergence
 from rntk_empirical.analytic import analytic_nngp, analytic_ntk
 from rntk_empirical.data import load_sequences, mixed_length_sequences, save_sequences
 from rntk_empirical.metrics import relative_frobenius
@@ -170,7 +170,7 @@ def test_out_of_memory_is_reported_with_a_remedy(tmp_path, monkeypatch):
     def oom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr("rntk_empirical.empirical.empirical_ntk", oom)
+    monkeypatch.setattr("rntk_empirical.empirical.empirical_kernels", oom)
     prep = prepared(*TINY, "cache=false")
     with pytest.raises(convergence.OutOfMemory, match="out of memory at width=16.*chunk_size"):
         convergence.run_convergence(prep, tmp_path)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import run_module
 
-from rntk_empirical.figures import FIGURES, RunOptions, known_figures, run_figure
-from rntk_empirical.figures.common import read_csv, select
+from experiments.figures import FIGURES, RunOptions, known_figures, run_figure
+from experiments.figures.common import read_csv, select
 
 MY_FIGURES = ("time_weighting", "different_lengths", "spectrum", "ucr_table")
 
@@ -129,7 +129,7 @@ def test_redraw_from_csv(made, out_dir):
     assert res.returncode == 0, res.stderr
     assert png.exists() and png.stat().st_size > 0
     # the in-process redraw of every figure works from the CSVs alone
-    from rntk_empirical.figures import redraw
+    from experiments.figures import redraw
 
     for name in MY_FIGURES:
         assert all(p.exists() for p in redraw(FIGURES[name], out_dir))

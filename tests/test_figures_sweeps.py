@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rntk_empirical.figures import RunOptions, run_figure
-from rntk_empirical.figures.common import read_csv, select
-from rntk_empirical.records import find_records
+from experiments.common.records import find_records
+from experiments.figures import RunOptions, run_figure
+from experiments.figures.common import read_csv, select
 
 
 @pytest.fixture(scope="module")

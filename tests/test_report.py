@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from experiments import report
+from experiments.common.records import atomic_save_npz, atomic_write_json
+from experiments.convergence import report
 from rntk_empirical.metrics import kernel_errors
-from rntk_empirical.records import atomic_save_npz, atomic_write_json
 
 WIDTHS = [64, 256, 1024, 4096]
 N = 5

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import run_module
 
-from experiments import report_uci
-from rntk_empirical.benchmark_stats import friedman_test, summary_table
-from rntk_empirical.records import atomic_write_json
+from experiments.common.records import atomic_write_json
+from experiments.uci import report as report_uci
+from experiments.uci.stats import friedman_test, summary_table
 
 FAMILIES = {
     "rntk": ("recurrent", "RNTK (all readouts, directions)"),
@@ -228,7 +228,7 @@ def test_bad_input_errors(runs, tmp_path, capsys):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return run_module("experiments.report_uci", *args, timeout=60)
+    return run_module("experiments.uci.report", *args, timeout=60)
 
 
 def test_cli_exit_code_2_without_records(tmp_path):

@@ -13,11 +13,8 @@ import pytest
 import torch
 from conftest import run_module
 
-from rntk_empirical import uci
-from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
-from rntk_empirical.architecture import Architecture
-from rntk_empirical.config import UCIConfig
-from rntk_empirical.uci_benchmark import (
+from experiments.common.schema import UCIConfig
+from experiments.uci.benchmark import (
     FAMILIES,
     FamilySelection,
     KernelGrid,
@@ -25,6 +22,9 @@ from rntk_empirical.uci_benchmark import (
     offer_kernel,
     recurrent_kernels,
 )
+from rntk_empirical import uci
+from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
+from rntk_empirical.architecture import Architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -235,8 +235,8 @@ def test_experiment_rejects_bad_input(tmp_path: Path) -> None:
 
 
 def test_a_killed_dataset_resumes_after_its_last_finished_unit(tmp_path: Path, monkeypatch) -> None:
-    from experiments import uci as uci_exp
-    from rntk_empirical.config import UCIBaselineConfig, UCIGridConfig
+    from experiments.common.schema import UCIBaselineConfig, UCIGridConfig
+    from experiments.uci import run as uci_exp
 
     def settings(out: Path) -> UCIConfig:
         return UCIConfig(

@@ -20,7 +20,7 @@ the network's own Theta_0 and with the analytic Theta (see :mod:`rntk_empirical.
 Each seed checkpoints while it trains and writes ``seed<k>.json`` when done, so a killed
 run re-run with the same command resumes; ``record.json`` is written last. A seed whose
 loss becomes NaN/Inf or explodes is recorded as diverged (with the step) and the sweep's
-report shows it as such. After a sweep, :class:`experiments.drift_report.DriftReportCallback`
+report shows it as such. After a sweep, :class:`experiments.drift.report.DriftReportCallback`
 aggregates (``<sweep dir>/report``).
 
 Exit codes: 0 success (or skipped), 2 invalid input, 3 out of memory.
@@ -40,10 +40,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from experiments.cli import fail, settings_from
-from rntk_empirical.config import DriftConfig, register_configs
-from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
-from rntk_empirical.records import (
+from experiments.common.cli import fail, settings_from
+from experiments.common.records import (
     FINISHED,
     RECORD_NAME,
     SCHEMA_VERSION,
@@ -54,12 +52,14 @@ from rntk_empirical.records import (
     read_json,
     utc_now,
 )
+from experiments.common.schema import DriftConfig, register_configs
+from experiments.drift.summary import summarize
+from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
 from rntk_empirical.tasks import Task
 from rntk_empirical.training import (
     KernelPredictions,
     TrainSettings,
     kernel_learning_rate,
-    summarize,
     train_and_track,
 )
 
@@ -244,7 +244,7 @@ def settings_from_config(cfg: DictConfig) -> DriftConfig:
     return settings_from(cfg, DriftConfig, "conf/drift.yaml")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="drift")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="drift")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     try:

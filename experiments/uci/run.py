@@ -4,15 +4,15 @@ r"""The 90-dataset UCI benchmark of recurrent kernels (the RNTK papers' protocol
     python -m experiments.uci dataset=all                   # all 90, resumable, then the report
     python -m experiments.uci -m dataset=iris,wine,seeds    # one job per dataset, any launcher
     python -m experiments.uci dataset=all grid.max_avg_length=null device=cuda   # GPU, full grid
-    python -m experiments.report_uci outputs/uci/<grid hash>  # the table, again
+    python -m experiments.uci.report outputs/uci/<grid hash>  # the table, again
 
 For each dataset every recurrent kernel of the grid (``conf/uci.yaml``; the schema is
-:class:`rntk_empirical.config.UCIConfig`) is computed once on all rows, and an SVM on the
+:class:`experiments.common.schema.UCIConfig`) is computed once on all rows, and an SVM on the
 precomputed kernel is fitted for every C on the ``conxuntos.dat`` split; each family of
-:data:`rntk_empirical.uci_benchmark.FAMILIES` (a row of the table) keeps its best
+:data:`experiments.uci.benchmark.FAMILIES` (a row of the table) keeps its best
 (kernel, C) on validation and reports the mean test accuracy over the four k-fold pairs.
 Baselines (RBF and polynomial SVMs, the ReLU-MLP NTK, a random forest) go through the same
-selection. See :mod:`rntk_empirical.uci_benchmark` for the protocol.
+selection. See :mod:`experiments.uci.benchmark` for the protocol.
 
 Records: ``<out_dir>/<grid hash>/<dataset>/record.json`` (the hash names everything that
 changes a result: grid, baselines, Cs, dtype, seed), written atomically when a dataset is
@@ -39,12 +39,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from experiments.cli import fail, settings_from
-from rntk_empirical import uci
-from rntk_empirical.analytic import CUDA_BLOCK_ELEMENTS
-from rntk_empirical.config import UCIConfig, register_configs
-from rntk_empirical.devices import resolve_device, resolve_dtype
-from rntk_empirical.records import (
+from experiments.common.cli import fail, settings_from
+from experiments.common.records import (
     FINISHED,
     RECORD_NAME,
     SCHEMA_VERSION,
@@ -55,7 +51,8 @@ from rntk_empirical.records import (
     read_json,
     utc_now,
 )
-from rntk_empirical.uci_benchmark import (
+from experiments.common.schema import UCIConfig, register_configs
+from experiments.uci.benchmark import (
     FamilySelection,
     KernelSVM,
     baseline_kernels,
@@ -63,6 +60,9 @@ from rntk_empirical.uci_benchmark import (
     offer_kernel,
     unit_kernels,
 )
+from rntk_empirical import uci
+from rntk_empirical.analytic import CUDA_BLOCK_ELEMENTS
+from rntk_empirical.devices import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -271,13 +271,13 @@ def run(settings: UCIConfig) -> Path:
 
 
 def _report(root: Path) -> None:
-    from experiments.report_uci import build_report
+    from experiments.uci.report import build_report
 
     try:
         summ = build_report(root)
         log.info("UCI report: %s", summ.get("out"))
     except Exception as err:  # noqa: BLE001 - a report problem must not lose the runs
-        log.error("UCI report failed: %s (re-run `python -m experiments.report_uci %s`)", err, root)
+        log.error("UCI report failed: %s (re-run `python -m experiments.uci.report %s`)", err, root)
 
 
 class UCIReportCallback(Callback):
@@ -295,7 +295,7 @@ class UCIReportCallback(Callback):
             _report(results_dir(settings))
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="uci")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="uci")
 def main(cfg: DictConfig) -> None:
     try:
         settings = settings_from(cfg, UCIConfig, "conf/uci.yaml")

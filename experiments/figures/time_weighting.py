@@ -32,9 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
-from rntk_empirical.analytic import analytic_ntk
-from rntk_empirical.figures.common import (
+from experiments.figures.common import (
     FigureResult,
     RunOptions,
     Table,
@@ -43,6 +41,8 @@ from rntk_empirical.figures.common import (
     resolve_params,
     select,
 )
+from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
+from rntk_empirical.analytic import analytic_ntk
 from rntk_empirical.sequences import Sequences
 
 SQRT2 = math.sqrt(2.0)

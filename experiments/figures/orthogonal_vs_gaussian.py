@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
-from rntk_empirical.config import ArchConfig, ConvergenceConfig, DataConfig
-from rntk_empirical.figures.common import (
+from experiments.common.schema import ArchConfig, ConvergenceConfig, DataConfig
+from experiments.common.sweeps import RecordIndex, convergence_records, drift_records
+from experiments.figures.common import (
     FigureResult,
     RunOptions,
     Table,
@@ -37,13 +37,13 @@ from rntk_empirical.figures.common import (
     resolve_params,
     select,
 )
-from rntk_empirical.figures.kernel_drift import (
+from experiments.figures.kernel_drift import (
     KernelDriftParams,
     drift_configs,
     drift_rows,
     reference_slopes,
 )
-from rntk_empirical.sweeps import RecordIndex, convergence_records, drift_records
+from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
 from rntk_empirical.tasks import synthetic_regression
 from rntk_empirical.training import TrainSettings, kernel_learning_rate, train_and_track
 

@@ -33,10 +33,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
 from tqdm.auto import tqdm
 
-from rntk_empirical import Architecture
-from rntk_empirical.analytic import analytic_ntk
-from rntk_empirical.feedforward import relu_mlp_ntk
-from rntk_empirical.figures.common import (
+from experiments.figures.common import (
     FigureResult,
     RunOptions,
     Table,
@@ -45,6 +42,9 @@ from rntk_empirical.figures.common import (
     resolve_params,
     select,
 )
+from rntk_empirical import Architecture
+from rntk_empirical.analytic import analytic_ntk
+from rntk_empirical.feedforward import relu_mlp_ntk
 
 METHODS = {
     "rntk_last": "RNTK, last readout (raw lengths)",

@@ -18,7 +18,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rntk_empirical.figures.common import (
+from experiments.common.sweeps import RecordIndex, drift_records
+from experiments.drift.summary import final_value
+from experiments.figures.common import (
     FigureResult,
     RunOptions,
     Table,
@@ -29,8 +31,6 @@ from rntk_empirical.figures.common import (
     resolve_params,
     select,
 )
-from rntk_empirical.sweeps import RecordIndex, drift_records
-from rntk_empirical.training import final_value
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,10 @@ QUICK = {
 
 
 def drift_configs(p, widths, seed: int, init: str = "gaussian"):
-    """The :class:`rntk_empirical.config.DriftConfig` of each width (shared with other figures),
+    """The :class:`experiments.common.schema.DriftConfig` of each width (shared with other figures),
     named as the command line names them (``arch=relu_last`` / ``arch=orthogonal``), so a
     sweep run from the command line with the same settings is reused."""
-    from rntk_empirical.config import ArchConfig, DriftConfig, TaskConfig
+    from experiments.common.schema import ArchConfig, DriftConfig, TaskConfig
 
     arch = dict(p.arch or {})
     arch["init"] = init

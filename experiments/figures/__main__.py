@@ -8,7 +8,7 @@
 
 Outputs go to ``out_dir`` (default ``outputs/figures``): ``NAME.png``, ``NAME.pdf``,
 ``NAME.csv``, ``NAME.json``, and the index page ``README.md`` rebuilt from every figure's
-JSON there. Figures are registered in :mod:`rntk_empirical.figures`; their parameters live in
+JSON there. Figures are registered in :mod:`experiments.figures`; their parameters live in
 one dataclass per figure module (override fields with ``+params.FIELD=VALUE``).
 
 Exit codes: 0 success, 2 invalid input (one line ``error: ...`` on stderr).
@@ -24,8 +24,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import fail
-from rntk_empirical.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
+from experiments.common.cli import fail
+from experiments.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
 
 log = logging.getLogger(__name__)
 EXIT_BAD_INPUT = 2
@@ -42,7 +42,7 @@ def _names(figure: str) -> list[str]:
     return [figure]
 
 
-@hydra.main(config_path="../conf", config_name="figures", version_base="1.3")
+@hydra.main(config_path="../../conf", config_name="figures", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (see the module docstring)."""
     names = _names(str(cfg.figure))

@@ -20,9 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
-from rntk_empirical.analytic import analytic_ntk
-from rntk_empirical.figures.common import (
+from experiments.figures.common import (
     FigureResult,
     RunOptions,
     Table,
@@ -31,6 +29,8 @@ from rntk_empirical.figures.common import (
     resolve_params,
     select,
 )
+from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
+from rntk_empirical.analytic import analytic_ntk
 from rntk_empirical.scaling import bootstrap_power_law
 
 

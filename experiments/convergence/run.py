@@ -17,7 +17,8 @@ infinite-width Theta and K (SPEC section 4):
 The analytic kernels are computed once per (architecture, data) and cached in ``cache_dir``.
 A run writes ``kernels.npz`` (every kernel) and, last, ``record.json`` into its Hydra output
 folder; folders are deterministic (``conf/convergence.yaml``), so re-running a command skips
-the runs that already finished. After a sweep, :class:`experiments.report.ReportCallback`
+the runs that already finished. After a sweep,
+:class:`experiments.convergence.report.ReportCallback`
 fits the convergence exponents (``<sweep dir>/report``).
 
 Exit codes: 0 success (or skipped), 2 invalid input (one line ``error: ...`` on stderr, before
@@ -41,17 +42,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments.cli import fail, settings_from
-from rntk_empirical.architecture import Architecture
-from rntk_empirical.config import ConvergenceConfig, register_configs
-from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
-from rntk_empirical.metrics import (
-    debiased_bias,
-    kernel_errors,
-    kernel_summary,
-    mean_kernel_error,
-)
-from rntk_empirical.records import (
+from experiments.common.cli import fail, settings_from
+from experiments.common.records import (
     FINISHED,
     RECORD_NAME,
     SCHEMA_VERSION,
@@ -63,6 +55,15 @@ from rntk_empirical.records import (
     finished_record,
     library_versions,
     utc_now,
+)
+from experiments.common.schema import ConvergenceConfig, register_configs
+from rntk_empirical.architecture import Architecture
+from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
+from rntk_empirical.metrics import (
+    debiased_bias,
+    kernel_errors,
+    kernel_summary,
+    mean_kernel_error,
 )
 from rntk_empirical.sequences import Sequences
 
@@ -386,7 +387,7 @@ def settings_from_config(cfg: DictConfig) -> ConvergenceConfig:
     return settings_from(cfg, ConvergenceConfig, "conf/convergence.yaml")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="convergence")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="convergence")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: validate, then run one width (see the module docstring)."""
     hc = HydraConfig.get()

@@ -31,9 +31,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
 from tqdm.auto import tqdm
 
-from rntk_empirical import Architecture, ElmanRNN
-from rntk_empirical.analytic import analytic_kernels
-from rntk_empirical.figures.common import (
+from experiments.figures.common import (
     FigureResult,
     RunOptions,
     Table,
@@ -42,7 +40,9 @@ from rntk_empirical.figures.common import (
     resolve_params,
     select,
 )
-from rntk_empirical.figures.different_lengths import resample
+from experiments.figures.different_lengths import resample
+from rntk_empirical import Architecture, ElmanRNN
+from rntk_empirical.analytic import analytic_kernels
 from rntk_empirical.sequences import as_sequences
 from rntk_empirical.tasks import aeon_dataset
 

@@ -1,8 +1,8 @@
 """Experiment records: atomic writes, "already finished" detection, config hashes, versions.
 
 A run folder is *finished* when it holds ``record.json`` with ``"status": "finished"``. The
-record is always the last file a run writes, and every file is written atomically (a
-temporary file in the same folder, flushed and fsync'ed, then ``os.replace``), so a run
+record is always the last file a run writes, and every file is written atomically
+(:mod:`rntk_empirical.atomic`), so a run
 that dies at any point leaves either no record or a complete one: re-running the same
 command recomputes exactly the unfinished runs.
 """
@@ -10,14 +10,9 @@ command recomputes exactly the unfinished runs.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import math
 import os
 import platform
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,69 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from rntk_empirical.atomic import (  # noqa: F401 - re-exported for the experiments
+    atomic_open,
+    atomic_save_npz,
+    atomic_torch_save,
+    atomic_write_json,
+    jsonable,
+)
+
 RECORD_NAME = "record.json"
 SCHEMA_VERSION = 1
 FINISHED = "finished"
-
-
-@contextmanager
-def _atomic_open(path: Path, mode: str) -> Iterator[io.IOBase]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _jsonable(obj: Any) -> Any:
-    """Replace what JSON cannot hold: numpy scalars/arrays, tuples, paths, non-finite floats."""
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)  # "nan", "inf": strict JSON has no literal for them
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically; returns the path."""
-    path = Path(path)
-    with _atomic_open(path, "w") as fh:
-        json.dump(_jsonable(obj), fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    return path
-
-
-def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
-    """``np.savez_compressed`` to ``path`` atomically."""
-    path = Path(path)
-    with _atomic_open(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    return path
-
-
-def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    """``torch.save`` to ``path`` atomically."""
-    import torch
-
-    path = Path(path)
-    with _atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
-    return path
 
 
 def read_json(path: str | os.PathLike) -> dict | None:
@@ -137,7 +80,7 @@ def find_records(root: str | os.PathLike) -> list[tuple[Path, dict]]:
 
 def config_hash(obj: Any, length: int = 16) -> str:
     """A stable hex digest of a JSON-able object (dict key order does not matter)."""
-    text = json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 

@@ -33,7 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from rntk_empirical.records import atomic_write_json, library_versions, read_json, utc_now  # noqa: E402
+from experiments.common.records import atomic_write_json, library_versions, read_json, utc_now  # noqa: E402
 
 Row = dict[str, Any]
 Table = list[Row]

@@ -8,7 +8,7 @@ and import it below.
 
 # Importing a module registers its figure (``order=`` in ``register_figure`` sets its place
 # on the index page and in ``figure=all``).
-from rntk_empirical.figures import (  # noqa: F401
+from experiments.figures import (  # noqa: F401
     different_lengths,
     kernel_drift,
     ntk_deviation,
@@ -17,7 +17,7 @@ from rntk_empirical.figures import (  # noqa: F401
     time_weighting,
     ucr_table,
 )
-from rntk_empirical.figures.common import (
+from experiments.figures.common import (
     FIGURES,
     FigureResult,
     FigureSpec,

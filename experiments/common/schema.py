@@ -311,7 +311,7 @@ class DriftConfig:
 
 @dataclass
 class UCIGridConfig:
-    """The recurrent-kernel grid (:class:`rntk_empirical.uci_benchmark.KernelGrid`)."""
+    """The recurrent-kernel grid (:class:`experiments.uci.benchmark.KernelGrid`)."""
 
     sigma_w: float = math.sqrt(2.0)
     sigma_us: list[float] = field(default_factory=lambda: [0.25, 0.5])
@@ -326,7 +326,7 @@ class UCIGridConfig:
 
 @dataclass
 class UCIBaselineConfig:
-    """The baselines (:class:`rntk_empirical.uci_benchmark.BaselineGrid`)."""
+    """The baselines (:class:`experiments.uci.benchmark.BaselineGrid`)."""
 
     methods: list[str] = field(
         default_factory=lambda: ["rbf_svm", "poly_svm", "mlp_ntk", "random_forest"]
@@ -362,7 +362,7 @@ class UCIConfig:
     num_threads: Optional[int] = None  # noqa: UP045
 
     def __post_init__(self) -> None:
-        from rntk_empirical.uci_benchmark import BaselineGrid, KernelGrid
+        from experiments.uci.benchmark import BaselineGrid, KernelGrid
 
         if not self.Cs or min(self.Cs) <= 0:
             raise ValueError(f"Cs={list(self.Cs)!r}: expected a non-empty list of C > 0")

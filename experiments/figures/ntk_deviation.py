@@ -20,8 +20,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rntk_empirical.config import ArchConfig, ConvergenceConfig, DataConfig
-from rntk_empirical.figures.common import (
+from experiments.common.schema import ArchConfig, ConvergenceConfig, DataConfig
+from experiments.common.sweeps import RecordIndex, convergence_records
+from experiments.figures.common import (
     FigureResult,
     RunOptions,
     Table,
@@ -32,7 +33,6 @@ from rntk_empirical.figures.common import (
     resolve_params,
     select,
 )
-from rntk_empirical.sweeps import RecordIndex, convergence_records
 
 # (name, Architecture fields): ReLU at its critical s_w = sqrt 2, erf at s_w = 1.
 SERIES = (

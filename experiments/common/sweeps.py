@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from rntk_empirical.records import config_hash, find_records
+from experiments.common.records import config_hash, find_records
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ class RecordIndex:
 def convergence_records(
     configs: Iterable, outputs: str | Path, index: RecordIndex | None = None, progress: bool = False
 ) -> list[dict]:
-    """Records of :class:`~rntk_empirical.config.ConvergenceConfig` runs, running missing ones.
+    """Records of :class:`~experiments.common.schema.ConvergenceConfig` runs, running missing ones.
 
     New runs go to ``<outputs>/convergence/<name>/width=<w>/seeds=<S>`` (re-runs skip them).
     """
-    from experiments.convergence import prepare, run_convergence
+    from experiments.convergence.run import prepare, run_convergence
 
     outputs = Path(outputs)
     index = index or RecordIndex(outputs)
@@ -64,8 +64,8 @@ def convergence_records(
 def drift_records(
     configs: Iterable, outputs: str | Path, index: RecordIndex | None = None
 ) -> list[dict]:
-    """Records of :class:`rntk_empirical.config.DriftConfig` runs, running missing ones."""
-    from experiments.drift import run_drift
+    """Records of :class:`experiments.common.schema.DriftConfig` runs, running missing ones."""
+    from experiments.drift.run import run_drift
 
     outputs = Path(outputs)
     index = index or RecordIndex(outputs)

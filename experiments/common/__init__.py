@@ -1,0 +1,1 @@
+"""What every experiment shares: the CLI and schema registration, run records, sweeps."""

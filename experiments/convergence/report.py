@@ -1,0 +1,523 @@
+r"""Aggregate convergence runs: fit the exponents, plot on log-log axes, write tables.
+
+    python -m experiments.convergence.report PATH [--out DIR] [--n-boot 2000] [--level 0.95]
+
+PATH is any folder (searched recursively for finished ``record.json``, e.g. a sweep folder
+or runs copied back from a cluster) or one record. Records are grouped by what they measure
+(architecture, data, dtype, ...; not width, seeds, device or method), one series per group;
+records of one group and width are pooled by network seed (a seed seen twice counts once:
+the most recently finished record wins).
+
+For every series and metric, e(n) ~ C n^p is fitted on log-log axes and the exponent p gets
+a percentile bootstrap interval over seeds (:mod:`rntk_empirical.scaling`). Metrics:
+
+    ntk_rel_fro             mean over seeds of ||Theta_hat_s - Theta||_F / ||Theta||_F
+    ntk_mean_kernel_rel_fro ||mean_s Theta_hat_s - Theta||_F / ||Theta||_F (seed-averaged)
+    ntk_debiased_bias       estimate of ||E Theta_hat - Theta||_F / ||Theta||_F (bias part)
+    ntk_rel_op, ntk_rel_max operator-norm and max-entry errors (mean over seeds)
+    nngp_*                  the same for the NNGP kernel
+
+Writes into DIR (default PATH/report): ``convergence.png`` / ``convergence.pdf``,
+``points.csv`` (every plotted number), ``summary.json`` and ``summary.md`` (exponents).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.common.records import atomic_write_json, config_hash, find_records, utc_now
+from rntk_empirical.metrics import debiased_bias, mean_kernel_error
+from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
+
+log = logging.getLogger(__name__)
+
+# identity fields that do not change what is measured: not part of a series' key
+NOT_IN_GROUP = (
+    "width",
+    "seeds",
+    "base_seed",
+    "device",
+    "method",
+    "chunk_size",
+    "name",
+    "arch_name",
+    "data_name",
+)
+REFERENCE_EXPONENT = -0.5
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One fitted quantity: per-seed values averaged, or a statistic of the seeds' kernels."""
+
+    key: str
+    kernel: str  # "ntk" | "nngp"
+    label: str
+    per_seed: str | None = None  # name of the per-seed error to average
+    of_kernels: Callable[[np.ndarray, np.ndarray], float] | None = None
+
+
+METRICS: tuple[Metric, ...] = tuple(
+    m
+    for k, K in (("ntk", "NTK"), ("nngp", "NNGP"))
+    for m in (
+        Metric(f"{k}_rel_fro", k, f"{K} per network, Frobenius", per_seed="rel_fro"),
+        Metric(
+            f"{k}_mean_kernel_rel_fro",
+            k,
+            f"{K} seed-averaged, Frobenius",
+            of_kernels=mean_kernel_error,
+        ),
+        Metric(f"{k}_debiased_bias", k, f"{K} bias (debiased)", of_kernels=debiased_bias),
+        Metric(f"{k}_rel_op", k, f"{K} per network, operator norm", per_seed="rel_op"),
+        Metric(f"{k}_rel_max", k, f"{K} per network, max entry", per_seed="rel_max"),
+    )
+)
+
+
+@dataclass
+class Series:
+    """All runs of one configuration: per width, per network seed, errors and kernels."""
+
+    key: str
+    label: str
+    identity: dict[str, Any]
+    # width -> network seed -> {"ntk": errors, "nngp": errors}
+    errors: dict[int, dict[int, dict]] = field(default_factory=dict)
+    # width -> network seed -> {"ntk": (N, N), "nngp": (N, N)}
+    kernels: dict[int, dict[int, dict[str, np.ndarray]]] = field(default_factory=dict)
+    reference: dict[str, np.ndarray] = field(default_factory=dict)
+    records: list[str] = field(default_factory=list)
+    fits: dict[str, PowerLawFit] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def widths(self) -> list[int]:
+        return sorted(self.errors)
+
+    def samples(self, metric: Metric) -> dict[int, np.ndarray] | None:
+        """width -> per-seed items of ``metric`` (errors ``(S,)`` or kernels ``(S, N, N)``)."""
+        out = {}
+        for w in self.widths:
+            if metric.per_seed is not None:
+                vals = [
+                    e[metric.kernel][metric.per_seed]
+                    for e in self.errors[w].values()
+                    if metric.kernel in e
+                ]
+                if len(vals) != len(self.errors[w]):
+                    return None
+                out[w] = np.asarray(vals, dtype=np.float64)
+            else:
+                ks = self.kernels.get(w, {})
+                if metric.kernel not in self.reference or len(ks) != len(self.errors[w]):
+                    return None
+                if any(metric.kernel not in k for k in ks.values()):
+                    return None
+                out[w] = np.stack([ks[s][metric.kernel] for s in sorted(ks)])
+        return out
+
+    def statistic(self, metric: Metric) -> Callable[[np.ndarray], float]:
+        if metric.per_seed is not None:
+            return lambda v: float(np.mean(v))
+        ref = self.reference[metric.kernel]
+        fn = metric.of_kernels
+        return lambda ks: fn(ks, ref)
+
+
+def _group_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in identity.items() if k not in NOT_IN_GROUP}
+
+
+def _load_kernels(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError):
+        return None
+
+
+def collect(root: str | Path) -> list[Series]:
+    """Read every finished convergence record under ``root`` into series (one per config)."""
+    found = [(p, r) for p, r in find_records(root) if r.get("experiment") == "convergence"]
+    found.sort(key=lambda pr: (pr[1].get("finished", ""), str(pr[0])))
+    series: dict[str, Series] = {}
+    for path, rec in found:
+        ident = _group_identity(rec["identity"])
+        key = config_hash(ident, length=10)
+        ser = series.get(key)
+        if ser is None:
+            ser = series[key] = Series(key, rec.get("name", key), ident)
+        ser.records.append(str(path))
+        w = int(rec["width"])
+        errs = ser.errors.setdefault(w, {})
+        for e in rec["per_seed"]:
+            errs[int(e["network_seed"])] = {k: e[k] for k in ("ntk", "nngp") if k in e}
+        arrays = _load_kernels(path.parent / rec.get("kernels_file", "kernels.npz"))
+        if arrays is None:
+            ser.kernels.pop(w, None)  # kernels incomplete for this width: no kernel metrics
+            continue
+        ks = ser.kernels.setdefault(w, {})
+        for i, seed in enumerate(arrays["network_seeds"].tolist()):
+            ks[int(seed)] = {k: arrays[k][i] for k in ("ntk", "nngp") if k in arrays}
+        for k in ("ntk", "nngp"):
+            if f"analytic_{k}" in arrays:
+                ser.reference.setdefault(k, arrays[f"analytic_{k}"])
+    out = list(series.values())
+    _disambiguate_labels(out)
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _disambiguate_labels(series: list[Series]) -> None:
+    """Series that share a name get the config entries in which they differ appended."""
+    by_label: dict[str, list[Series]] = {}
+    for s in series:
+        by_label.setdefault(s.label, []).append(s)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        flats = [_flatten(s.identity) for s in same]
+        keys = sorted({k for f in flats for k in f})
+        differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+        for s, f in zip(same, flats):
+            s.label += " (" + ", ".join(f"{k}={f.get(k)}" for k in differ) + ")"
+
+
+def fit_series(series: list[Series], n_boot: int = 2000, level: float = 0.95, seed: int = 0):
+    """Fit every metric of every series (in place); unfittable ones go to ``skipped``."""
+    for ser in series:
+        for metric in METRICS:
+            samples = ser.samples(metric)
+            if samples is None:
+                ser.skipped[metric.key] = "not recorded"
+                continue
+            if len(samples) < 2:
+                ser.skipped[metric.key] = "needs at least two widths"
+                continue
+            if metric.of_kernels is debiased_bias and min(len(v) for v in samples.values()) < 2:
+                ser.skipped[metric.key] = "needs at least two seeds per width"
+                continue
+            try:
+                ser.fits[metric.key] = bootstrap_power_law(
+                    samples, ser.statistic(metric), n_boot=n_boot, level=level, seed=seed
+                )
+            except ValueError:
+                if metric.of_kernels is debiased_bias:
+                    err = "the bias estimate is 0 at some width (bias below the fluctuations)"
+                ser.skipped[metric.key] = str(err)
+
+
+# ---------------------------------------------------------------------- outputs
+PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("NTK, per network", ("ntk_rel_fro",)),
+    ("NTK, seed-averaged kernel", ("ntk_mean_kernel_rel_fro", "ntk_debiased_bias")),
+    ("NTK, other norms", ("ntk_rel_op", "ntk_rel_max")),
+    ("NNGP, per network", ("nngp_rel_fro",)),
+    ("NNGP, seed-averaged kernel", ("nngp_mean_kernel_rel_fro", "nngp_debiased_bias")),
+    ("NNGP, other norms", ("nngp_rel_op", "nngp_rel_max")),
+)
+_MARKERS = {
+    "rel_fro": "o",
+    "mean_kernel_rel_fro": "o",
+    "debiased_bias": "^",
+    "rel_op": "s",
+    "rel_max": "D",
+}
+_SHORT = {
+    "rel_fro": "",
+    "mean_kernel_rel_fro": "error of mean",
+    "debiased_bias": "bias",
+    "rel_op": "operator",
+    "rel_max": "max entry",
+}
+
+
+def write_points_csv(series: list[Series], path: Path) -> None:
+    """Every plotted number: points with intervals and the fitted line at each width."""
+    metric_by_key = {m.key: m for m in METRICS}
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [
+                "series",
+                "label",
+                "metric",
+                "description",
+                "width",
+                "n_seeds",
+                "value",
+                "ci_low",
+                "ci_high",
+                "fit",
+                "exponent",
+                "exponent_ci_low",
+                "exponent_ci_high",
+            ]
+        )
+        for ser in series:
+            for key, fit in ser.fits.items():
+                pred = fit.predict(fit.widths)
+                for j, width in enumerate(fit.widths):
+                    w.writerow(
+                        [
+                            ser.key,
+                            ser.label,
+                            key,
+                            metric_by_key[key].label,
+                            width,
+                            fit.n_seeds[j],
+                            fit.values[j],
+                            fit.value_low[j],
+                            fit.value_high[j],
+                            pred[j],
+                            fit.exponent,
+                            fit.ci_low,
+                            fit.ci_high,
+                        ]
+                    )
+
+
+def summary(series: list[Series], root: Path, n_records: int) -> dict[str, Any]:
+    return {
+        "generated": utc_now(),
+        "root": str(root),
+        "records": n_records,
+        "reference_exponent": REFERENCE_EXPONENT,
+        "series": [
+            {
+                "key": s.key,
+                "label": s.label,
+                "identity": s.identity,
+                "widths": s.widths,
+                "seeds_per_width": {str(w): len(s.errors[w]) for w in s.widths},
+                "fits": {k: f.to_dict() for k, f in s.fits.items()},
+                "not_fitted": s.skipped,
+            }
+            for s in series
+        ],
+    }
+
+
+def summary_markdown(series: list[Series]) -> str:
+    lines = ["# Convergence exponents", ""]
+    for s in series:
+        seeds = sorted({len(s.errors[w]) for w in s.widths})
+        lines += [
+            f"## {s.label}",
+            "",
+            f"widths {', '.join(map(str, s.widths))}; seeds per width "
+            f"{'/'.join(map(str, seeds))}; config `{s.key}`",
+            "",
+            "| metric | exponent | CI | error at smallest width | at largest width |",
+            "|---|---|---|---|---|",
+        ]
+        for m in METRICS:
+            f = s.fits.get(m.key)
+            if f is None:
+                continue
+            lines.append(
+                f"| {m.label} | {f.exponent:.3f} | [{f.ci_low:.3f}, {f.ci_high:.3f}] "
+                f"({f.level:.0%}, {f.n_boot} boot.) | {f.values[0]:.3g} | {f.values[-1]:.3g} |"
+            )
+        for k, why in s.skipped.items():
+            if why != "not recorded":
+                lines.append(f"| {k} | not fitted: {why} | | | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(series: list[Series], stem: Path) -> list[Path]:
+    """The 2 x 3 log-log figure, saved as ``stem.png`` and ``stem.pdf``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, keys) in zip(axes.flat, PANELS):
+        anchor = None
+        for i, ser in enumerate(series):
+            color = colors[i % len(colors)]
+            for key in keys:
+                fit = ser.fits.get(key)
+                if fit is None:
+                    continue
+                suffix = key.split("_", 1)[1]
+                w = np.asarray(fit.widths, dtype=float)
+                v = np.asarray(fit.values)
+                yerr = np.vstack([v - np.asarray(fit.value_low), np.asarray(fit.value_high) - v])
+                name = f"{ser.label} {_SHORT[suffix]}".strip()
+                ax.errorbar(
+                    w,
+                    v,
+                    yerr=np.clip(yerr, 0, None),
+                    fmt=_MARKERS[suffix],
+                    color=color,
+                    ms=5,
+                    capsize=3,
+                    mfc="none" if suffix in ("debiased_bias", "rel_max") else color,
+                    label=f"{name}: p = {fit.exponent:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]",
+                )
+                ax.plot(w, fit.predict(w), "-", color=color, lw=1)
+                if anchor is None:
+                    anchor = (w[0], v[0], w[-1])
+        if anchor is not None:
+            w0, v0, w1 = anchor
+            ws = np.array([w0, w1])
+            ax.plot(
+                ws, v0 * (ws / w0) ** REFERENCE_EXPONENT, "k--", lw=1, alpha=0.6, label="slope -1/2"
+            )
+            if "seed-averaged" in title:
+                ax.plot(ws, v0 * (ws / w0) ** -1.0, "k:", lw=1, alpha=0.6, label="slope -1")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(title)
+        ax.set_xlabel("width n")
+        ax.set_ylabel("relative error")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(
+        "Finite-width kernels vs the infinite-width RNTK / NNGP "
+        f"(points: statistic, bars: {_level(series)} bootstrap interval over seeds)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def _level(series: list[Series]) -> str:
+    for s in series:
+        for f in s.fits.values():
+            return f"{f.level:.0%}"
+    return ""
+
+
+def make_report(
+    root: str | Path,
+    out: str | Path | None = None,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Aggregate the records under ``root`` into ``out`` (default ``root/report``).
+
+    Returns the summary (also written to ``summary.json``). Raises ValueError if ``root``
+    does not exist or holds no finished convergence record.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise ValueError(f"{str(root)!r} does not exist")
+    series = collect(root)
+    if not series:
+        raise ValueError(f"no finished convergence records (record.json) under {str(root)!r}")
+    out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    fit_series(series, n_boot=n_boot, level=level, seed=seed)
+    n_records = sum(len(s.records) for s in series)
+    summ = summary(series, root, n_records)
+    write_points_csv(series, out / "points.csv")
+    plot(series, out / "convergence")
+    (out / "summary.md").write_text(summary_markdown(series))
+    atomic_write_json(out / "summary.json", summ)
+    summ["out"] = str(out)
+    return summ
+
+
+def format_summary(summ: dict[str, Any]) -> str:
+    """A few lines for the console: the per-network and bias exponents of each series."""
+    lines = []
+    for s in summ["series"]:
+        for key in ("ntk_rel_fro", "ntk_mean_kernel_rel_fro", "nngp_rel_fro"):
+            f = s["fits"].get(key)
+            if f is None:
+                continue
+            lines.append(
+                f"{s['label']}: {key} exponent {f['exponent']:.3f} "
+                f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}] over widths "
+                f"{f['widths'][0]}..{f['widths'][-1]}"
+            )
+        if not s["fits"]:
+            lines.append(
+                f"{s['label']}: nothing fitted ({', '.join(sorted(set(s['not_fitted'].values())))})"
+            )
+    return "\n".join(lines)
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - hydra is a dependency
+    Callback = object  # type: ignore[misc,assignment]
+
+
+class ReportCallback(Callback):
+    """Hydra callback: when a sweep ends, aggregate its folder into ``<sweep dir>/report``."""
+
+    def __init__(self, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> None:
+        self.n_boot, self.level, self.seed = n_boot, level, seed
+
+    def on_multirun_end(self, config, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            summ = make_report(sweep_dir, n_boot=self.n_boot, level=self.level, seed=self.seed)
+        except Exception as err:  # noqa: BLE001 - a failed report must not fail the sweep
+            log.error("report of %s failed: %s", sweep_dir, err)
+            return
+        for line in format_summary(summ).splitlines():
+            log.info(line)
+        log.info("report: %s", summ["out"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.convergence.report",
+        description="Fit convergence exponents of the runs under PATH (searched recursively).",
+    )
+    parser.add_argument("path", help="a folder of runs (or one record.json)")
+    parser.add_argument("--out", default=None, help="output folder (default PATH/report)")
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
+    parser.add_argument("--level", type=float, default=0.95, help="confidence level")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    args = parser.parse_args(argv)
+    if args.n_boot < 0 or not 0 < args.level < 1 or math.isnan(args.level):
+        print("error: --n-boot must be >= 0 and --level in (0, 1)", file=sys.stderr)
+        return 2
+    try:
+        summ = make_report(
+            args.path, args.out, n_boot=args.n_boot, level=args.level, seed=args.seed
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_summary(summ))
+    print(f"report: {summ['out']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
