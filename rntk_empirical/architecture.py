@@ -12,7 +12,6 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-NONLINEARITIES_BUILTIN = ("relu", "erf", "tanh", "identity")
 READOUTS = ("last", "avg", "per_step")
 H0_MODES = ("zero", "shared", "per_input")
 PARAMETERIZATIONS = ("ntk", "standard")

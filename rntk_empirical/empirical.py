@@ -379,7 +379,3 @@ def _ntk_vp(model, s1, s2, chunk_size) -> torch.Tensor:
         theta[:, :, c : c + chunk] = vmap(column, out_dims=2)(tangents)
     # columns are ordered (j, q): reshape to (N1, k, N2, k) -> (N1, N2, k, k)
     return theta.reshape(s1.n, k, s2_.n, k).permute(0, 2, 1, 3)
-
-
-def ntk_methods() -> tuple[str, ...]:
-    return METHODS

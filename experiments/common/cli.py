@@ -4,12 +4,17 @@ object, and the one-line ``error: ...`` exit for bad input."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 S = TypeVar("S")
+
+# The Hydra config folder, absolute: the entry points live in packages, where Hydra would
+# otherwise resolve a relative config_path as a python package (pkg://).
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 def settings_from(cfg: DictConfig, schema: type[S], config_file: str) -> S:

@@ -54,10 +54,10 @@ def finished_record(run_dir: str | os.PathLike, config_hash: str | None = None) 
     rec = read_json(Path(run_dir) / RECORD_NAME)
     if rec is None or rec.get("status") != FINISHED:
         return None
-    if config_hash is not None and rec.get("config_hash") != config_hash:
+    if config_hash is not None and record_hash(rec) != config_hash:
         raise FileExistsError(
             f"{Path(run_dir) / RECORD_NAME} holds a finished run of another configuration "
-            f"(config hash {rec.get('config_hash')} != {config_hash}); choose another output "
+            f"(config hash {record_hash(rec)} != {config_hash}); choose another output "
             "folder (hydra.run.dir / hydra.sweep.dir) or pass force=true to overwrite it"
         )
     return rec
@@ -82,6 +82,30 @@ def config_hash(obj: Any, length: int = 16) -> str:
     """A stable hex digest of a JSON-able object (dict key order does not matter)."""
     text = json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# Keys of a run identity that only label it (folder names, legends): they never enter its hash.
+LABEL_KEYS = frozenset({"name", "arch_name", "data_name"})
+
+
+def measured(identity: Any) -> Any:
+    """``identity`` without its labels (:data:`LABEL_KEYS`, at any depth): what a run measures."""
+    if isinstance(identity, dict):
+        return {k: measured(v) for k, v in identity.items() if k not in LABEL_KEYS}
+    return identity
+
+
+def identity_hash(identity: dict[str, Any], length: int = 16) -> str:
+    """The hash that names a run's results: of its configuration, not of its labels, so a
+    figure or a re-run finds a finished run whatever the run was called."""
+    return config_hash(measured(identity), length)
+
+
+def record_hash(record: dict) -> str | None:
+    """A finished record's :func:`identity_hash` (recomputed from its identity, so records of
+    the previous version, whose stored hash included the labels, are found too)."""
+    ident = record.get("identity")
+    return identity_hash(ident) if isinstance(ident, dict) else record.get("config_hash")
 
 
 def array_hash(*arrays: Any, length: int = 16) -> str:

@@ -13,7 +13,8 @@ schema ``convergence_schema`` (:class:`ConvergenceConfig`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from typing import Any, Optional
 
@@ -58,33 +59,34 @@ class DataKind(Enum):
     file = "file"
 
 
-@dataclass
-class ArchConfig:
-    """An :class:`~rntk_empirical.architecture.Architecture` plus a ``name`` for folders/plots.
-
-    The defaults are ``Architecture()``'s (one-layer ReLU, last-step readout).
-    """
-
-    name: str = "relu_last"
-    depth: int = 1
-    nonlinearity: str = "relu"
-    sigma_w: float = math.sqrt(2.0)
-    sigma_u: float = 1.0
-    sigma_b: float = 0.1
-    sigma_h: float = 0.0
-    sigma_v: float = 1.0
-    readout: str = "last"
-    bidirectional: bool = False
-    h0: str = "zero"
-    parameterization: str = "ntk"
-    init: str = "gaussian"
-
-    def __post_init__(self) -> None:
-        self.to_architecture()  # raises ValueError naming the field and the allowed values
+def _arch_config() -> type:
+    """:class:`ArchConfig`: ``Architecture``'s fields (types and defaults read from the
+    library's dataclass, so each option is declared once, in
+    :class:`~rntk_empirical.architecture.Architecture`) plus a ``name`` for folders and
+    legends. Its ``__post_init__`` builds the Architecture, whose checks raise ValueError
+    naming the field and the allowed values."""
+    hints = typing.get_type_hints(Architecture)
+    specs = [("name", str, field(default="relu_last"))] + [
+        (f.name, hints[f.name], field(default=f.default)) for f in fields(Architecture)
+    ]
 
     def to_architecture(self) -> Architecture:
-        kw = {f.name: getattr(self, f.name) for f in fields(Architecture)}
-        return Architecture(**kw)
+        return Architecture(**{f.name: getattr(self, f.name) for f in fields(Architecture)})
+
+    def post_init(self) -> None:
+        self.to_architecture()
+
+    cls = make_dataclass(
+        "ArchConfig",
+        specs,
+        namespace={"to_architecture": to_architecture, "__post_init__": post_init},
+    )
+    cls.__module__ = __name__
+    cls.__doc__ = _arch_config.__doc__
+    return cls
+
+
+ArchConfig = _arch_config()
 
 
 @dataclass

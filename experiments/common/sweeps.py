@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from experiments.common.records import config_hash, find_records
+from experiments.common.records import find_records, identity_hash, record_hash
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,15 @@ class RecordIndex:
         self._by_hash: dict[str, dict] = {}
         if self.root.exists():
             for _, rec in find_records(self.root):
-                if "config_hash" in rec:
-                    self._by_hash.setdefault(rec["config_hash"], rec)
+                chash = record_hash(rec)
+                if chash is not None:
+                    self._by_hash.setdefault(chash, rec)
 
     def get(self, chash: str) -> dict | None:
         return self._by_hash.get(chash)
 
     def add(self, rec: dict) -> None:
-        self._by_hash[rec["config_hash"]] = rec
+        self._by_hash[record_hash(rec)] = rec
 
 
 def convergence_records(
@@ -71,7 +72,7 @@ def drift_records(
     index = index or RecordIndex(outputs)
     out = []
     for cfg in configs:
-        chash = config_hash(cfg.identity())
+        chash = identity_hash(cfg.identity())
         rec = index.get(chash)
         if rec is None:
             run_dir = outputs / "drift" / cfg.name / f"width={cfg.width}" / f"seeds={cfg.seeds}"

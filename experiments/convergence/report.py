@@ -221,10 +221,11 @@ def fit_series(series: list[Series], n_boot: int = 2000, level: float = 0.95, se
                 ser.fits[metric.key] = bootstrap_power_law(
                     samples, ser.statistic(metric), n_boot=n_boot, level=level, seed=seed
                 )
-            except ValueError:
+            except ValueError as err:
+                reason = str(err)
                 if metric.of_kernels is debiased_bias:
-                    err = "the bias estimate is 0 at some width (bias below the fluctuations)"
-                ser.skipped[metric.key] = str(err)
+                    reason = "the bias estimate is 0 at some width (bias below the fluctuations)"
+                ser.skipped[metric.key] = reason
 
 
 # ---------------------------------------------------------------------- outputs

@@ -42,19 +42,26 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments.common.cli import fail, settings_from
+from experiments.common.cli import CONF_DIR, fail, settings_from
 from experiments.common.records import (
-    FINISHED,
     RECORD_NAME,
-    SCHEMA_VERSION,
     array_hash,
     atomic_save_npz,
     atomic_torch_save,
     atomic_write_json,
     config_hash,
     finished_record,
+    identity_hash,
     library_versions,
     utc_now,
+)
+from experiments.common.run import (
+    EXIT_BAD_INPUT,
+    OutOfMemory,
+    envelope,
+    guarded,
+    is_out_of_memory,
+    set_threads,
 )
 from experiments.common.schema import ConvergenceConfig, register_configs
 from rntk_empirical.architecture import Architecture
@@ -71,13 +78,6 @@ log = logging.getLogger(__name__)
 register_configs()
 
 KERNELS_NAME = "kernels.npz"
-EXIT_BAD_INPUT = 2
-EXIT_OUT_OF_MEMORY = 3
-_OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
-
-
-class OutOfMemory(RuntimeError):
-    """Raised (with a suggestion) when a run exhausts CPU or GPU memory."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def prepare(settings: ConvergenceConfig) -> Prepared:
     seqs = settings.data.build()
     device = resolve_device(settings.device.value)
     dtype = resolve_dtype(settings.dtype.value)
-    return Prepared(settings, arch, seqs, device, dtype, config_hash(settings.identity()))
+    return Prepared(settings, arch, seqs, device, dtype, identity_hash(settings.identity()))
 
 
 def _inputs(seqs: Sequences) -> torch.Tensor | list[torch.Tensor]:
@@ -233,8 +233,7 @@ def run_convergence(
         if done is not None:
             log.info("already finished: %s (force=true recomputes); skipping", out_dir)
             return done
-    if s.num_threads is not None:
-        torch.set_num_threads(s.num_threads)
+    set_threads(s.num_threads)
     validation_precision(prep.dtype)
     started, t_start = utc_now(), time.perf_counter()
     cache_dir = None
@@ -244,10 +243,8 @@ def run_convergence(
             cache_dir = (cwd or Path.cwd()) / cache_dir
     try:
         return _run(prep, out_dir, cache_dir, overrides or [], started, t_start)
-    except _OOM_ERRORS as err:
-        raise OutOfMemory(_oom_message(prep, err)) from err
-    except RuntimeError as err:
-        if "out of memory" in str(err).lower():
+    except (RuntimeError, MemoryError) as err:
+        if is_out_of_memory(err):
             raise OutOfMemory(_oom_message(prep, err)) from err
         raise
 
@@ -322,13 +319,13 @@ def _run(
         "analytic_ntk": theta.numpy(),
         "network_seeds": np.array([e["network_seed"] for e in per_seed]),
     }
-    record: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "experiment": "convergence",
-        "status": FINISHED,
-        "config_hash": prep.config_hash,
-        "identity": s.identity(),
-        "config": _config_dict(s),
+    record = envelope(
+        "convergence",
+        prep.config_hash,
+        s.identity(),
+        config=_config_dict(s),
+    )
+    record |= {
         "overrides": overrides,
         "name": s.name,
         "width": s.width,
@@ -387,7 +384,7 @@ def settings_from_config(cfg: DictConfig) -> ConvergenceConfig:
     return settings_from(cfg, ConvergenceConfig, "conf/convergence.yaml")
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="convergence")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="convergence")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: validate, then run one width (see the module docstring)."""
     hc = HydraConfig.get()
@@ -395,17 +392,15 @@ def main(cfg: DictConfig) -> float | None:
         prep = prepare(settings_from_config(cfg))
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
-    try:
-        record = run_convergence(
+    record = guarded(
+        lambda: run_convergence(
             prep,
             Path(hc.runtime.output_dir),
             cwd=Path(hc.runtime.cwd),
             overrides=list(hc.overrides.task),
-        )
-    except FileExistsError as err:
-        fail(str(err), EXIT_BAD_INPUT)
-    except OutOfMemory as err:
-        fail(str(err), EXIT_OUT_OF_MEMORY)
+        ),
+        str,
+    )
     return float(record["ntk"]["mean"]["rel_fro"])
 
 

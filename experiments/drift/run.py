@@ -40,18 +40,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from experiments.common.cli import fail, settings_from
+from experiments.common.cli import CONF_DIR, settings_from
 from experiments.common.records import (
-    FINISHED,
     RECORD_NAME,
-    SCHEMA_VERSION,
     atomic_write_json,
-    config_hash,
     finished_record,
+    identity_hash,
     library_versions,
     read_json,
     utc_now,
 )
+from experiments.common.run import envelope, guarded, set_threads, validated
 from experiments.common.schema import DriftConfig, register_configs
 from experiments.drift.summary import summarize
 from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
@@ -66,8 +65,6 @@ from rntk_empirical.training import (
 register_configs()
 
 log = logging.getLogger(__name__)
-EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY = 2, 3
-EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every")
 
 
 def _probe(task: Task, n_probe: int) -> list[torch.Tensor]:
@@ -77,14 +74,13 @@ def _probe(task: Task, n_probe: int) -> list[torch.Tensor]:
 
 def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = None) -> dict:
     """Run (or resume, or skip if finished) one width; returns the record."""
-    chash = config_hash(cfg.identity())
+    chash = identity_hash(cfg.identity())
     if not cfg.force:
         done = finished_record(out_dir, chash)
         if done is not None:
             log.info("already finished: %s (force=true recomputes); skipping", out_dir)
             return done
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
+    set_threads(cfg.num_threads)
     from rntk_empirical.analytic import analytic_ntk
     from rntk_empirical.empirical import empirical_ntk
     from rntk_empirical.kernel_machines import gradient_descent_mse
@@ -196,12 +192,8 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
         ckpt.unlink(missing_ok=True)
         per_seed.append(entry)
     bar.close()
-    record = {
-        "schema": SCHEMA_VERSION,
-        "experiment": "drift",
-        "status": FINISHED,
-        "config_hash": chash,
-        "identity": cfg.identity(),
+    record = envelope("drift", chash, cfg.identity())
+    record |= {
         "overrides": overrides or [],
         "name": cfg.name,
         "width": cfg.width,
@@ -244,25 +236,22 @@ def settings_from_config(cfg: DictConfig) -> DriftConfig:
     return settings_from(cfg, DriftConfig, "conf/drift.yaml")
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="drift")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="drift")
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
-    try:
-        settings = settings_from_config(cfg)
-        settings.task.build()  # data problems surface before any work
-        resolve_device(settings.device.value)
-    except ValueError as err:
-        fail(str(err), EXIT_BAD_INPUT)
-    try:
-        run_drift(settings, Path(hc.runtime.output_dir), list(hc.overrides.task))
-    except FileExistsError as err:
-        fail(str(err), EXIT_BAD_INPUT)
-    except (MemoryError, torch.cuda.OutOfMemoryError) as err:
-        fail(
+
+    def check(s: DriftConfig) -> None:
+        s.task.build()  # data problems surface before any work
+        resolve_device(s.device.value)
+
+    settings = validated(cfg, DriftConfig, "conf/drift.yaml", check)
+    guarded(
+        lambda: run_drift(settings, Path(hc.runtime.output_dir), list(hc.overrides.task)),
+        lambda err: (
             f"out of memory at width={settings.width} ({type(err).__name__}); use smaller "
-            "widths, fewer training sequences (task.n_train) or track_linearized=false",
-            EXIT_OUT_OF_MEMORY,
-        )
+            "widths, fewer training sequences (task.n_train) or track_linearized=false"
+        ),
+    )
 
 
 if __name__ == "__main__":

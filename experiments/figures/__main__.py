@@ -24,7 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common.cli import fail
+from experiments.common.cli import CONF_DIR, fail
 from experiments.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def _names(figure: str) -> list[str]:
     return [figure]
 
 
-@hydra.main(config_path="../../conf", config_name="figures", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="figures", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (see the module docstring)."""
     names = _names(str(cfg.figure))

@@ -42,12 +42,6 @@ SERIES = (
     ("erf_avg", {"nonlinearity": "erf", "sigma_w": 1.0, "readout": "avg"}),
 )
 
-CLI_ARCH_NAMES = {
-    ("relu_last", 1): "relu_last",
-    ("erf_avg", 1): "erf_avg",
-    ("relu_last", 2): "relu_2layer",
-}
-
 
 @dataclass(frozen=True)
 class NtkDeviationParams:
@@ -100,8 +94,8 @@ def _config(
     seed: int,
     outputs: Path,
 ) -> ConvergenceConfig:
-    # the command line's names where the setting coincides, so its sweeps are reused
-    arch_name = CLI_ARCH_NAMES.get((name, depth), f"{name}_L{depth}")
+    # names only label folders: finished runs are found by configuration (identity_hash)
+    arch_name = name if depth == 1 else f"{name}_L{depth}"
     default_data = DataConfig()
     same = (p.n_inputs, T, p.input_dim, seed) == (
         default_data.n,

@@ -48,7 +48,6 @@ from rntk_empirical.tasks import synthetic_regression
 from rntk_empirical.training import TrainSettings, kernel_learning_rate, train_and_track
 
 INITS = ("gaussian", "orthogonal")
-ARCH_NAMES = {"gaussian": "relu_last", "orthogonal": "orthogonal"}  # conf/arch names
 
 
 @dataclass(frozen=True)
@@ -96,8 +95,8 @@ def _deviation(p: OrthogonalParams, seed: int, outputs: Path, index: RecordIndex
         data = DataConfig(seed=seed)
         cfgs = [
             ConvergenceConfig(
-                name=f"{ARCH_NAMES[init]}-{data.name}",
-                arch=ArchConfig(name=ARCH_NAMES[init], init=init),
+                name=f"relu_{init}-{data.name}",
+                arch=ArchConfig(name=f"relu_{init}", init=init),
                 data=data,
                 width=w,
                 seeds=p.seeds,

@@ -44,6 +44,7 @@ import numpy as np
 
 from experiments.common.cli import fail
 from experiments.common.records import atomic_write_json, find_records, utc_now
+from experiments.common.run import record_kind, record_timings
 from experiments.uci.stats import friedman_test, summary_table
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def _find(root: str | Path) -> list[tuple[Path, dict]]:
     root = Path(root)
     if not root.exists():
         raise ValueError(f"{str(root)!r} does not exist")
-    found = [(p, r) for p, r in find_records(root) if r.get("kind") == KIND]
+    found = [(p, r) for p, r in find_records(root) if record_kind(r) == KIND]
     latest: dict[str, tuple[Path, dict]] = {}
     for path, rec in found:
         name = rec.get("dataset")
@@ -224,7 +225,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: list[Sequence[Any]]) -> 
 
 
 def _timing(rec: dict) -> dict[str, float | None]:
-    t = rec.get("timing") if isinstance(rec.get("timing"), dict) else {}
+    t = record_timings(rec)
     return {k: _accuracy(t.get(k)) for k in TIMING_KEYS}
 
 

@@ -32,25 +32,21 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from experiments.common.cli import fail, settings_from
+from experiments.common.cli import CONF_DIR, settings_from
 from experiments.common.records import (
-    FINISHED,
     RECORD_NAME,
-    SCHEMA_VERSION,
     atomic_write_json,
     config_hash,
     finished_record,
-    library_versions,
     read_json,
-    utc_now,
 )
+from experiments.common.run import envelope, guarded, set_threads, validated
 from experiments.common.schema import UCIConfig, register_configs
 from experiments.uci.benchmark import (
     FamilySelection,
@@ -194,14 +190,13 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
         for spec, val, test in forest_candidates(ds, settings.baseline_grid, settings.seed):
             sel.offer(spec, None, val, test)
             kernels.append({"spec": spec, "val_acc": [val], "best_C": None})
-    rec = {
-        "kind": "uci",
-        "schema_version": SCHEMA_VERSION,
-        "status": FINISHED,
-        "finished": utc_now(),
-        "config_hash": results_dir(settings).name,
-        "identity": identity(settings),
-        "dataset": name,
+    rec = envelope(
+        "uci",
+        results_dir(settings).name,
+        identity(settings),
+        dataset=name,
+    )
+    rec |= {
         "n": int(ds.X.shape[0]),
         "length": ds.length,
         "n_classes": ds.n_classes,
@@ -214,14 +209,13 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
             "unconverged": svm.unconverged,
             "test_evaluations": sel.test_evaluations,
         },
-        "timing": {
+        "timings": {
             "kernel_s": t_kernel,
             "svm_s": svm_recurrent,
             "baseline_s": time.perf_counter() - t_base,
             "total_s": elapsed_before + time.perf_counter() - t_start,
         },
         "device": str(device),
-        "versions": library_versions(),
     }
     atomic_write_json(out / RECORD_NAME, rec)
     partial.unlink(missing_ok=True)
@@ -265,7 +259,7 @@ def run(settings: UCIConfig) -> Path:
             fam.get("nngp", {}).get("test_acc", float("nan")),
             best[0],
             best[1].get("test_acc", float("nan")),
-            rec["timing"]["total_s"],
+            rec["timings"]["total_s"],
         )
     return root
 
@@ -295,25 +289,20 @@ class UCIReportCallback(Callback):
             _report(results_dir(settings))
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="uci")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="uci")
 def main(cfg: DictConfig) -> None:
-    try:
-        settings = settings_from(cfg, UCIConfig, "conf/uci.yaml")
-        datasets_of(settings)
-        resolve_device(settings.device.value)
-    except ValueError as err:
-        fail(str(err), EXIT_BAD_INPUT)
-    if settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
-    try:
-        root = run(settings)
-    except FileExistsError as err:
-        fail(str(err), EXIT_BAD_INPUT)
-    except (MemoryError, torch.cuda.OutOfMemoryError) as err:
-        fail(
-            f"out of memory ({type(err).__name__}); lower block_elements or use dtype=float32",
-            EXIT_OUT_OF_MEMORY,
-        )
+    def check(s: UCIConfig) -> None:
+        datasets_of(s)
+        resolve_device(s.device.value)
+
+    settings = validated(cfg, UCIConfig, "conf/uci.yaml", check)
+    set_threads(settings.num_threads)
+    root = guarded(
+        lambda: run(settings),
+        lambda err: (
+            f"out of memory ({type(err).__name__}); lower block_elements or use dtype=float32"
+        ),
+    )
     multirun = HydraConfig.get().mode.name == "MULTIRUN"
     if settings.report and not multirun and settings.dataset.strip() != "":
         _report(root)
