@@ -23,6 +23,12 @@ def settings_from(cfg: DictConfig, schema: type[S], config_file: str) -> S:
     ``OmegaConf.to_object`` runs the dataclass's ``__post_init__`` checks; their ValueError
     (wrapped by OmegaConf) is surfaced with its own message.
     """
+    unknown = _unknown_keys(cfg, OmegaConf.structured(schema))
+    if unknown:
+        raise ValueError(
+            f"unknown option {unknown[0]!r} (added with '+'?): the schema of {config_file} has "
+            "no such key; check the spelling (--help lists the options)"
+        )
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
@@ -38,3 +44,20 @@ def fail(message: str, code: int) -> None:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
+
+
+def _unknown_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of ``cfg`` that ``schema`` does not declare (Hydra's ``+key=`` appends
+    them even to structured configs, where they would be ignored silently)."""
+    out = []
+    for key in cfg.keys():
+        if not prefix and key == "hydra":
+            continue
+        if key not in schema:
+            out.append(f"{prefix}{key}")
+            continue
+        sub, ref = cfg._get_node(key), schema._get_node(key)
+        if isinstance(sub, DictConfig) and isinstance(ref, DictConfig):
+            out += _unknown_keys(sub, ref, f"{prefix}{key}.")
+    return out
+

@@ -7,7 +7,10 @@ Exit codes of every entry point: 0 success (or skipped: already finished), 2 inv
 
 from __future__ import annotations
 
+import atexit
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -15,6 +18,11 @@ from omegaconf import DictConfig
 
 from experiments.common.cli import fail, settings_from
 from experiments.common.records import FINISHED, SCHEMA_VERSION, library_versions, utc_now
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - hydra is a dependency of the experiments
+    Callback = object  # type: ignore[misc,assignment]
 
 EXIT_BAD_INPUT = 2
 EXIT_OUT_OF_MEMORY = 3
@@ -48,6 +56,7 @@ def validated(
         if check is not None:
             check(settings)
     except ValueError as err:
+        discard_if_empty(run_dir())
         fail(str(err), EXIT_BAD_INPUT)
     return settings
 
@@ -101,3 +110,101 @@ def record_timings(record: dict) -> dict:
     """A record's timings, also for records of the previous format (``timing``)."""
     t = record.get("timings", record.get("timing"))
     return t if isinstance(t, dict) else {}
+
+
+# ---------------------------------------------------------------------- provenance
+_STATE = {"computed": False}
+
+
+def run_dir() -> Path | None:
+    """The Hydra job's output folder (None outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+def write_provenance(cfg: DictConfig, out_dir: Path) -> None:
+    """What Hydra writes to ``.hydra/`` (the composed config, the overrides), written by
+    the run itself once it is going to compute: a run that fails validation or skips a
+    finished folder leaves that folder's provenance as it was (``hydra.output_subdir`` is
+    null in the experiments' configs)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    _STATE["computed"] = True
+    meta = Path(out_dir) / ".hydra"
+    meta.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, meta / "config.yaml", resolve=False)
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), meta / "overrides.yaml")
+
+
+def discard_if_empty(out_dir: Path | None) -> None:
+    """Remove a job folder this attempt created and left without results (only Hydra's job
+    log inside), and its empty parents: bad input leaves no folders behind."""
+    if out_dir is None or not out_dir.is_dir():
+        return
+    if any(p.suffix != ".log" for p in out_dir.iterdir()):
+        return
+    for p in out_dir.iterdir():
+        p.unlink()
+    cwd = Path.cwd().resolve()
+    d = out_dir.resolve()
+    while d != cwd and cwd in d.parents and d.is_dir() and not any(d.iterdir()):
+        d.rmdir()
+        d = d.parent
+
+
+class KeepSweepProvenance(Callback):
+    """Hydra callback: a sweep that computes nothing (every job failed validation or was
+    already finished) leaves the sweep folder's ``multirun.yaml`` as it was.
+
+    (Hydra's sweeper rewrites ``multirun.yaml`` when a sweep starts; this restores the old
+    one at exit unless a job of this process computed something. Launchers that run jobs in
+    other processes (joblib, submitit) are left alone: the parent cannot tell.)"""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if not launcher.endswith("BasicLauncher"):
+            return
+        path = Path(str(config.hydra.sweep.dir)) / "multirun.yaml"
+        old = path.read_bytes() if path.exists() else None
+        _STATE["computed"] = False
+
+        def restore() -> None:
+            if _STATE["computed"]:
+                return
+            if old is not None:
+                path.write_bytes(old)
+            elif path.exists():
+                path.unlink()
+                discard_if_empty(path.parent)
+
+        atexit.register(restore)
+
+
+def hydra_entry(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function so that Hydra's own errors (a value of the wrong
+    type, an unknown key, a ``+key=`` the schema does not have, a missing config group
+    option) are one line on stderr with exit 2, like the experiments' own validation."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra raise instead of printing and exiting 1
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if user_full_error == "1":
+            raise
+        fail(one_line(err), EXIT_BAD_INPUT)
+
+
+def one_line(err: BaseException) -> str:
+    """The first informative line of a Hydra/OmegaConf error (its cause's if it has one)."""
+    parts = [str(err)]
+    if err.__cause__ is not None:
+        parts.append(str(err.__cause__))
+    text = " ".join(line.strip() for p in parts for line in p.splitlines()[:2] if line.strip())
+    return text.replace("    ", " ")

@@ -23,10 +23,8 @@ Writes into DIR (default PATH/report): ``convergence.png`` / ``convergence.pdf``
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common.records import atomic_write_json, config_hash, find_records, utc_now
+from experiments.common.records import atomic_write_json, config_hash, utc_now
+from experiments.common.reporting import (
+    RecordScan,
+    SweepReport,
+    differing_keys,
+    flatten,
+    report_main,
+    scan,
+)
 from rntk_empirical.metrics import debiased_bias, mean_kernel_error
 from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
 
@@ -143,16 +149,17 @@ def _load_kernels(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - missing, truncated (BadZipFile, EOFError), pickled
         return None
 
 
-def collect(root: str | Path) -> list[Series]:
-    """Read every finished convergence record under ``root`` into series (one per config)."""
-    found = [(p, r) for p, r in find_records(root) if r.get("experiment") == "convergence"]
-    found.sort(key=lambda pr: (pr[1].get("finished", ""), str(pr[0])))
+def collect(root: str | Path, found: RecordScan | None = None) -> list[Series]:
+    """Read every finished convergence record under ``root`` into series (one per config);
+    unusable files are added to ``found.problems``."""
+    found = found if found is not None else scan(root, "convergence")
+    records = sorted(found.records, key=lambda pr: (pr[1].get("finished", ""), str(pr[0])))
     series: dict[str, Series] = {}
-    for path, rec in found:
+    for path, rec in records:
         ident = _group_identity(rec["identity"])
         key = config_hash(ident, length=10)
         ser = series.get(key)
@@ -163,8 +170,13 @@ def collect(root: str | Path) -> list[Series]:
         errs = ser.errors.setdefault(w, {})
         for e in rec["per_seed"]:
             errs[int(e["network_seed"])] = {k: e[k] for k in ("ntk", "nngp") if k in e}
-        arrays = _load_kernels(path.parent / rec.get("kernels_file", "kernels.npz"))
+        kernels_path = path.parent / rec.get("kernels_file", "kernels.npz")
+        arrays = _load_kernels(kernels_path)
         if arrays is None:
+            found.exclude(
+                kernels_path,
+                f"unreadable (missing or truncated): no seed-averaged metrics at width {w}",
+            )
             ser.kernels.pop(w, None)  # kernels incomplete for this width: no kernel metrics
             continue
         ks = ser.kernels.setdefault(w, {})
@@ -178,16 +190,6 @@ def collect(root: str | Path) -> list[Series]:
     return out
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _disambiguate_labels(series: list[Series]) -> None:
     """Series that share a name get the config entries in which they differ appended."""
     by_label: dict[str, list[Series]] = {}
@@ -196,10 +198,9 @@ def _disambiguate_labels(series: list[Series]) -> None:
     for same in by_label.values():
         if len(same) < 2:
             continue
-        flats = [_flatten(s.identity) for s in same]
-        keys = sorted({k for f in flats for k in f})
-        differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
-        for s, f in zip(same, flats):
+        differ = differing_keys([s.identity for s in same])
+        for s in same:
+            f = flatten(s.identity)
             s.label += " (" + ", ".join(f"{k}={f.get(k)}" for k in differ) + ")"
 
 
@@ -425,16 +426,18 @@ def make_report(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Aggregate the records under ``root`` into ``out`` (default ``root/report``).
 
-    Returns the summary (also written to ``summary.json``). Raises ValueError if ``root``
-    does not exist or holds no finished convergence record.
+    Returns the summary (also written to ``summary.json``); files that could not be used are
+    listed in its ``excluded``. Raises ValueError if ``root`` does not exist, holds no
+    finished convergence record, or (``strict``) holds a record that cannot be used.
     """
     root = Path(root)
-    if not root.exists():
-        raise ValueError(f"{str(root)!r} does not exist")
-    series = collect(root)
+    found = scan(root, "convergence")
+    series = collect(root, found)
+    found.check(strict)
     if not series:
         raise ValueError(f"no finished convergence records (record.json) under {str(root)!r}")
     out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
@@ -442,9 +445,10 @@ def make_report(
     fit_series(series, n_boot=n_boot, level=level, seed=seed)
     n_records = sum(len(s.records) for s in series)
     summ = summary(series, root, n_records)
+    summ["excluded"] = found.summary()
     write_points_csv(series, out / "points.csv")
     plot(series, out / "convergence")
-    (out / "summary.md").write_text(summary_markdown(series))
+    (out / "summary.md").write_text(summary_markdown(series) + found.markdown())
     atomic_write_json(out / "summary.json", summ)
     summ["out"] = str(out)
     return summ
@@ -470,54 +474,22 @@ def format_summary(summ: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra is a dependency
-    Callback = object  # type: ignore[misc,assignment]
-
-
-class ReportCallback(Callback):
+class ReportCallback(SweepReport):
     """Hydra callback: when a sweep ends, aggregate its folder into ``<sweep dir>/report``."""
 
-    def __init__(self, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> None:
-        self.n_boot, self.level, self.seed = n_boot, level, seed
-
-    def on_multirun_end(self, config, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            summ = make_report(sweep_dir, n_boot=self.n_boot, level=self.level, seed=self.seed)
-        except Exception as err:  # noqa: BLE001 - a failed report must not fail the sweep
-            log.error("report of %s failed: %s", sweep_dir, err)
-            return
-        for line in format_summary(summ).splitlines():
-            log.info(line)
-        log.info("report: %s", summ["out"])
+    make_report = staticmethod(make_report)
+    format_summary = staticmethod(format_summary)
+    command = "experiments.convergence.report"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.convergence.report",
-        description="Fit convergence exponents of the runs under PATH (searched recursively).",
+    return report_main(
+        argv,
+        "python -m experiments.convergence.report",
+        "Fit convergence exponents of the runs under PATH (searched recursively).",
+        make_report,
+        format_summary,
     )
-    parser.add_argument("path", help="a folder of runs (or one record.json)")
-    parser.add_argument("--out", default=None, help="output folder (default PATH/report)")
-    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates")
-    parser.add_argument("--level", type=float, default=0.95, help="confidence level")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    args = parser.parse_args(argv)
-    if args.n_boot < 0 or not 0 < args.level < 1 or math.isnan(args.level):
-        print("error: --n-boot must be >= 0 and --level in (0, 1)", file=sys.stderr)
-        return 2
-    try:
-        summ = make_report(
-            args.path, args.out, n_boot=args.n_boot, level=args.level, seed=args.seed
-        )
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(format_summary(summ))
-    print(f"report: {summ['out']}")
-    return 0
 
 
 if __name__ == "__main__":

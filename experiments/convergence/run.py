@@ -58,10 +58,14 @@ from experiments.common.records import (
 from experiments.common.run import (
     EXIT_BAD_INPUT,
     OutOfMemory,
+    discard_if_empty,
     envelope,
     guarded,
+    hydra_entry,
     is_out_of_memory,
+    run_dir,
     set_threads,
+    write_provenance,
 )
 from experiments.common.schema import ConvergenceConfig, register_configs
 from rntk_empirical.architecture import Architecture
@@ -391,11 +395,15 @@ def main(cfg: DictConfig) -> float | None:
     try:
         prep = prepare(settings_from_config(cfg))
     except ValueError as err:
+        discard_if_empty(run_dir())
         fail(str(err), EXIT_BAD_INPUT)
+    out_dir = Path(hc.runtime.output_dir)
+    if prep.settings.force or finished_record(out_dir) is None:
+        write_provenance(cfg, out_dir)
     record = guarded(
         lambda: run_convergence(
             prep,
-            Path(hc.runtime.output_dir),
+            out_dir,
             cwd=Path(hc.runtime.cwd),
             overrides=list(hc.overrides.task),
         ),
@@ -405,4 +413,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -19,10 +19,7 @@ Diverged seeds are counted in the CSVs and marked on the plots; they never fail 
 
 from __future__ import annotations
 
-import argparse
-import csv
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +28,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from hydra.experimental.callback import Callback  # noqa: E402
 
-from experiments.common.records import atomic_write_json, config_hash, find_records  # noqa: E402
+from experiments.common.records import atomic_write_json, config_hash  # noqa: E402
+from experiments.common.reporting import (  # noqa: E402
+    RecordScan,
+    SweepReport,
+    differing_keys,
+    flatten,
+    report_main,
+    save_figure,
+    scan,
+    write_csv,
+)
 from experiments.drift.summary import final_value  # noqa: E402
 from rntk_empirical.scaling import bootstrap_power_law  # noqa: E402
 
@@ -56,44 +62,20 @@ def _group_key(rec: dict) -> str:
     return config_hash(ident, 10)
 
 
-def _label(rec: dict, differing: set[str]) -> str:
-    ident = rec["identity"]
-    parts = [str(ident.get("name", "run"))]
-    for k in sorted(differing):
-        parts.append(f"{k}={_get(ident, k)}")
-    return ", ".join(parts)
-
-
-def _get(d: dict, dotted: str):
-    for part in dotted.split("."):
-        d = d.get(part, {}) if isinstance(d, dict) else {}
-    return d
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def collect(root: Path) -> dict[str, dict]:
+def collect(found: RecordScan) -> dict[str, dict]:
     """Group key -> {"label", "identity", "runs": {width: record}}."""
     groups: dict[str, dict] = {}
-    for _, rec in find_records(root):
-        if rec.get("experiment") != "drift":
+    for path, rec in found.records:
+        if not isinstance(rec.get("per_seed"), list) or "width" not in rec:
+            found.exclude(path, "a drift record without per_seed results or width")
             continue
         g = groups.setdefault(_group_key(rec), {"identity": rec["identity"], "runs": {}})
         g["runs"][int(rec["width"])] = rec
-    if groups:
-        flats = [_flat(g["identity"]) for g in groups.values()]
-        keys = set().union(*flats) - {"width"}
-        differing = {k for k in keys if len({str(f.get(k)) for f in flats}) > 1} - {"name"}
-        for g in groups.values():
-            g["label"] = _label({"identity": g["identity"]}, differing)
+    differing = differing_keys([g["identity"] for g in groups.values()], {"width", "name"})
+    for g in groups.values():
+        flat = flatten(g["identity"])
+        parts = [str(g["identity"].get("name", "run"))] + [f"{k}={flat.get(k)}" for k in differing]
+        g["label"] = ", ".join(parts)
     return groups
 
 
@@ -142,16 +124,6 @@ def fit_groups(groups: dict[str, dict], n_boot: int, level: float, seed: int = 0
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def curve_rows(groups: dict[str, dict]) -> list[dict]:
     rows = []
     for key, g in groups.items():
@@ -178,14 +150,6 @@ def curve_rows(groups: dict[str, dict]) -> list[dict]:
                         row[q] = h[q][i] if i < len(h[q]) else float("nan")
                     rows.append(row)
     return rows
-
-
-def _save(fig, stem: Path) -> list[Path]:
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    return paths
 
 
 def plot_width(groups: dict[str, dict], stem: Path) -> list[Path]:
@@ -241,7 +205,7 @@ def plot_width(groups: dict[str, dict], stem: Path) -> list[Path]:
         ax.legend(fontsize=6.5)
     fig.suptitle("Trained Elman RNNs: change during training vs width (final step)")
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def plot_steps(groups: dict[str, dict], stem: Path) -> list[Path]:
@@ -277,24 +241,31 @@ def plot_steps(groups: dict[str, dict], stem: Path) -> list[Path]:
         for ax in axes[:, j]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, stem)
+    return save_figure(fig, stem)
 
 
 def make_report(
-    root: str | Path, out: str | Path | None = None, n_boot: int = 2000, level: float = 0.95
+    root: str | Path,
+    out: str | Path | None = None,
+    *,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    strict: bool = False,
 ) -> dict[str, Any]:
-    """Aggregate every drift record under ``root``; returns the summary."""
+    """Aggregate every drift record under ``root``; returns the summary (files that could
+    not be used are listed in its ``excluded``; with ``strict`` they raise ValueError)."""
     root = Path(root)
-    if not root.exists():
-        raise ValueError(f"{str(root)!r} does not exist")
-    groups = collect(root)
+    found = scan(root, "drift")
+    groups = collect(found)
+    found.check(strict)
     if not groups:
         raise ValueError(f"no finished drift records under {str(root)!r}")
     out_dir = Path(out) if out else (root if root.is_dir() else root.parent) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = fit_groups(groups, n_boot, level)
-    _write_csv(out_dir / "points.csv", rows)
-    _write_csv(out_dir / "curves.csv", curve_rows(groups))
+    rows = fit_groups(groups, n_boot, level, seed)
+    write_csv(out_dir / "points.csv", rows)
+    write_csv(out_dir / "curves.csv", curve_rows(groups))
     files = plot_width(groups, out_dir / "drift_vs_width")
     files += plot_steps(groups, out_dir / "drift_vs_step")
     summ = {
@@ -315,9 +286,11 @@ def make_report(
             for g in groups.values()
         ],
         "files": [str(p) for p in files] + [str(out_dir / n) for n in ("points.csv", "curves.csv")],
+        "excluded": found.summary(),
+        "out": str(out_dir),
     }
     atomic_write_json(out_dir / "summary.json", summ)
-    (out_dir / "summary.md").write_text(summary_markdown(summ))
+    (out_dir / "summary.md").write_text(summary_markdown(summ) + found.markdown())
     return summ
 
 
@@ -333,39 +306,22 @@ def summary_markdown(summ: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-class DriftReportCallback(Callback):
-    """Hydra callback: aggregate the sweep when a multirun ends (never fails the sweep)."""
+class DriftReportCallback(SweepReport):
+    """Hydra callback: aggregate the sweep when a multirun ends."""
 
-    def __init__(self, n_boot: int = 2000, level: float = 0.95) -> None:
-        self.n_boot, self.level = n_boot, level
-
-    def on_multirun_end(self, config, **kwargs: Any) -> None:
-        try:
-            summ = make_report(config.hydra.sweep.dir, n_boot=self.n_boot, level=self.level)
-            log.info("drift report:\n%s", summary_markdown(summ))
-        except Exception as err:  # noqa: BLE001 - a report problem must not lose the runs
-            log.error(
-                "drift report failed: %s (runs are kept; re-run "
-                "`python -m experiments.drift.report %s`)",
-                err,
-                config.hydra.sweep.dir,
-            )
+    make_report = staticmethod(make_report)
+    format_summary = staticmethod(summary_markdown)
+    command = "experiments.drift.report"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("root", help="folder of drift runs (searched recursively)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--n-boot", type=int, default=2000)
-    p.add_argument("--level", type=float, default=0.95)
-    a = p.parse_args(argv)
-    try:
-        summ = make_report(a.root, a.out, a.n_boot, a.level)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(summary_markdown(summ))
-    return 0
+    return report_main(
+        argv,
+        "python -m experiments.drift.report",
+        __doc__.splitlines()[0],
+        make_report,
+        summary_markdown,
+    )
 
 
 if __name__ == "__main__":

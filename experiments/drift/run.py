@@ -50,7 +50,14 @@ from experiments.common.records import (
     read_json,
     utc_now,
 )
-from experiments.common.run import envelope, guarded, set_threads, validated
+from experiments.common.run import (
+    envelope,
+    guarded,
+    hydra_entry,
+    set_threads,
+    validated,
+    write_provenance,
+)
 from experiments.common.schema import DriftConfig, register_configs
 from experiments.drift.summary import summarize
 from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
@@ -245,8 +252,11 @@ def main(cfg: DictConfig) -> None:
         resolve_device(s.device.value)
 
     settings = validated(cfg, DriftConfig, "conf/drift.yaml", check)
+    out_dir = Path(hc.runtime.output_dir)
+    if settings.force or finished_record(out_dir) is None:
+        write_provenance(cfg, out_dir)
     guarded(
-        lambda: run_drift(settings, Path(hc.runtime.output_dir), list(hc.overrides.task)),
+        lambda: run_drift(settings, out_dir, list(hc.overrides.task)),
         lambda err: (
             f"out of memory at width={settings.width} ({type(err).__name__}); use smaller "
             "widths, fewer training sequences (task.n_train) or track_linearized=false"
@@ -255,4 +265,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common.cli import CONF_DIR, fail
+from experiments.common.run import hydra_entry
 from experiments.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
 
 log = logging.getLogger(__name__)
@@ -79,4 +80,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 
 from experiments.common.cli import fail
-from experiments.common.records import atomic_write_json, find_records, utc_now
-from experiments.common.run import record_kind, record_timings
+from experiments.common.records import atomic_write_json, utc_now
+from experiments.common.reporting import RecordScan, scan
+from experiments.common.run import record_timings
 from experiments.uci.stats import friedman_test, summary_table
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,13 @@ N_SLOWEST = 5
 STAT_KEYS = ("mean_acc", "std_acc", "friedman_rank", "p90", "p95", "pma")
 
 
-def _find(root: str | Path) -> list[tuple[Path, dict]]:
-    root = Path(root)
-    if not root.exists():
-        raise ValueError(f"{str(root)!r} does not exist")
-    found = [(p, r) for p, r in find_records(root) if record_kind(r) == KIND]
+def _find(root: str | Path, found: RecordScan | None = None) -> list[tuple[Path, dict]]:
+    found = found if found is not None else scan(root, KIND)
     latest: dict[str, tuple[Path, dict]] = {}
-    for path, rec in found:
+    for path, rec in found.records:
         name = rec.get("dataset")
         if not isinstance(name, str) or not isinstance(rec.get("families"), dict):
-            log.warning("%s: not a valid UCI record (no dataset or families); ignored", path)
+            found.exclude(path, "not a valid UCI record (no dataset or families)")
             continue
         if name in latest:
             old_path, old = latest[name]
@@ -153,11 +151,13 @@ def family_accuracies(rec: dict) -> dict[str, float]:
     return out
 
 
-def collect(root: str | Path, families: Sequence[str] | None = None) -> Benchmark:
+def collect(
+    root: str | Path, families: Sequence[str] | None = None, scanned: RecordScan | None = None
+) -> Benchmark:
     """Load the UCI records under ``root`` and build the accuracy matrix of the families
     present in every data set (of ``families`` if given). Raises ValueError if there is no
     record, an unknown family is asked for, or no family is present in every data set."""
-    found = _find(root)
+    found = _find(root, scanned)
     if not found:
         raise ValueError(f"no finished UCI records (record.json, kind 'uci') under {str(root)!r}")
     records = [rec for _, rec in found]
@@ -468,7 +468,8 @@ def build_report(
     family is present in every data set.
     """
     root = Path(root)
-    bench = collect(root, families)
+    scanned = scan(root, KIND)
+    bench = collect(root, families, scanned)
     out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
     out.mkdir(parents=True, exist_ok=True)
     rows = _table(bench, bench.acc, bench.columns)
@@ -486,6 +487,7 @@ def build_report(
         "friedman": None if test is None else test.to_dict(),
         "rows": rows,
         "timing": timing_summary(bench.records),
+        "excluded": scanned.summary(),
         "records": bench.paths,
     }
     if bench.dropped:

@@ -46,7 +46,14 @@ from experiments.common.records import (
     finished_record,
     read_json,
 )
-from experiments.common.run import envelope, guarded, set_threads, validated
+from experiments.common.run import (
+    envelope,
+    guarded,
+    hydra_entry,
+    set_threads,
+    validated,
+    write_provenance,
+)
 from experiments.common.schema import UCIConfig, register_configs
 from experiments.uci.benchmark import (
     FamilySelection,
@@ -296,6 +303,7 @@ def main(cfg: DictConfig) -> None:
         resolve_device(s.device.value)
 
     settings = validated(cfg, UCIConfig, "conf/uci.yaml", check)
+    write_provenance(cfg, Path(HydraConfig.get().runtime.output_dir))
     set_threads(settings.num_threads)
     root = guarded(
         lambda: run(settings),
@@ -310,4 +318,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

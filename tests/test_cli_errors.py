@@ -1,0 +1,58 @@
+"""Every CLI mistake is one line on stderr with exit 2, Hydra's own included, and a run that
+fails validation or is skipped leaves the provenance of finished runs and no empty folders."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_module
+
+TINY = ["width=8", "seeds=1", "data.n=3", "data.T=3", "cache=false", "progress=false"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("width=abc", "could not be converted to Integer"),
+        ("foo=1", "Key 'foo' not in 'ConvergenceConfig'"),
+        ("+arch.sigmaw=1.0", "unknown option 'arch.sigmaw'"),
+        ("arch=nope", "Could not find 'arch/nope'"),
+    ],
+)
+def test_hydra_errors_are_one_line_exit_2_and_leave_no_folder(tmp_path, override, message):
+    out = run_module("experiments.convergence", *TINY, override, cwd=tmp_path, timeout=180)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert message in out.stderr
+    assert not (tmp_path / "outputs").exists() or not any(
+        p.is_file() for p in (tmp_path / "outputs").rglob("*")
+    )
+
+
+def test_failed_or_skipped_runs_keep_the_provenance_of_finished_ones(tmp_path):
+    sweep = tmp_path / "outputs" / "convergence" / "relu_last-random"
+    first = run_module(
+        "experiments.convergence", "-m", *TINY, "hydra.callbacks.report.n_boot=10",
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    (run,) = sweep.glob("width=8/*/.hydra/config.yaml")
+    multirun = (sweep / "multirun.yaml").read_bytes()
+    config = run.read_bytes()
+    stamp = run.stat().st_mtime_ns
+    # a sweep into the same folder whose jobs all fail validation (no GPU here)
+    failed = run_module(
+        "experiments.convergence", "-m", *TINY, "device=cuda",
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1, failed.stderr
+    assert (sweep / "multirun.yaml").read_bytes() == multirun
+    # the same sweep again: every job is already finished and skipped
+    again = run_module(
+        "experiments.convergence", "-m", *TINY, "hydra.callbacks.report.n_boot=10",
+        cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert run.read_bytes() == config and run.stat().st_mtime_ns == stamp
+    assert (sweep / "multirun.yaml").read_bytes() == multirun
+    assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml", "report", "width=8"]
+    assert len(list((sweep / "width=8").iterdir())) == 1  # the failed job left no folder
