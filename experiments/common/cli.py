@@ -60,4 +60,3 @@ def _unknown_keys(cfg: DictConfig, schema: DictConfig, prefix: str = "") -> list
         if isinstance(sub, DictConfig) and isinstance(ref, DictConfig):
             out += _unknown_keys(sub, ref, f"{prefix}{key}.")
     return out
-

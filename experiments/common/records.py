@@ -105,7 +105,13 @@ def record_hash(record: dict) -> str | None:
     """A finished record's :func:`identity_hash` (recomputed from its identity, so records of
     the previous version, whose stored hash included the labels, are found too)."""
     ident = record.get("identity")
-    return identity_hash(ident) if isinstance(ident, dict) else record.get("config_hash")
+    if not isinstance(ident, dict):
+        return record.get("config_hash")
+    if ident.get("device") == "auto":  # older records: the device 'auto' resolved to
+        dev = record.get("device")
+        dev = dev.get("resolved") if isinstance(dev, dict) else dev
+        ident = {**ident, "device": str(dev).split(":")[0]}
+    return identity_hash(ident)
 
 
 def array_hash(*arrays: Any, length: int = 16) -> str:

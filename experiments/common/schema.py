@@ -209,7 +209,16 @@ class ConvergenceConfig:
                 continue
             v = getattr(self, f.name)
             out[f.name] = v.value if isinstance(v, Enum) else v
+        out["device"] = resolved_device(self.device)
         return out
+
+
+def resolved_device(choice: DeviceChoice) -> str:
+    """The device type ``auto`` (or a name) resolves to on this machine: a run's identity
+    holds it, so GPU runs never resume into CPU folders (ValueError if it is unavailable)."""
+    from rntk_empirical.devices import resolve_device
+
+    return resolve_device(choice.value).type
 
 
 def _at_least(name: str, value: Any, minimum: int) -> None:
@@ -308,6 +317,7 @@ class DriftConfig:
         for k in DRIFT_EXECUTION_FIELDS:
             d.pop(k, None)
         d["arch"] = self.arch.to_architecture().to_dict() | {"name": self.arch.name}
+        d["device"] = resolved_device(self.device)
         return d
 
 
@@ -352,7 +362,9 @@ class UCIConfig:
     Cs: list[float] = field(default_factory=lambda: [0.01, 1.0, 100.0, 1e4, 1e6])
     grid: UCIGridConfig = field(default_factory=UCIGridConfig)
     baselines: UCIBaselineConfig = field(default_factory=UCIBaselineConfig)
-    dtype: DTypeChoice = DTypeChoice.float32
+    # float64 arithmetic on every device unless float32 is asked for by name (the numba
+    # backend computes in float64 whatever this is; float32 then only halves the storage)
+    dtype: DTypeChoice = DTypeChoice.float64
     device: DeviceChoice = DeviceChoice.auto
     backend: BackendChoice = BackendChoice.auto
     compile: bool = False

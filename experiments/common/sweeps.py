@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from experiments.common.records import find_records, identity_hash, record_hash
@@ -18,10 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class RecordIndex:
-    """Finished records under a root, by config hash (built once, updated as runs finish)."""
+    """Finished records under a root, by config hash (built once, updated as runs finish).
 
-    def __init__(self, root: str | Path) -> None:
+    ``device`` (``cpu | cuda | auto``) is the device the figures' missing runs use; it is
+    part of each run's identity, so runs on another device are not reused."""
+
+    def __init__(self, root: str | Path, device: str = "cpu") -> None:
         self.root = Path(root)
+        self.device = device
         self._by_hash: dict[str, dict] = {}
         if self.root.exists():
             for _, rec in find_records(self.root):
@@ -34,6 +39,13 @@ class RecordIndex:
 
     def add(self, rec: dict) -> None:
         self._by_hash[record_hash(rec)] = rec
+
+
+def on_device(cfg, device: str):
+    """``cfg`` (a convergence or drift config) set to run on ``device``."""
+    from experiments.common.schema import DeviceChoice
+
+    return replace(cfg, device=DeviceChoice(device))
 
 
 def convergence_records(
@@ -49,7 +61,7 @@ def convergence_records(
     index = index or RecordIndex(outputs)
     out = []
     for cfg in configs:
-        prep = prepare(cfg)
+        prep = prepare(on_device(cfg, index.device))
         rec = index.get(prep.config_hash)
         if rec is None:
             run_dir = (
@@ -72,6 +84,7 @@ def drift_records(
     index = index or RecordIndex(outputs)
     out = []
     for cfg in configs:
+        cfg = on_device(cfg, index.device)
         chash = identity_hash(cfg.identity())
         rec = index.get(chash)
         if rec is None:

@@ -168,7 +168,9 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
 def compute(opts: RunOptions) -> FigureResult:
     p = resolve_params(KernelDriftParams, opts, QUICK)
     outputs = Path(opts.outputs_root)
-    recs = drift_records(drift_configs(p, p.widths, opts.seed), outputs, RecordIndex(outputs))
+    recs = drift_records(
+        drift_configs(p, p.widths, opts.seed), outputs, RecordIndex(outputs, opts.device)
+    )
     main: Table = []
     headline: dict = {"exponents": {}}
     for q in ("ntk_drift", "weight_change_total", "dist_linearized", "dist_kernel_analytic"):

@@ -189,7 +189,7 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
 def compute(opts: RunOptions) -> FigureResult:
     p = resolve_params(NtkDeviationParams, opts, QUICK)
     outputs = Path(opts.outputs_root)
-    index = RecordIndex(outputs)
+    index = RecordIndex(outputs, opts.device)
     rows: Table = []
     headline: dict = {"exponents": {}, "width_for_target": {}}
     for depth in p.depths:

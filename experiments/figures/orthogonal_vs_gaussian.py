@@ -234,7 +234,7 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
 def compute(opts: RunOptions) -> FigureResult:
     p = resolve_params(OrthogonalParams, opts, QUICK)
     outputs = Path(opts.outputs_root)
-    index = RecordIndex(outputs)
+    index = RecordIndex(outputs, opts.device)
     torch.manual_seed(opts.seed)
     main = _deviation(p, opts.seed, outputs, index) + _drift(p, opts.seed, outputs, index)
     training = _training(p, opts.seed, opts.progress)

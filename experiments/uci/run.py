@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -64,7 +65,7 @@ from experiments.uci.benchmark import (
     unit_kernels,
 )
 from rntk_empirical import uci
-from rntk_empirical.analytic import CUDA_BLOCK_ELEMENTS
+from rntk_empirical.analytic import CUDA_BLOCK_ELEMENTS, numba_backend
 from rntk_empirical.devices import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -77,15 +78,35 @@ PROTOCOL_VERSION = 1
 
 
 def identity(settings: UCIConfig) -> dict[str, Any]:
-    """What changes a dataset's result (hashed into the output folder's name)."""
+    """What changes a dataset's result (hashed into the output folder's name): the grid, the
+    baselines and the Cs, and where and how the kernels are computed (the resolved device,
+    the backend ``auto`` resolves to, the arithmetic precision), so runs on a GPU never
+    resume into a CPU folder."""
+    device = resolve_device(settings.device.value)
     return {
         "protocol": PROTOCOL_VERSION,
         "grid": asdict(settings.kernel_grid),
         "baselines": asdict(settings.baseline_grid),
         "Cs": list(settings.Cs),
         "dtype": settings.dtype.value,
+        "arithmetic": arithmetic(settings, device),
+        "device": device.type,
+        "backend": resolved_backend(settings, device),
         "seed": settings.seed,
     }
+
+
+def resolved_backend(settings: UCIConfig, device: torch.device) -> str:
+    """The kernel-bank backend ``settings.backend`` means on ``device`` (equal lengths)."""
+    if settings.backend.value != "auto":
+        return settings.backend.value
+    why_not = numba_backend.supported(settings.kernel_grid.nonlinearity, True, device)
+    return "numba" if why_not is None else "torch"
+
+
+def arithmetic(settings: UCIConfig, device: torch.device) -> str:
+    """The precision the kernels are computed in (numba: always float64)."""
+    return "float64" if resolved_backend(settings, device) == "numba" else settings.dtype.value
 
 
 def results_dir(settings: UCIConfig) -> Path:

@@ -1,0 +1,56 @@
+"""A run's identity: its configuration with the resolved device, backend and precision, never
+its labels, so finished runs are found whatever they were called and GPU runs never resume
+into CPU folders."""
+
+from __future__ import annotations
+
+import torch
+
+from experiments.common.records import identity_hash, record_hash
+from experiments.common.schema import (
+    ArchConfig,
+    BackendChoice,
+    ConvergenceConfig,
+    DriftConfig,
+    DTypeChoice,
+    UCIConfig,
+)
+from experiments.uci.run import identity as uci_identity
+from rntk_empirical.analytic import numba_backend
+
+
+def test_labels_do_not_enter_the_hash_but_the_configuration_does():
+    a = ConvergenceConfig(name="mine", arch=ArchConfig(name="anything"))
+    b = ConvergenceConfig(name="relu_last-random")
+    assert identity_hash(a.identity()) == identity_hash(b.identity())
+    c = ConvergenceConfig(arch=ArchConfig(sigma_w=1.0))
+    assert identity_hash(c.identity()) != identity_hash(b.identity())
+    d = DriftConfig(name="x", arch=ArchConfig(name="y"))
+    assert identity_hash(d.identity()) == identity_hash(DriftConfig().identity())
+
+
+def test_identity_holds_the_resolved_device(monkeypatch):
+    cpu = ConvergenceConfig().identity()
+    assert cpu["device"] == "cpu"  # device=auto on a machine without CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = ConvergenceConfig()
+    assert gpu.identity()["device"] == "cuda"
+    assert identity_hash(gpu.identity()) != identity_hash(cpu)
+    assert DriftConfig().identity()["device"] == "cuda"
+
+
+def test_records_of_the_previous_format_are_found():
+    """Older records hashed their labels and stored device 'auto'; the index recomputes."""
+    ident = {**ConvergenceConfig().identity(), "device": "auto", "name": "old", "arch_name": "o"}
+    legacy = {"identity": ident, "config_hash": "0123456789abcdef", "device": {"resolved": "cpu"}}
+    assert record_hash(legacy) == identity_hash(ConvergenceConfig().identity())
+
+
+def test_uci_identity_names_device_backend_and_arithmetic():
+    ident = uci_identity(UCIConfig())
+    numba_ok = numba_backend.available()
+    assert numba_ok  # the fast extra is part of the test set-up (CI installs it)
+    assert (ident["device"], ident["backend"], ident["arithmetic"]) == ("cpu", "numba", "float64")
+    torch32 = uci_identity(UCIConfig(backend=BackendChoice.torch, dtype=DTypeChoice.float32))
+    assert (torch32["backend"], torch32["arithmetic"]) == ("torch", "float32")
+    assert UCIConfig().dtype.value == "float64"  # float32 arithmetic only when asked for
