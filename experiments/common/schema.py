@@ -403,6 +403,9 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver(
         "rntk.stem", lambda p: Path(str(p)).stem if p else "file", replace=True
     )
+    from experiments.common.help import register_help_resolver
+
+    register_help_resolver()
     cs = ConfigStore.instance()
     cs.store(name="convergence_schema", node=ConvergenceConfig)
     cs.store(name="drift_schema", node=DriftConfig)

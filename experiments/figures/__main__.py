@@ -25,10 +25,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common.cli import CONF_DIR, fail
+from experiments.common.help import register_help_resolver
 from experiments.common.run import hydra_entry
 from experiments.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
 
 log = logging.getLogger(__name__)
+register_help_resolver()
 EXIT_BAD_INPUT = 2
 
 
