@@ -40,8 +40,10 @@ from experiments.common.reporting import (
     differing_keys,
     flatten,
     report_main,
+    save_figure,
     scan,
 )
+from experiments.common.style import PALETTE, describe_arch, fit_label, paper_style
 from rntk_empirical.metrics import debiased_bias, mean_kernel_error
 from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
 
@@ -164,7 +166,9 @@ def collect(root: str | Path, found: RecordScan | None = None) -> list[Series]:
         key = config_hash(ident, length=10)
         ser = series.get(key)
         if ser is None:
-            ser = series[key] = Series(key, rec.get("name", key), ident)
+            arch = ident.get("arch")
+            label = describe_arch(arch) if isinstance(arch, dict) else rec.get("name", key)
+            ser = series[key] = Series(key, label, ident)
         ser.records.append(str(path))
         w = int(rec["width"])
         errs = ser.errors.setdefault(w, {})
@@ -246,10 +250,10 @@ _MARKERS = {
     "rel_max": "D",
 }
 _SHORT = {
-    "rel_fro": "",
-    "mean_kernel_rel_fro": "error of mean",
-    "debiased_bias": "bias",
-    "rel_op": "operator",
+    "rel_fro": "per network",
+    "mean_kernel_rel_fro": "error of the seed mean",
+    "debiased_bias": "bias (debiased)",
+    "rel_op": "operator norm",
     "rel_max": "max entry",
 }
 
@@ -348,68 +352,98 @@ def summary_markdown(series: list[Series]) -> str:
     return "\n".join(lines)
 
 
-def plot(series: list[Series], stem: Path) -> list[Path]:
-    """The 2 x 3 log-log figure, saved as ``stem.png`` and ``stem.pdf``."""
-    import matplotlib
+HEADLINE = "ntk_rel_fro"
 
-    matplotlib.use("Agg")
+
+def _errorbar(ax, fit: PowerLawFit, color: str, marker: str, filled: bool, label: str) -> None:
+    w = np.asarray(fit.widths, dtype=float)
+    v = np.asarray(fit.values)
+    yerr = np.vstack([v - np.asarray(fit.value_low), np.asarray(fit.value_high) - v])
+    ax.errorbar(
+        w,
+        v,
+        yerr=np.clip(yerr, 0, None),
+        fmt=marker,
+        color=color,
+        capsize=2.5,
+        mfc=color if filled else "none",
+        label=label,
+    )
+
+
+def _reference(ax, fit: PowerLawFit, exponent: float, style: str, label: str) -> None:
+    """A reference slope through the first point of ``fit``."""
+    w = np.array([fit.widths[0], fit.widths[-1]], dtype=float)
+    ax.plot(w, fit.values[0] * (w / w[0]) ** exponent, style, color="0.3", lw=1, label=label)
+
+
+def _log_axes(ax, ylabel: str) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden width n")
+    ax.set_ylabel(ylabel)
+
+
+def plot(series: list[Series], stem: Path) -> list[Path]:
+    """The headline figure ``stem`` (NTK error of each network vs width, fitted power law,
+    the n^-1/2 reference) and the supplementary ``stem_supplement`` (every metric: seed
+    average, debiased bias, other norms, the NNGP). PNG and PDF each."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (title, keys) in zip(axes.flat, PANELS):
-        anchor = None
+    paths = []
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(4.6, 3.4))
+        ref = None
         for i, ser in enumerate(series):
-            color = colors[i % len(colors)]
-            for key in keys:
-                fit = ser.fits.get(key)
-                if fit is None:
-                    continue
-                suffix = key.split("_", 1)[1]
-                w = np.asarray(fit.widths, dtype=float)
-                v = np.asarray(fit.values)
-                yerr = np.vstack([v - np.asarray(fit.value_low), np.asarray(fit.value_high) - v])
-                name = f"{ser.label} {_SHORT[suffix]}".strip()
-                ax.errorbar(
-                    w,
-                    v,
-                    yerr=np.clip(yerr, 0, None),
-                    fmt=_MARKERS[suffix],
-                    color=color,
-                    ms=5,
-                    capsize=3,
-                    mfc="none" if suffix in ("debiased_bias", "rel_max") else color,
-                    label=f"{name}: p = {fit.exponent:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]",
-                )
-                ax.plot(w, fit.predict(w), "-", color=color, lw=1)
-                if anchor is None:
-                    anchor = (w[0], v[0], w[-1])
-        if anchor is not None:
-            w0, v0, w1 = anchor
-            ws = np.array([w0, w1])
-            ax.plot(
-                ws, v0 * (ws / w0) ** REFERENCE_EXPONENT, "k--", lw=1, alpha=0.6, label="slope -1/2"
-            )
-            if "seed-averaged" in title:
-                ax.plot(ws, v0 * (ws / w0) ** -1.0, "k:", lw=1, alpha=0.6, label="slope -1")
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.legend(fontsize=7, loc="lower left")
-        ax.set_title(title)
-        ax.set_xlabel("width n")
-        ax.set_ylabel("relative error")
-        ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle(
-        "Finite-width kernels vs the infinite-width RNTK / NNGP "
-        f"(points: statistic, bars: {_level(series)} bootstrap interval over seeds)",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
+            fit = ser.fits.get(HEADLINE)
+            if fit is None:
+                continue
+            color = PALETTE[i % len(PALETTE)]
+            _errorbar(ax, fit, color, "o", True, ser.label)
+            w = np.asarray(fit.widths, dtype=float)
+            ax.plot(w, fit.predict(w), "-", color=color, label=fit_label(*_exp(fit), fit.level))
+            ref = ref or fit
+        if ref is not None:
+            _reference(ax, ref, REFERENCE_EXPONENT, "--", "n^-1/2 reference (theory)")
+        _log_axes(ax, "relative error of the NTK")
+        ax.set_title("Empirical NTK vs the analytic RNTK, per network")
+        ax.legend(loc="lower left")
+        paths += save_figure(fig, stem)
+
+        fig, axes = plt.subplots(2, 3, figsize=(12, 7.2), squeeze=False)
+        for ax, (title, keys) in zip(axes.flat, PANELS):
+            ref = None
+            for i, ser in enumerate(series):
+                color = PALETTE[i % len(PALETTE)]
+                for j, key in enumerate(keys):
+                    fit = ser.fits.get(key)
+                    if fit is None:
+                        continue
+                    suffix = key.split("_", 1)[1]
+                    _errorbar(
+                        ax, fit, color, _MARKERS[suffix], j == 0, f"{ser.label}: {_SHORT[suffix]}"
+                    )
+                    w = np.asarray(fit.widths, dtype=float)
+                    ax.plot(w, fit.predict(w), "-" if j == 0 else "--", color=color, lw=1,
+                            label=fit_label(*_exp(fit)))  # fmt: skip
+                    ref = ref or fit
+            if ref is not None:
+                _reference(ax, ref, REFERENCE_EXPONENT, ":", "n^-1/2 reference")
+                if "seed-averaged" in title:
+                    _reference(ax, ref, -1.0, "-.", "n^-1 reference (bias of the mean)")
+                ax.legend(loc="lower left", fontsize=6.5)
+            _log_axes(ax, "relative error")
+            ax.set_title(title)
+        fig.suptitle(
+            f"All metrics (points: statistic over seeds; bars: {_level(series)} bootstrap "
+            "interval; lines: fitted power laws)"
+        )
+        paths += save_figure(fig, stem.with_name(stem.name + "_supplement"))
     return paths
+
+
+def _exp(fit: PowerLawFit) -> tuple[float, float, float]:
+    return fit.exponent, fit.ci_low, fit.ci_high
 
 
 def _level(series: list[Series]) -> str:

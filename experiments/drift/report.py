@@ -40,6 +40,7 @@ from experiments.common.reporting import (  # noqa: E402
     scan,
     write_csv,
 )
+from experiments.common.style import describe_arch, paper_style  # noqa: E402
 from experiments.drift.summary import final_value  # noqa: E402
 from rntk_empirical.scaling import bootstrap_power_law  # noqa: E402
 
@@ -74,7 +75,11 @@ def collect(found: RecordScan) -> dict[str, dict]:
     differing = differing_keys([g["identity"] for g in groups.values()], {"width", "name"})
     for g in groups.values():
         flat = flatten(g["identity"])
-        parts = [str(g["identity"].get("name", "run"))] + [f"{k}={flat.get(k)}" for k in differing]
+        arch = g["identity"].get("arch")
+        first = describe_arch(arch) if isinstance(arch, dict) else g["identity"].get("name", "run")
+        parts = [str(first)] + [
+            f"{k}={flat.get(k)}" for k in differing if not k.startswith("arch.")
+        ]
         g["label"] = ", ".join(parts)
     return groups
 
@@ -266,8 +271,9 @@ def make_report(
     rows = fit_groups(groups, n_boot, level, seed)
     write_csv(out_dir / "points.csv", rows)
     write_csv(out_dir / "curves.csv", curve_rows(groups))
-    files = plot_width(groups, out_dir / "drift_vs_width")
-    files += plot_steps(groups, out_dir / "drift_vs_step")
+    with paper_style():
+        files = plot_width(groups, out_dir / "drift_vs_width")
+        files += plot_steps(groups, out_dir / "drift_vs_step")
     summ = {
         "root": str(root),
         "level": level,

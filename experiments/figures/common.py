@@ -34,29 +34,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from experiments.common.records import atomic_write_json, library_versions, read_json, utc_now  # noqa: E402
+from experiments.common.style import mark_quick, paper_style  # noqa: E402
 
 Row = dict[str, Any]
 Table = list[Row]
 DrawFn = Callable[[dict[str, Table], dict[str, Any]], Figure]
 MAIN_TABLE = "main"
 INDEX_NAME = "README.md"
-
-# Publication defaults: serif-free, readable at single-column size.
-STYLE: dict[str, Any] = {
-    "font.size": 10,
-    "axes.titlesize": 10,
-    "axes.labelsize": 10,
-    "legend.fontsize": 8,
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "savefig.dpi": 200,
-    "savefig.bbox": "tight",
-    "figure.constrained_layout.use": True,
-}
 
 
 @dataclass(frozen=True)
@@ -259,8 +243,9 @@ def save_result(
         "created": utc_now(),
         "versions": library_versions(),
     }
-    with plt.rc_context(STYLE):
+    with paper_style():
         fig = result.draw(result.tables, meta)
+        mark_quick(fig, opts.quick)
     save_figure(fig, out_dir, name)
     atomic_write_json(out_dir / f"{name}.json", meta)
     write_index(out_dir)
@@ -279,8 +264,9 @@ def redraw(spec: FigureSpec, out_dir: Path) -> list[Path]:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing; run the figure once without redraw")
         tables[t] = read_csv(path)
-    with plt.rc_context(STYLE):
+    with paper_style():
         fig = spec.draw(tables, meta)
+        mark_quick(fig, bool(meta.get("quick")))
     paths = save_figure(fig, out_dir, spec.name)
     write_index(out_dir)
     return paths

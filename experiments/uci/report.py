@@ -46,6 +46,7 @@ from experiments.common.cli import fail
 from experiments.common.records import atomic_write_json, utc_now
 from experiments.common.reporting import RecordScan, scan
 from experiments.common.run import record_timings
+from experiments.common.style import paper_style
 from experiments.uci.stats import friedman_test, summary_table
 
 log = logging.getLogger(__name__)
@@ -494,7 +495,8 @@ def build_report(
         summ["complete_case"] = complete_case(bench)
     write_tables(bench, rows, out)
     _write_text(out / "uci_table.md", report_markdown(summ))
-    plot(bench, rows, out / "uci_table")
+    with paper_style():
+        plot(bench, rows, out / "uci_table")
     atomic_write_json(out / "uci_summary.json", summ)
     summ["out"] = str(out)
     return summ

@@ -1,0 +1,103 @@
+"""One matplotlib style for every figure of the project, and words for what a run is.
+
+Sizes are for a single-column figure (about 3.4 in wide) read at print size; the palette is
+Okabe & Ito's colour-blind-safe set; figures of a ``quick`` (smoke-test) run carry a banner.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+# Okabe & Ito (2008): distinguishable with every common colour-vision deficiency.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+
+STYLE: dict[str, Any] = {
+    "font.size": 10,
+    "axes.titlesize": 10,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "lines.linewidth": 1.4,
+    "lines.markersize": 5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+    "savefig.dpi": 200,
+    "savefig.bbox": "tight",
+    "figure.constrained_layout.use": True,
+}
+
+
+@contextmanager
+def paper_style():
+    """``with paper_style():`` every figure drawn inside uses :data:`STYLE` and the palette."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cycler import cycler
+
+    with plt.rc_context({**STYLE, "axes.prop_cycle": cycler(color=PALETTE)}):
+        yield
+
+
+def mark_quick(fig, quick: bool = True) -> None:
+    """A banner on figures of a reduced (quick) setup, so they are never mistaken for the
+    paper figure."""
+    if quick:
+        fig.text(
+            0.5,
+            1.0,
+            "QUICK MODE: reduced smoke-test setup, not the paper figure",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color="#D55E00",
+            weight="bold",
+        )
+
+
+NONLINEARITY_NAMES = {"relu": "ReLU", "erf": "erf", "tanh": "tanh", "identity": "linear"}
+READOUT_NAMES = {
+    "last": "last-step readout",
+    "avg": "mean pooling",
+    "per_step": "per-step readout",
+}
+
+
+# identity keys that describe_arch puts into words (labels need not repeat them)
+DESCRIBED_KEYS = frozenset(
+    f"arch.{k}"
+    for k in ("name", "nonlinearity", "depth", "bidirectional", "readout", "init",
+              "parameterization", "h0")
+)  # fmt: skip
+
+
+def describe_arch(arch: dict[str, Any]) -> str:
+    """Words for an architecture dict: ``"ReLU RNN, last-step readout"``,
+    ``"2-layer erf RNN (bidirectional), mean pooling, orthogonal init"``."""
+    nl = NONLINEARITY_NAMES.get(
+        str(arch.get("nonlinearity", "relu")), str(arch.get("nonlinearity"))
+    )
+    depth = int(arch.get("depth", 1))
+    text = f"{depth}-layer {nl} RNN" if depth > 1 else f"{nl} RNN"
+    if arch.get("bidirectional"):
+        text += " (bidirectional)"
+    text += ", " + READOUT_NAMES.get(str(arch.get("readout", "last")), str(arch.get("readout")))
+    if arch.get("init") == "orthogonal":
+        text += ", orthogonal init"
+    if arch.get("parameterization") == "standard":
+        text += ", standard param."
+    if arch.get("h0") not in (None, "zero"):
+        text += f", {arch['h0']} h0"
+    return text
+
+
+def fit_label(exponent: float, low: float, high: float, level: float | None = None) -> str:
+    """``"fit: n^-0.53 [-0.60, -0.45]"`` (the interval at ``level``, e.g. 95%)."""
+    lv = f" ({level:.0%})" if level is not None else ""
+    return f"fit: n^{exponent:.2f} [{low:.2f}, {high:.2f}]{lv}"
