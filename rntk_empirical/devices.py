@@ -84,27 +84,34 @@ def memory_budget(device: torch.device | str, fraction: float = MEMORY_FRACTION)
     return max(64 * 2**20, int(available_memory(device) * fraction))
 
 
-def _fp32_flags() -> list[tuple[object, str]]:
-    """(object, attribute) of every global TF32 switch of this torch: the ``fp32_precision``
-    settings where they exist (PyTorch >= 2.9), else the deprecated ``allow_tf32`` ones."""
-    cuda_mm = torch.backends.cuda.matmul
-    cudnn = torch.backends.cudnn
-    if hasattr(cuda_mm, "fp32_precision"):
-        flags = [(cuda_mm, "fp32_precision")]
-        for sub in ("conv", "rnn"):
-            obj = getattr(cudnn, sub, None)
+def tf32_flags() -> list[tuple[str, object, str]]:
+    """``(label, object, attribute)`` of every global reduced-precision float32 switch of this
+    torch: the ``fp32_precision`` settings where they exist (PyTorch >= 2.9; CUDA matmul,
+    cuDNN conv/rnn, oneDNN matmul/conv on the CPU), else the deprecated ``allow_tf32``."""
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):
+        found = []
+        for label in ("cuda.matmul", "cudnn.conv", "cudnn.rnn", "mkldnn.matmul", "mkldnn.conv"):
+            obj = b
+            for part in label.split("."):
+                obj = getattr(obj, part, None)
             if obj is not None and hasattr(obj, "fp32_precision"):
-                flags.append((obj, "fp32_precision"))
-        return flags
-    return [(cuda_mm, "allow_tf32"), (cudnn, "allow_tf32")]
+                found.append((f"{label}.fp32_precision", obj, "fp32_precision"))
+        return found
+    return [
+        ("cuda.matmul.allow_tf32", b.cuda.matmul, "allow_tf32"),
+        ("cudnn.allow_tf32", b.cudnn, "allow_tf32"),
+    ]
 
 
 def _set_tf32(enabled: bool) -> None:
-    for obj, attr in _fp32_flags():
+    """TF32 on (CUDA only) or every switch to IEEE."""
+    for label, obj, attr in tf32_flags():
+        on = enabled and not label.startswith("mkldnn")
         if attr == "fp32_precision":
-            setattr(obj, attr, "tf32" if enabled else "ieee")
+            setattr(obj, attr, "tf32" if on else "ieee")
         else:
-            setattr(obj, attr, enabled)
+            setattr(obj, attr, on)
 
 
 @contextlib.contextmanager
@@ -117,13 +124,13 @@ def precision_scope(dtype: torch.dtype | str, tf32: bool = False) -> Iterator[No
     not be rounded to 10 mantissa bits. Works (and only touches flags) on CPU-only builds too.
     """
     dtype = resolve_dtype(dtype)
-    flags = _fp32_flags()
-    saved = [getattr(obj, attr) for obj, attr in flags]
+    flags = tf32_flags()
+    saved = [getattr(obj, attr) for _, obj, attr in flags]
     try:
         _set_tf32(bool(tf32) and dtype == torch.float32)
         yield
     finally:
-        for (obj, attr), value in zip(flags, saved):
+        for (_, obj, attr), value in zip(flags, saved):
             setattr(obj, attr, value)
 
 
