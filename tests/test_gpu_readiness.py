@@ -200,10 +200,13 @@ def test_tensor_fast_path_conversions_and_errors():
     ints = torch.arange(12).reshape(2, 2, 3)
     assert as_sequences(ints).values.dtype == torch.float64
     assert as_sequences(torch.ones(2, 2, 3, dtype=torch.float32)).values.dtype == torch.float32
-    bad = torch.zeros(3, 2, 2)
-    bad[2, 1, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"x\[2\] contains NaN or Inf"):
-        as_sequences(bad)
+    huge = torch.full((2, 3, 2), torch.finfo(torch.float64).max)
+    assert as_sequences(huge).n == 2  # finite, however large (no overflowing reduction)
+    for value in (float("nan"), float("inf"), -float("inf")):
+        bad = torch.zeros(3, 2, 2)
+        bad[2, 1, 0] = value
+        with pytest.raises(ValueError, match=r"x\[2\] contains NaN or Inf"):
+            as_sequences(bad)
     with pytest.raises(ValueError, match="meta tensor"):
         as_sequences(torch.empty(2, 3, 4, device="meta"))
     with pytest.raises(ValueError, match="meta tensor"):
