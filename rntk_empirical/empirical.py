@@ -7,9 +7,13 @@ The empirical NTK (SPEC section 2) is
 summed over every trainable parameter p. Three exact methods compute it:
 
 ``jacobian``
-    ``vmap(jacrev(f))`` over ``functional_call``; per-parameter Jacobians ``(N, k, *p.shape)``
-    contracted against each other (the torch.func NTK recipe). Memory O(N * #params), so the
-    batch is processed in chunks.
+    Explicit per-example Jacobians, one ``(B, k, #params)`` matrix per chunk of sequences,
+    contracted as one matrix product per pair of chunks (each symmetric block once). A weight
+    used at every step has the Jacobian a sum_t delta_t in_t^T (the factors of ``structured``
+    below), formed as one batched matmul over the steps: the torch.func recipe
+    (``vmap(jacrev(f))``, :func:`per_example_jacobians`) materializes a ``(B, n, n)`` outer
+    product per step and is several times slower. Both give the same Jacobians (tested to
+    1e-12). Memory O(B * #params) per chunk.
 ``ntk_vp``
     NTK-vector products: ``Theta e_j = J_1 (J_2^T e_j)`` with ``vjp`` then ``jvp``, for
     chunks of columns j.
@@ -33,13 +37,42 @@ from collections.abc import Callable
 import torch
 from torch.func import jacrev, jvp, vjp, vmap
 
+from rntk_empirical.devices import memory_budget
 from rntk_empirical.network import ElmanRNN, ForwardRecord
 from rntk_empirical.sequences import Sequences
 
 METHODS = ("structured", "jacobian", "ntk_vp")
 
-# Memory budget (bytes) for one block of intermediate results; bounds peak memory.
+# The former fixed budget (bytes) for one block of intermediate results; now only the
+# reference point of :func:`structured_plan` ("before"). Budgets come from the free memory
+# of the model's device (:func:`rntk_empirical.devices.memory_budget`).
 DEFAULT_BLOCK_BYTES = 256 * 2**20
+
+
+def structured_plan(
+    width: int,
+    n_seqs: int,
+    seq_len: int,
+    *,
+    depth: int = 1,
+    directions: int = 1,
+    out_dim: int = 1,
+    dtype: torch.dtype = torch.float64,
+    budget_bytes: int,
+) -> dict[str, int]:
+    """How the ``structured`` method splits ``n_seqs`` sequences for a memory budget.
+
+    Returns ``chunk`` (sequences per forward/backward pass), ``passes`` and the modelled
+    ``w_traffic_bytes``: each pass reads every W^l (n^2 entries) twice per step (forward
+    and backward), so traffic = passes * 2 T * D L n^2 * element size.
+    """
+    elem = torch.finfo(dtype).bits // 8
+    # a forward/backward pass keeps ~ (4 + 3 L D) tensors of N T n alive
+    per_seq = (4 + 3 * depth * directions) * seq_len * width * elem * max(1, out_dim)
+    chunk = max(1, budget_bytes // per_seq)
+    passes = -(-n_seqs // chunk)
+    traffic = passes * 2 * seq_len * directions * depth * width * width * elem
+    return {"chunk": int(min(chunk, n_seqs)), "passes": passes, "w_traffic_bytes": traffic}
 
 
 def _check_model(model) -> ElmanRNN:
@@ -267,18 +300,31 @@ def _structured_block(model: ElmanRNN, f1: _Features, f2: _Features) -> torch.Te
     return theta
 
 
+def _feature_chunk(model: ElmanRNN, s1: Sequences, budget: int) -> int:
+    a = model.arch
+    return structured_plan(
+        model.width,
+        s1.n,
+        s1.max_len,
+        depth=a.depth,
+        directions=a.directions,
+        out_dim=model.out_dim,
+        dtype=model.dtype,
+        budget_bytes=budget,
+    )["chunk"]
+
+
 def _structured_ntk(model, s1, s2, chunk_size) -> tuple[torch.Tensor, list, list]:
     """``(N1, N2, k, k)`` NTK and the readout features z of both sides (for the NNGP)."""
     elem = torch.finfo(model.dtype).bits // 8
-    T, n, a = s1.max_len, model.width, model.arch
-    # a forward/backward pass keeps ~ (4 + 3 L D) tensors of N T n alive
-    per_seq = (4 + 3 * a.depth * a.directions) * T * n * elem * max(1, model.out_dim)
-    chunk = chunk_size or max(1, DEFAULT_BLOCK_BYTES // per_seq)
+    T = s1.max_len
+    budget = memory_budget(model.device)
+    chunk = chunk_size or _feature_chunk(model, s1, budget)
     f1 = _features_chunked(model, s1, chunk)
     f2 = f1 if s2 is None else _features_chunked(model, s2, chunk)
     N1, N2 = s1.n, (s1 if s2 is None else s2).n
     # Gram blocks are (b T) x (b T); choose b so two of them fit the budget.
-    b = max(1, int((DEFAULT_BLOCK_BYTES / (2 * elem)) ** 0.5 / T))
+    b = max(1, int((budget / (2 * elem)) ** 0.5 / T))
     theta = f1.readout[0].new_empty(N1, N2, model.out_dim, model.out_dim)
     for i in range(0, N1, b):
         fi = f1.rows(slice(i, i + b))
@@ -324,27 +370,81 @@ def per_example_jacobians(
     return {name: j.reshape(seqs.n, model.out_dim, -1) for name, j in jac.items()}
 
 
-def _contract(j1: dict, j2: dict) -> torch.Tensor:
-    return sum(torch.einsum("iop,jqp->ijoq", j1[name], j2[name]) for name in j1)
+def _jacobian_matrix(model: ElmanRNN, f: _Features) -> torch.Tensor:
+    """``(B, k, #params)``: the per-example Jacobians of one chunk from its structured factors,
+    parameters in ``named_parameters()`` order (each flattened row-major)."""
+    a, m, k = model.arch, model.mult, model.out_dim
+    B = f.readout[0].shape[0]
+    n_params = sum(p.numel() for p in model.parameters())
+    J = f.readout[0].new_empty(B, k, n_params)
+    pos = 0
+
+    def put(block: torch.Tensor) -> None:  # block: (B, k, ...)
+        nonlocal pos
+        size = block[0, 0].numel()
+        J[:, :, pos : pos + size] = block.reshape(B, k, size)
+        pos += size
+
+    eye = torch.eye(k, dtype=J.dtype, device=J.device)
+    for d in range(a.directions):
+        for l in range(a.depth):
+            delta = f.deltas[d][l].permute(1, 0, 3, 2)  # (B, k, n, T)
+            h_in, u_in = f.inputs[d][l]  # (B, T, n), (B, T, d_l)
+            put(torch.matmul(delta, h_in[:, None]).mul_(m.w))  # sum_t delta_t h_{t-1}^T
+            put(torch.matmul(delta, u_in[:, None]).mul_(m.u[l]))  # sum_t delta_t u_t^T
+            put(delta.sum(-1).mul_(m.b))
+        z = f.readout[d]  # (B, F) = a_v z
+        if a.readout == "per_step":
+            T, n = f.inputs[d][0][0].shape[1], model.width
+            zt = z.new_zeros(B, model.max_len, n)
+            zt[:, :T] = z.reshape(B, T, n).flip(1)  # V_t multiplies the state T-1-t from the end
+            put(eye[None, :, None, :, None] * zt[:, None, :, None, :])  # (B, k, T_max, k, n)
+        else:
+            put(eye[None, :, :, None] * z[:, None, None, :])
+    return J
+
+
+def structured_jacobians(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Tensor]:
+    """Per-parameter Jacobians ``{name: (N, k, numel)}`` at the model's parameters, from the
+    structured factors (what the ``jacobian`` method contracts); equal to
+    :func:`per_example_jacobians` up to rounding."""
+    model = _check_model(model)
+    seqs = model.prepare(seqs)
+    with torch.no_grad():
+        J = _jacobian_matrix(model, _structured_features(model, seqs))
+    out, pos = {}, 0
+    for name, p in model.named_parameters():
+        out[name] = J[:, :, pos : pos + p.numel()]
+        pos += p.numel()
+    return out
 
 
 def _jacobian_ntk(model, s1, s2, chunk_size) -> torch.Tensor:
     elem = torch.finfo(model.dtype).bits // 8
+    k = model.out_dim
     n_params = sum(p.numel() for p in model.parameters())
-    # ~3 copies of one sequence's Jacobian live during jacrev under vmap
-    chunk = chunk_size or max(1, DEFAULT_BLOCK_BYTES * 4 // (3 * n_params * elem * model.out_dim))
-    s2_ = s1 if s2 is None else s2
-    blocks1 = [slice(i, i + chunk) for i in range(0, s1.n, chunk)]
-    blocks2 = [slice(j, j + chunk) for j in range(0, s2_.n, chunk)]
-    theta = None
-    for b1 in blocks1:
-        j1 = per_example_jacobians(model, s1.select(b1))
-        for b2 in blocks2:
-            j2 = j1 if (s2 is None and b1 == b2) else per_example_jacobians(model, s2_.select(b2))
-            blk = _contract(j1, j2)
-            if theta is None:
-                theta = blk.new_empty(s1.n, s2_.n, model.out_dim, model.out_dim)
-            theta[b1, b2] = blk
+    budget = memory_budget(model.device)
+    # two chunks' Jacobians live at once; the factors of all sequences are kept
+    chunk = chunk_size or max(1, budget // (2 * k * n_params * elem))
+    fchunk = chunk_size or _feature_chunk(model, s1, budget)
+    f1 = _features_chunked(model, s1, fchunk)
+    f2 = f1 if s2 is None else _features_chunked(model, s2, fchunk)
+    N1, N2 = s1.n, (s1 if s2 is None else s2).n
+    theta = f1.readout[0].new_empty(N1, N2, k, k)
+    for i in range(0, N1, chunk):
+        j1 = _jacobian_matrix(model, f1.rows(slice(i, i + chunk)))
+        B1 = j1.shape[0]
+        for j in range(i if s2 is None else 0, N2, chunk):
+            if s2 is None and j == i:
+                j2 = j1
+            else:
+                j2 = _jacobian_matrix(model, f2.rows(slice(j, j + chunk)))
+            B2 = j2.shape[0]
+            blk = (j1.reshape(B1 * k, -1) @ j2.reshape(B2 * k, -1).T).reshape(B1, k, B2, k)
+            blk = blk.permute(0, 2, 1, 3)
+            theta[i : i + B1, j : j + B2] = blk
+            if s2 is None and j > i:
+                theta[j : j + B2, i : i + B1] = blk.transpose(0, 1).transpose(2, 3)
     return theta
 
 
@@ -362,7 +462,7 @@ def _ntk_vp(model, s1, s2, chunk_size) -> torch.Tensor:
 
     elem = torch.finfo(model.dtype).bits // 8
     n_params = sum(p.numel() for p in model.parameters())
-    chunk = chunk_size or max(1, DEFAULT_BLOCK_BYTES // (3 * n_params * elem))
+    chunk = chunk_size or max(1, memory_budget(model.device) // (3 * n_params * elem))
     k = model.out_dim
     with torch.enable_grad():
         out2, vjp_fn = vjp(f2, params)

@@ -39,10 +39,83 @@ def _generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
-def _haar_orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
-    """A Haar-distributed n x n orthogonal matrix (QR of a Gaussian, signs fixed)."""
-    q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
-    return q * torch.sign(torch.diagonal(r)).where(torch.diagonal(r) != 0, 1.0)[None, :]
+# Host memory per drawn block of rows (float64): bounds the host peak of building a network.
+DRAW_BLOCK_BYTES = 64 * 2**20
+
+
+def _draw_rows(
+    shape: tuple[int, ...],
+    gen: torch.Generator,
+    scale: float,
+    dtype: torch.dtype,
+    device: torch.device,
+    block_bytes: int | None = None,
+) -> torch.Tensor:
+    """``torch.randn(*shape, generator=gen, dtype=float64) * scale`` as ``dtype`` on ``device``,
+    drawn in blocks of rows on the CPU generator and copied into one preallocated tensor.
+
+    Bit-identical to the one-shot draw: CPU ``normal_`` turns consecutive uniforms into normals
+    in groups of 16 (and redraws the last 16 entries of a length that is not a multiple of 16),
+    so blocks whose sizes are multiples of 16 consume the stream exactly as one call does
+    (tested in tests/test_gpu_readiness.py). The host holds one block at a time; a float64 CPU
+    target is drawn in place, with no copy at all. ``scale == 1`` skips the multiply.
+    """
+    block_bytes = DRAW_BLOCK_BYTES if block_bytes is None else block_bytes
+    rows_total = shape[0] if shape else 1
+    row_numel = math.prod(shape[1:])
+    rows = max(16, (block_bytes // 8 // max(1, row_numel)) // 16 * 16)
+    if rows_total * row_numel < 16 or rows >= rows_total:
+        full = torch.randn(*shape, generator=gen, dtype=torch.float64)
+        if scale != 1.0:
+            full = full * scale
+        return full.to(device=device, dtype=dtype)
+    out = torch.empty(*shape, dtype=dtype, device=device)
+    in_place = device.type == "cpu" and dtype == torch.float64
+    buf = None if in_place else torch.empty(rows + 16, *shape[1:], dtype=torch.float64)
+    r0 = 0
+    while r0 < rows_total:
+        r1 = min(rows_total, r0 + rows)
+        if 0 < (rows_total - r1) * row_numel < 16:
+            r1 = rows_total  # a last block under 16 entries would take another code path
+        blk = out[r0:r1] if in_place else buf[: r1 - r0]
+        blk.normal_(generator=gen)
+        if scale != 1.0:
+            blk.mul_(scale)
+        if not in_place:
+            out[r0:r1].copy_(blk)
+        r0 = r1
+    return out
+
+
+def _haar_orthogonal(
+    n: int,
+    gen: torch.Generator,
+    scales: tuple[float, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """The product of ``scales`` times a Haar-distributed n x n orthogonal matrix, as
+    ``dtype`` on ``device``.
+
+    The Gaussian is drawn in row blocks (as :func:`_draw_rows`) straight into float64 memory
+    of the target device, and its QR (Householder ``geqrf`` + ``householder_product``, the
+    steps of ``torch.linalg.qr``) runs there: O(n^3) on the GPU instead of the host, host
+    memory one block. Q diag(sign(diag(R))) is Haar (Mezzadri 2007). On the CPU the result is
+    the one of ``torch.linalg.qr`` on the same draw; on CUDA the draw is the same but the QR
+    is cuSOLVER's, so CPU and GPU networks agree only to rounding for ``init=orthogonal``.
+    """
+    g = _draw_rows((n, n), gen, 1.0, torch.float64, device)
+    a, tau = torch.geqrf(g)
+    del g
+    sign = torch.sign(torch.diagonal(a))
+    sign = sign.where(sign != 0, 1.0)
+    q = torch.linalg.householder_product(a, tau)
+    del a, tau
+    q.mul_(sign[None, :])
+    for scale in scales:  # one multiply each, in the order of the former one-shot formula
+        if scale != 1.0:
+            q.mul_(scale)
+    return q if dtype == torch.float64 else q.to(dtype)
 
 
 @dataclass(frozen=True)
@@ -143,28 +216,31 @@ class ElmanRNN(nn.Module):
                 a.sigma_v / math.sqrt(n),
             )
 
-        def draw(name: str, *shape: int) -> torch.Tensor:
+        def draw(name: str, *shape: int, scale: float = 1.0) -> torch.Tensor:
+            return _draw_rows(shape, _generator(seed, name), scale, dtype, device)
+
+        def host_draw(name: str, *shape: int) -> torch.Tensor:
             return torch.randn(*shape, generator=_generator(seed, name), dtype=torch.float64)
 
-        params: dict[str, torch.Tensor] = {}
         for d in range(a.directions):
             for l in range(a.depth):
                 pre = f"d{d}_l{l}"
                 if a.init == "orthogonal":
-                    W = math.sqrt(n) * _haar_orthogonal(n, _generator(seed, f"{pre}_W"))
+                    gen = _generator(seed, f"{pre}_W")
+                    W = _haar_orthogonal(n, gen, (math.sqrt(n), fold.w), dtype, device)
                 else:
-                    W = draw(f"{pre}_W", n, n)
-                params[f"{pre}_W"] = fold.w * W
-                params[f"{pre}_U"] = fold.u[l] * draw(f"{pre}_U", n, dims[l])
-                params[f"{pre}_b"] = fold.b * draw(f"{pre}_b", n)
+                    W = draw(f"{pre}_W", n, n, scale=fold.w)
+                self.register_parameter(f"{pre}_W", nn.Parameter(W))
+                U = draw(f"{pre}_U", n, dims[l], scale=fold.u[l])
+                self.register_parameter(f"{pre}_U", nn.Parameter(U))
+                self.register_parameter(f"{pre}_b", nn.Parameter(draw(f"{pre}_b", n, scale=fold.b)))
             vshape = (max_len, out_dim, n) if a.readout == "per_step" else (out_dim, n)
-            params[f"d{d}_V"] = fold.v * draw(f"d{d}_V", *vshape)
-        for name, value in params.items():
-            self.register_parameter(name, nn.Parameter(value.to(device=device, dtype=dtype)))
+            V = draw(f"d{d}_V", *vshape, scale=fold.v)
+            self.register_parameter(f"d{d}_V", nn.Parameter(V))
         if a.h0 == "shared":
             xi = torch.stack(
                 [
-                    torch.stack([draw(f"d{d}_l{l}_h0", n) for l in range(a.depth)])
+                    torch.stack([host_draw(f"d{d}_l{l}_h0", n) for l in range(a.depth)])
                     for d in range(a.directions)
                 ]
             )

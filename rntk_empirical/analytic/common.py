@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from rntk_empirical.architecture import Architecture
-from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
+from rntk_empirical.devices import (
+    memory_budget,
+    resolve_device,
+    resolve_dtype,
+    validation_precision,
+)
 from rntk_empirical.dual import DualFn, get_dual
 from rntk_empirical.sequences import Sequences, as_sequences
 
@@ -284,13 +289,37 @@ def setup(
         arch.h0,
     )
     N2 = s1.n if s2 is None else s2.n
-    rows = min(s1.n, block_size or max(1, budget(s1) // N2))
+    pairs = budget(s1, s2, depth=arch.depth, readout=arch.readout)
+    rows = min(s1.n, block_size or max(1, pairs // N2))
     return c, get_dual(arch.nonlinearity, quad_points), s1, s2, rows
 
 
-def budget(seqs: Sequences) -> int:
-    """Pairs per row block: cache-sized on CPU, large on GPUs."""
-    return CUDA_BLOCK_ELEMENTS if seqs.values.device.type == "cuda" else CPU_BLOCK_ELEMENTS
+# Block-sized tensors autograd keeps per layer and cell of the differentiable recursion
+# (layer_step's S, K, G, Q, the dual's outputs and inputs, the padding masks' where).
+AUTOGRAD_TENSORS_PER_CELL = 9
+
+
+def budget(
+    seqs: Sequences, other: Sequences | None = None, *, depth: int = 1, readout: str = "last"
+) -> int:
+    """Pairs per row block: cache-sized on CPU, large on GPUs.
+
+    When an input requires grad (the differentiable path), a block's graph keeps about
+    ``AUTOGRAD_TENSORS_PER_CELL`` block-sized tensors per layer and cell (T cells for
+    ``last``/``per_step``, T^2 for ``avg``) until backward, so the block is also capped at
+    ``memory_budget(device) / (9 L cells * element size)`` pairs. (The graphs of all blocks
+    stay alive until backward: the total is that of N1 * N2 pairs whatever the block.)
+    """
+    fixed = CUDA_BLOCK_ELEMENTS if seqs.values.device.type == "cuda" else CPU_BLOCK_ELEMENTS
+    grads = torch.is_grad_enabled() and any(
+        s is not None and s.values.requires_grad for s in (seqs, other)
+    )
+    if not grads:
+        return fixed
+    T = seqs.max_len
+    cells = depth * (T * T if readout == "avg" else T)
+    per_pair = AUTOGRAD_TENSORS_PER_CELL * cells * seqs.values.element_size()
+    return max(1, min(fixed, memory_budget(seqs.values.device) // per_pair))
 
 
 def sides(c: KernelConstants, dual: DualFn, s1: Sequences, s2: Sequences | None, d: int, readouts):
