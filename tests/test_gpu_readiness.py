@@ -3,6 +3,7 @@ init, memory-based chunk sizes (mocked memory), the jacobian method's Jacobians,
 fast path of Sequences, the TF32 scope and the analytic autograd budget."""
 
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -15,8 +16,8 @@ import rntk_empirical.analytic.common as common
 import rntk_empirical.devices as devices
 import rntk_empirical.empirical as empirical
 import rntk_empirical.network as network
+from experiments.bench import gpu as gpu_bench
 from rntk_empirical import Architecture
-from rntk_empirical.acceptance import run_gpu_acceptance
 from rntk_empirical.analytic import analytic_ntk
 from rntk_empirical.analytic.common import AUTOGRAD_TENSORS_PER_CELL, CPU_BLOCK_ELEMENTS, setup
 from rntk_empirical.devices import available_memory, memory_budget, precision_scope
@@ -273,8 +274,12 @@ def test_analytic_gradient_same_with_small_blocks(monkeypatch, rng):
 
 
 # ---------------------------------------------------------------------- acceptance
-def test_gpu_acceptance_quick_on_cpu():
-    out = run_gpu_acceptance("cpu", quick=True)
+def test_gpu_acceptance_quick_on_cpu(tmp_path, capsys):
+    """The acceptance command (``python -m experiments.bench.gpu``) at tiny sizes on the CPU."""
+    assert gpu_bench.main(["--device", "cpu", "--quick", "--out", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "ALL CHECKS PASSED" in printed and "structured eNTK n=64 N=8 T=5" in printed
+    out = json.loads((tmp_path / "r.json").read_text())
     assert out["ok"], [r for r in out["agreement"] if not r["ok"]]
     methods = {(r["kind"], r["method"], r["dtype"]) for r in out["agreement"]}
     for m in ("structured", "jacobian", "ntk_vp"):
