@@ -35,6 +35,25 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+# The small-problem rule of device="auto": a GPU pays ~10 us per kernel launch, which small
+# recurrent problems (a time loop of small matmuls) cannot amortize. Estimates: 2 CPU cores do
+# ~2e10 float64 flop/s in matmuls; a CUDA launch costs ~1e-5 s. CUDA is chosen when the
+# CPU time of the work exceeds twice the launch time of its kernels.
+CPU_FLOPS = 2e10
+GPU_LAUNCH_S = 1e-5
+
+
+def auto_device(flops: float, launches: float) -> torch.device:
+    """``device="auto"`` for a computation of about ``flops`` floating-point operations issued
+    as about ``launches`` GPU kernels: CUDA if available and ``flops / CPU_FLOPS >
+    2 * launches * GPU_LAUNCH_S``, else the CPU (e.g. the default convergence sweep's
+    N = 8, T = 5 networks stay on the CPU below width ~600)."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    worth_it = flops / CPU_FLOPS > 2 * launches * GPU_LAUNCH_S
+    return torch.device("cuda" if worth_it else "cpu")
+
+
 def resolve_dtype(dtype: str | torch.dtype | None = "float64") -> torch.dtype:
     if dtype is None:
         return torch.float64

@@ -11,6 +11,7 @@ from experiments.common.schema import (
     ArchConfig,
     BackendChoice,
     ConvergenceConfig,
+    DeviceChoice,
     DriftConfig,
     DTypeChoice,
     UCIConfig,
@@ -33,8 +34,11 @@ def test_identity_holds_the_resolved_device(monkeypatch):
     cpu = ConvergenceConfig().identity()
     assert cpu["device"] == "cpu"  # device=auto on a machine without CUDA
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    gpu = ConvergenceConfig()
+    gpu = ConvergenceConfig(width=4096)
     assert gpu.identity()["device"] == "cuda"
+    # too small to amortize GPU launches (N = 8, T = 5): device=auto stays on the CPU
+    assert ConvergenceConfig(width=256).identity()["device"] == "cpu"
+    assert ConvergenceConfig(width=256, device=DeviceChoice.cuda).identity()["device"] == "cuda"
     assert identity_hash(gpu.identity()) != identity_hash(cpu)
     assert DriftConfig().identity()["device"] == "cuda"
 

@@ -209,8 +209,23 @@ class ConvergenceConfig:
                 continue
             v = getattr(self, f.name)
             out[f.name] = v.value if isinstance(v, Enum) else v
-        out["device"] = resolved_device(self.device)
+        out["device"] = self.execution_device().type
         return out
+
+    def execution_device(self):
+        """The device this run uses: ``auto`` keeps problems too small for a GPU on the CPU
+        (:func:`rntk_empirical.devices.auto_device`, from the networks' matmul work)."""
+        from rntk_empirical.devices import auto_device, resolve_device
+
+        if self.device != DeviceChoice.auto or self.data.kind == DataKind.file:
+            return resolve_device(self.device.value)
+        a = self.arch
+        T = self.data.T if self.data.kind == DataKind.random else self.data.max_len
+        layers = a.depth * (2 if a.bidirectional else 1)
+        n, N = self.width, self.data.n
+        flops = self.seeds * layers * (6 * N * T * n * n + 2 * (N * T) ** 2 * n)
+        launches = self.seeds * layers * 40 * T
+        return auto_device(flops, launches)
 
 
 def resolved_device(choice: DeviceChoice) -> str:

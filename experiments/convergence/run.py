@@ -69,7 +69,7 @@ from experiments.common.run import (
 )
 from experiments.common.schema import ConvergenceConfig, register_configs
 from rntk_empirical.architecture import Architecture
-from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
+from rntk_empirical.devices import resolve_dtype, validation_precision
 from rntk_empirical.metrics import (
     debiased_bias,
     kernel_errors,
@@ -109,7 +109,7 @@ def prepare(settings: ConvergenceConfig) -> Prepared:
             "use arch.parameterization=ntk"
         )
     seqs = settings.data.build()
-    device = resolve_device(settings.device.value)
+    device = settings.execution_device()
     dtype = resolve_dtype(settings.dtype.value)
     return Prepared(settings, arch, seqs, device, dtype, identity_hash(settings.identity()))
 
