@@ -14,6 +14,7 @@ import torch
 from conftest import run_module
 
 from experiments.common.schema import UCIConfig
+from experiments.uci import report as report_uci
 from experiments.uci.benchmark import (
     FAMILIES,
     FamilySelection,
@@ -208,8 +209,10 @@ def test_experiment_end_to_end_on_two_datasets(tmp_path: Path) -> None:
     out = tmp_path / "uci"
     proc = _run_uci("dataset='iris,wine'", f"out_dir={out}", *SMALL)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    records = sorted(out.glob("*/*/record.json"))
+    records = sorted(out.rglob("record.json"))  # rglob does not follow the latest link
     assert [p.parent.name for p in records] == ["iris", "wine"]
+    assert (out / "latest").resolve() == records[0].parents[1].resolve()
+    assert report_uci.main([str(out / "latest")]) == 0  # the last grid, without its hash
     for p in records:
         rec = json.loads(p.read_text())
         fam = rec["families"]
@@ -219,12 +222,12 @@ def test_experiment_end_to_end_on_two_datasets(tmp_path: Path) -> None:
             assert fam[name]["test_acc"] > 0.85, (rec["dataset"], name, fam[name])
             assert len(fam[name]["test_folds"]) == 4
         assert len(rec["kernels"]) == 2 * 2 * 3 * 4 + 5 + 6 + 4 + 2
-        assert rec["timing"]["total_s"] > 0 and rec["svm"]["fits"] > 0
+        assert rec["timings"]["total_s"] > 0 and rec["svm"]["fits"] > 0
     table = (records[0].parents[1] / "report" / "uci_table.csv").read_text()
     assert "rntk" in table and "random_forest" in table
     again = _run_uci("dataset='iris,wine'", f"out_dir={out}", *SMALL)
     assert again.returncode == 0 and "2 finished earlier" in again.stderr + again.stdout
-    assert sorted(out.glob("*/*/record.json")) == records
+    assert sorted(out.rglob("record.json")) == records
 
 
 def test_experiment_rejects_bad_input(tmp_path: Path) -> None:

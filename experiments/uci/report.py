@@ -507,7 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m experiments.uci.report",
         description="Tabulate the UCI benchmark records under PATH (searched recursively).",
     )
-    parser.add_argument("path", help="a folder of UCI runs (or one record.json)")
+    parser.add_argument(
+        "path",
+        nargs="?",
+        default="outputs/uci/latest",
+        help="a folder of UCI runs or one record.json (default: outputs/uci/latest, the last grid)",
+    )
     parser.add_argument("--out", default=None, help="output folder (default PATH/report)")
     parser.add_argument(
         "--families", default=None, help="comma-separated family keys to tabulate (default all)"

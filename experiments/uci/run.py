@@ -26,6 +26,7 @@ Exit codes: 0 success, 2 invalid input, 3 out of memory.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -274,6 +275,7 @@ def run(settings: UCIConfig) -> Path:
     )
     todo.sort(key=lambda n: _cost(settings, n))  # cheapest first: early results come fast
     atomic_write_json(root / "config.json", identity(settings))
+    point_latest(root)
     outer = tqdm(todo, desc="UCI datasets", disable=not settings.progress or len(todo) < 2)
     for name in outer:
         outer.set_postfix_str(name)
@@ -290,6 +292,23 @@ def run(settings: UCIConfig) -> Path:
             rec["timings"]["total_s"],
         )
     return root
+
+
+LATEST = "latest"
+
+
+def point_latest(root: Path) -> None:
+    """``<out_dir>/latest`` -> ``root`` (a relative symlink, replaced atomically), so the last
+    grid is found without typing its hash (``python -m experiments.uci.report``)."""
+    link = root.parent / LATEST
+    tmp = root.parent / f".{LATEST}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.symlink_to(root.name, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as err:  # a file system without symlinks: say where the results are
+        tmp.unlink(missing_ok=True)
+        log.warning("could not point %s at %s (%s)", link, root, err)
 
 
 def _report(root: Path) -> None:
