@@ -97,7 +97,9 @@ def describe_arch(arch: dict[str, Any]) -> str:
     return text
 
 
-def fit_label(exponent: float, low: float, high: float, level: float | None = None) -> str:
-    """``"fit: n^-0.53 [-0.60, -0.45]"`` (the interval at ``level``, e.g. 95%)."""
+def fit_label(
+    exponent: float, low: float, high: float, level: float | None = None, what: str = ""
+) -> str:
+    """``"fit: n^-0.53 [-0.60, -0.45]"`` in mathtext (the interval at ``level``, e.g. 95%)."""
     lv = f" ({level:.0%})" if level is not None else ""
-    return f"fit: n^{exponent:.2f} [{low:.2f}, {high:.2f}]{lv}"
+    return f"{what + ' ' if what else ''}fit: $n^{{{exponent:.2f}}}$ [{low:.2f}, {high:.2f}]{lv}"

@@ -404,7 +404,7 @@ def plot(series: list[Series], stem: Path) -> list[Path]:
             ax.plot(w, fit.predict(w), "-", color=color, label=fit_label(*_exp(fit), fit.level))
             ref = ref or fit
         if ref is not None:
-            _reference(ax, ref, REFERENCE_EXPONENT, "--", "n^-1/2 reference (theory)")
+            _reference(ax, ref, REFERENCE_EXPONENT, "--", "$n^{-1/2}$ reference (theory)")
         _log_axes(ax, "relative error of the NTK")
         ax.set_title("Empirical NTK vs the analytic RNTK, per network")
         ax.legend(loc="lower left")
@@ -425,12 +425,12 @@ def plot(series: list[Series], stem: Path) -> list[Path]:
                     )
                     w = np.asarray(fit.widths, dtype=float)
                     ax.plot(w, fit.predict(w), "-" if j == 0 else "--", color=color, lw=1,
-                            label=fit_label(*_exp(fit)))  # fmt: skip
+                            label=fit_label(*_exp(fit), what=_SHORT[suffix]))  # fmt: skip
                     ref = ref or fit
             if ref is not None:
-                _reference(ax, ref, REFERENCE_EXPONENT, ":", "n^-1/2 reference")
+                _reference(ax, ref, REFERENCE_EXPONENT, ":", "$n^{-1/2}$ reference")
                 if "seed-averaged" in title:
-                    _reference(ax, ref, -1.0, "-.", "n^-1 reference (bias of the mean)")
+                    _reference(ax, ref, -1.0, "-.", "$n^{-1}$ reference (bias of the mean)")
                 ax.legend(loc="lower left", fontsize=6.5)
             _log_axes(ax, "relative error")
             ax.set_title(title)

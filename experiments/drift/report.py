@@ -209,7 +209,6 @@ def plot_width(groups: dict[str, dict], stem: Path) -> list[Path]:
         ax.set_title(QUANTITIES[q], fontsize=9)
         ax.legend(fontsize=6.5)
     fig.suptitle("Trained Elman RNNs: change during training vs width (final step)")
-    fig.tight_layout()
     return save_figure(fig, stem)
 
 
@@ -245,7 +244,6 @@ def plot_steps(groups: dict[str, dict], stem: Path) -> list[Path]:
         axes[1, j].plot([], [], "k:", label=r"kernel GD, analytic $\Theta$")
         for ax in axes[:, j]:
             ax.legend(fontsize=7)
-    fig.tight_layout()
     return save_figure(fig, stem)
 
 

@@ -425,7 +425,7 @@ def plot(bench: Benchmark, rows: list[dict], stem: Path) -> list[Path]:
         Patch(color=GROUP_COLORS.get(g, OTHER_COLOR), label=g) for g in groups
     ] + ax_acc.get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.set_layout_engine("tight", rect=(0, 0.07, 1, 1))
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
     for p in paths:
         fig.savefig(p, dpi=150)
