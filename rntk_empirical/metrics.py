@@ -52,8 +52,10 @@ def _pair(a: ArrayLike, b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _ratio(num: float, den: float) -> float:
+    """num / den; a relative error against a zero reference is undefined (NaN) when the
+    estimate is zero too, infinite otherwise."""
     if den == 0.0:
-        return 0.0 if num == 0.0 else math.inf
+        return math.nan if num == 0.0 else math.inf
     return num / den
 
 

@@ -56,3 +56,15 @@ def test_failed_or_skipped_runs_keep_the_provenance_of_finished_ones(tmp_path):
     assert (sweep / "multirun.yaml").read_bytes() == multirun
     assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml", "report", "width=8"]
     assert len(list((sweep / "width=8").iterdir())) == 1  # the failed job left no folder
+
+
+def test_inputs_that_would_fail_after_work_started_are_rejected_first():
+    from experiments.common.schema import ArchConfig, ConvergenceConfig, DriftConfig
+    from experiments.convergence.run import prepare
+
+    with pytest.raises(ValueError, match="sigma_v=0 makes every kernel identically 0"):
+        prepare(ConvergenceConfig(arch=ArchConfig(sigma_v=0.0)))
+    with pytest.raises(ValueError, match="batch_size=0 is not valid"):
+        DriftConfig(batch_size=0)
+    with pytest.raises(ValueError, match="sigma_v=0"):
+        DriftConfig(arch=ArchConfig(sigma_v=0.0))

@@ -324,6 +324,13 @@ class DriftConfig:
             )
         if not self.lr_scale > 0 or (self.lr is not None and not self.lr > 0):
             raise ValueError("lr_scale and lr must be > 0")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size!r} is not valid; expected >= 1 or null")
+        if self.arch.sigma_v == 0:
+            raise ValueError(
+                "arch.sigma_v=0 makes the network's output 0 and its NTK 0: nothing to train; "
+                "use arch.sigma_v > 0"
+            )
 
     def identity(self) -> dict[str, Any]:
         from omegaconf import OmegaConf

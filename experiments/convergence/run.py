@@ -108,6 +108,11 @@ def prepare(settings: ConvergenceConfig) -> Prepared:
             "arch.parameterization=standard has no infinite-width NTK to converge to; "
             "use arch.parameterization=ntk"
         )
+    if arch.sigma_v == 0:
+        raise ValueError(
+            "arch.sigma_v=0 makes every kernel identically 0, so the relative error is "
+            "undefined; use arch.sigma_v > 0"
+        )
     seqs = settings.data.build()
     device = settings.execution_device()
     dtype = resolve_dtype(settings.dtype.value)
