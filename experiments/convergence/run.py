@@ -151,7 +151,7 @@ def analytic_kernels(
     The reference is always float64 (cheap next to the empirical kernels), whatever dtype
     the finite networks use. Returns ``(theta, nngp, info)``.
     """
-    from rntk_empirical.analytic import analytic_nngp, analytic_ntk
+    from rntk_empirical.analytic import analytic_kernels as both_kernels  # one recursion
 
     key = config_hash(
         {
@@ -171,8 +171,7 @@ def analytic_kernels(
             log.warning("ignoring unreadable cache file %s (%s)", path, err)
     t0 = time.perf_counter()
     x = _inputs(seqs)
-    theta = analytic_ntk(arch, x, dtype=torch.float64, device=device).cpu()
-    nngp = analytic_nngp(arch, x, dtype=torch.float64, device=device).cpu()
+    theta, nngp = (k.cpu() for k in both_kernels(arch, x, dtype=torch.float64, device=device))
     seconds = time.perf_counter() - t0
     if path is not None:
         atomic_torch_save(path, {"ntk": theta, "nngp": nngp, "arch": arch.to_dict()})
