@@ -14,7 +14,9 @@ User files (``.npz``, ``.npy`` or ``.pt``) hold N sequences of m features in one
   ``(T_i, m)`` tensors.
 
 Files are read without unpickling arbitrary objects (``allow_pickle=False``,
-``torch.load(weights_only=True)``).
+``torch.load(weights_only=True)``: a pickled object is refused, never run) and checked before
+any work starts: the layout and shape, finite values and a sane range (|x| <= ``max_abs``,
+1e6 by default). Every problem is one :class:`ValueError` line naming the file.
 """
 
 from __future__ import annotations
@@ -29,10 +31,28 @@ import torch
 
 from rntk_empirical.sequences import Sequences, as_sequences
 
+DEFAULT_MAX_ABS = 1e6
 FILE_FORMATS = (
     "a (N, T, m) array under key 'x'; a packed (sum T_i, m) array 'x' with 'lengths' (N,); "
     "or keys x_0, x_1, ... with one (T_i, m) array each"
 )
+
+
+def unpickle_failure(err: BaseException) -> str:
+    """One line saying why a ``torch.load(weights_only=True)`` / ``np.load(allow_pickle=False)``
+    of a file failed: a refused pickled object (named) or an unreadable file."""
+    msg = str(err)
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
+    if found:
+        return f"refused to unpickle it (it holds the pickled object {found.group(1)!r})"
+    if isinstance(err, ValueError) and "Object arrays" in msg and "allow_pickle" in msg:
+        return "refused to unpickle it (it holds pickled Python objects)"
+    if isinstance(err, ValueError) and "allow_pickle" in msg:
+        return "refused to unpickle it (not an array file: numpy would read it as a pickle)"
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", msg, flags=re.S)
+    detail = (found.group(1) if found else msg).strip().splitlines()
+    detail = detail[0] if detail else ""
+    return f"unreadable ({type(err).__name__}: {detail})" if detail else "unreadable"
 
 
 def _check_int(name: str, value: int, minimum: int = 1) -> int:
@@ -93,16 +113,46 @@ def _from_mapping(d, where: str):
     raise ValueError(f"{where} has keys {sorted(map(str, keys))}; expected {FILE_FORMATS}")
 
 
-def load_sequences(path: str | os.PathLike, n: int | None = None) -> Sequences:
+def _check_values(raw, where: str, max_abs: float) -> None:
+    """Finite entries with |x| <= max_abs in every array of ``raw`` (one or a list)."""
+    items = raw if isinstance(raw, (list, tuple)) else [raw]
+    for item in items:
+        if isinstance(item, np.ndarray) and item.dtype == object:
+            raise ValueError(f"{where} holds Python objects, not numbers")
+        arr = item if isinstance(item, torch.Tensor) else None
+        if arr is None:
+            try:
+                arr = torch.as_tensor(np.asarray(item))
+            except (TypeError, ValueError, RuntimeError):
+                continue  # as_sequences reports the layout
+        if arr.dtype == torch.bool or arr.is_complex() or arr.numel() == 0:
+            continue
+        arr = arr.detach().to("cpu", torch.float64)
+        if not bool(torch.isfinite(arr).all()):
+            bad = int((~torch.isfinite(arr)).sum())
+            raise ValueError(f"{where} has {bad} entries that are not finite (NaN or Inf)")
+        big = float(arr.abs().max())
+        if big > max_abs:
+            raise ValueError(
+                f"{where} has entries out of range (|x| up to {big:.3g} > {max_abs:g}); "
+                "rescale the data or pass a larger max_abs"
+            )
+
+
+def load_sequences(
+    path: str | os.PathLike, n: int | None = None, max_abs: float = DEFAULT_MAX_ABS
+) -> Sequences:
     """Read sequences from a ``.npz``, ``.npy`` or ``.pt`` file (formats: module docstring).
 
     Args:
         path: the file.
         n: keep only the first ``n`` sequences (None: all).
+        max_abs: the largest |x| accepted (larger entries mean a wrong file or a unit error).
 
     Raises:
-        ValueError: the file is missing, unreadable, of an unknown type or malformed (the
-            message names the file and the expected layout).
+        ValueError: the file is missing, unreadable, holds pickled objects, of an unknown type
+            or malformed, or has NaN/Inf or out-of-range entries (one line that names the file
+            and the problem).
     """
     if path is None or str(path).strip() == "":
         raise ValueError("data.path is not set; pass data.path=/path/to/sequences.npz")
@@ -120,20 +170,28 @@ def load_sequences(path: str | os.PathLike, n: int | None = None) -> Sequences:
         elif suffix == ".npy":
             raw = np.load(p, allow_pickle=False)
         elif suffix == ".pt":
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True)
+            except Exception as err:  # noqa: BLE001 - pickled code, damaged file, ...
+                raise ValueError(f"{where}: {unpickle_failure(err)}") from None
             raw = _from_mapping(obj, where) if isinstance(obj, dict) else obj
         else:
             raise ValueError(f"{where} has an unknown type {suffix!r}; use .npz, .npy or .pt")
+        _check_values(raw, where, max_abs)
         if isinstance(raw, (list, tuple)):
             raw = [torch.as_tensor(np.asarray(r)) if isinstance(r, np.ndarray) else r for r in raw]
         seqs = as_sequences(raw, dtype=torch.float64, name=where)
     except ValueError as err:
         msg = str(err)
+        if "allow_pickle" in msg:
+            msg = unpickle_failure(err)
+        msg = msg.strip().splitlines()[0] if msg.strip() else type(err).__name__
         raise ValueError(msg if where in msg else f"{where}: {msg}") from None
     except TypeError as err:
         raise ValueError(f"{where} is malformed ({err}); expected {FILE_FORMATS}") from None
-    except (OSError, EOFError, RuntimeError) as err:  # zip/pickle/format errors
-        raise ValueError(f"{where} could not be read ({type(err).__name__}: {err})") from None
+    except (OSError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"{where} could not be read ({type(err).__name__}: {msg})") from None
     if n is not None:
         n = _check_int("n", n)
         if n > seqs.n:

@@ -32,6 +32,14 @@ E[phi'(v)] = 0, with the convention phi'(0) = 0 used by torch and by the finite 
 limit a -> 0+ of the closed form would be 1/4 instead). Correlations are clamped to [-1, 1],
 so covariance matrices that are not PSD by round-off give finite values.
 
+Identical states. rho = c / sqrt(a b) of a state with itself (x = x') is 1 in exact arithmetic
+but 1 - O(eps) in floating point (c and a come from different operations), and the arc-cosine
+functions have infinite slope there: theta = arccos(1 - eps) = sqrt(2 eps), a relative error of
+1e-8 in V_dphi in float64 and 3e-4 in float32, compounding over the steps of a recursion. Every
+dual therefore takes an optional boolean ``same`` (broadcastable to the output) marking pairs
+whose two states are identical; their correlation is set to exactly 1 (theta = 0), so the
+diagonal K(x, x) is exact. The recursion passes it for identical sequences; ``None`` means none.
+
 Gradients. ``d/drho`` of the arc-cosine functions is handled by a custom autograd function:
 the degree-1 function J_1(rho) = sqrt(1 - rho^2) + (pi - theta) rho has the finite derivative
 pi - theta (the two 1/sqrt(1 - rho^2) terms cancel analytically), and the degree-0 function
@@ -52,7 +60,8 @@ import torch
 
 from rntk_empirical.activations import Nonlinearity, get_nonlinearity
 
-DualFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (a, b, c[, same]) -> (V_phi, V_dphi); ``same``: optional bool mask of identical states
+DualFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 DEFAULT_QUAD_POINTS = 64
 # Flattened covariances evaluated at once by the quadrature (bounds its Q^2 temporaries).
@@ -109,24 +118,33 @@ def _scales(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return sa, ra, pos.to(a.dtype)
 
 
-def _correlation(a, b, c):
+def _correlation(a, b, c, same=None):
+    """rho = c / sqrt(a b) (0 where a or b is 0), exactly 1 where ``same``; and the scales.
+
+    Where ``same``, rho is 1 in value with the gradient of c / sqrt(a b) (which is 0 in exact
+    arithmetic there: c, a and b are the same function of the inputs)."""
     sa, ra, ia = _scales(a)
     sb, rb, ib = _scales(b)
-    return c * ra * rb, sa, sb, ia, ib
+    rho = c * ra * rb
+    if same is not None:
+        rho = torch.where(same, (rho - rho.detach()) + 1.0, rho)
+    return rho, sa, sb, ia, ib
 
 
-def relu_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
-    """Arc-cosine kernels of degree 1 (V_phi) and 0 (V_dphi); see the module docstring."""
-    rho, sa, sb, ia, ib = _correlation(a, b, c)
+def relu_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
+    """Arc-cosine kernels of degree 1 (V_phi) and 0 (V_dphi); see the module docstring.
+    ``same``: optional bool mask of identical states (rho = 1 exactly there)."""
+    rho, sa, sb, ia, ib = _correlation(a, b, c, same)
     j0, j1 = _ArcCosine.apply(rho)
     v_phi = j1 * (sa / _TWO_PI) * sb
     v_dphi = j0 * (ia / _TWO_PI) * ib
     return v_phi, v_dphi
 
 
-def erf_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+def erf_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
     """Williams (1997): (2/pi) asin(2c / sqrt(da db)) and (4/pi) / sqrt(da db - 4c^2),
-    da = 1 + 2a, db = 1 + 2b. Always well conditioned: da db - 4 c^2 >= 1 for PSD input."""
+    da = 1 + 2a, db = 1 + 2b. Always well conditioned: da db - 4 c^2 >= 1 for PSD input
+    (|x| <= 2a / (1 + 2a) < 1 even for identical states, so ``same`` is not needed)."""
     ra = torch.rsqrt(1.0 + 2.0 * torch.clamp(a, min=0.0))
     rb = torch.rsqrt(1.0 + 2.0 * torch.clamp(b, min=0.0))
     x = torch.clamp(2.0 * c * ra * rb, -1.0, 1.0)  # |x| < 1 strictly for PSD covariances
@@ -136,7 +154,7 @@ def erf_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
     return v_phi, v_dphi
 
 
-def identity_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+def identity_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
     """V_phi = c, V_dphi = 1."""
     shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
     c = c.expand(shape) if c.shape != shape else c
@@ -158,8 +176,10 @@ def quadrature_dual(
     b: torch.Tensor,
     c: torch.Tensor,
     points: int = DEFAULT_QUAD_POINTS,
+    same: torch.Tensor | None = None,
 ):
-    """Tensor-product Gauss-Hermite estimate of (V_phi, V_dphi) for any phi.
+    """Tensor-product Gauss-Hermite estimate of (V_phi, V_dphi) for any phi (``same``: as
+    for the closed forms, rho = 1 exactly on identical states).
 
     Works on the flattened broadcast covariances in chunks so the ``(E, Q, Q)`` temporaries
     stay below ~``_QUAD_CHUNK_NODES`` nodes.
@@ -171,7 +191,7 @@ def quadrature_dual(
     z_np, w_np = _hermite_rule(points)
     z = torch.as_tensor(z_np, dtype=dtype, device=device)
     w = torch.as_tensor(w_np, dtype=dtype, device=device)
-    rho, sa, sb, _, _ = _correlation(a, b, c)
+    rho, sa, sb, _, _ = _correlation(a, b, c, same)
     rho = torch.clamp(rho, -1.0, 1.0)
     tau = _SafeSqrt.apply(1.0 - rho * rho)
     sa, sb, rho, tau = (t.expand(shape).reshape(-1) for t in (sa, sb, rho, tau))
@@ -193,8 +213,9 @@ def quadrature_dual(
 # they take the pre-activation covariance S and tangent kernel Q of a block and write
 # K = V_phi(a, b, S) and G = V_dphi(a, b, S) * Q into preallocated buffers, with no temporary
 # allocations (fresh allocations of cache-sized tensors cost page faults on every op). ``a``
-# is a column ``(B, 1)``, ``b`` a row ``(1, N)``; ``S`` is overwritten. tests/test_dual.py
-# checks them against the reference functions.
+# is a column ``(B, 1)``, ``b`` a row ``(1, N)``; ``S`` is overwritten; ``same`` (optional,
+# bool, S's shape) marks identical states. tests/test_dual.py checks them against the
+# reference functions.
 FusedFn = Callable[..., None]
 _ONE: dict[tuple, torch.Tensor] = {}
 
@@ -206,10 +227,12 @@ def _one(like: torch.Tensor) -> torch.Tensor:
     return _ONE[key]
 
 
-def _relu_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
+def _relu_fused(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
     sa, ra, ia = _scales(a)
     sb, rb, ib = _scales(b)
     rho = S.mul_(ra).mul_(rb).clamp_(-1.0, 1.0)
+    if same is not None:
+        rho.masked_fill_(same, 1.0)
     j0 = torch.asin(rho, out=scratch).add_(0.5 * math.pi)
     if Q is not None:
         torch.mul(j0, Q, out=G_out).mul_(ia / _TWO_PI).mul_(ib)
@@ -217,7 +240,7 @@ def _relu_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
     k.addcmul_(j0, rho).mul_(sa / _TWO_PI).mul_(sb)
 
 
-def _erf_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
+def _erf_fused(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
     ra = torch.rsqrt(1.0 + 2.0 * torch.clamp(a, min=0.0))
     rb = torch.rsqrt(1.0 + 2.0 * torch.clamp(b, min=0.0))
     x = S.mul_(2.0 * ra).mul_(rb).clamp_(-1.0, 1.0)
@@ -227,7 +250,7 @@ def _erf_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
     torch.asin(x, out=K_out).mul_(2.0 / math.pi)
 
 
-def _identity_fused(a, b, S, Q, K_out, G_out, scratch) -> None:
+def _identity_fused(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
     K_out.copy_(S)
     if Q is not None:
         G_out.copy_(Q)
@@ -243,7 +266,7 @@ _FUSED: dict[str, FusedFn] = {
 def get_fused_dual(
     nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS
 ) -> FusedFn:
-    """In-place ``fn(a, b, S, Q, K_out, G_out, scratch)``: K_out = V_phi(a, b, S),
+    """In-place ``fn(a, b, S, Q, K_out, G_out, scratch, same=None)``: K_out = V_phi(a, b, S),
     G_out = V_dphi(a, b, S) * Q (skipped if Q is None); S and scratch are clobbered.
     Nonlinearities without a closed form evaluate the quadrature and copy."""
     nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
@@ -251,8 +274,8 @@ def get_fused_dual(
         return _FUSED[nl.name]
     ref = get_dual(nl, quad_points)
 
-    def fn(a, b, S, Q, K_out, G_out, scratch) -> None:
-        v_phi, v_dphi = ref(a, b, S)
+    def fn(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
+        v_phi, v_dphi = ref(a, b, S, same)
         K_out.copy_(v_phi)
         if Q is not None:
             torch.mul(v_dphi, Q, out=G_out)
@@ -268,13 +291,14 @@ _CLOSED_FORMS: dict[str, DualFn] = {
 
 
 def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS) -> DualFn:
-    """The function ``(a, b, c) -> (V_phi, V_dphi)`` for a nonlinearity (name or object)."""
+    """The function ``(a, b, c, same=None) -> (V_phi, V_dphi)`` for a nonlinearity (name or
+    object); ``same``: optional bool mask of identical states (module docstring)."""
     nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
     if nl.closed_form and nl.name in _CLOSED_FORMS:
         return _CLOSED_FORMS[nl.name]
 
-    def fn(a, b, c):
-        return quadrature_dual(nl, a, b, c, quad_points)
+    def fn(a, b, c, same=None):
+        return quadrature_dual(nl, a, b, c, quad_points, same)
 
     return fn
 
@@ -286,6 +310,7 @@ def dual_activations(
     c: torch.Tensor,
     *,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    same: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(V_phi(a, b, c), V_dphi(a, b, c)) for the covariance [[a, c], [c, b]].
 
@@ -295,6 +320,8 @@ def dual_activations(
         a, b: variances (>= 0); c: covariance. Any broadcastable shapes, one float dtype.
         quad_points: Gauss-Hermite points per dimension for nonlinearities without a
             closed form.
+        same: optional bool tensor (broadcastable) marking identical states, whose
+            correlation is then exactly 1 (see the module docstring).
 
     Returns:
         Two tensors of the broadcast shape; finite for every finite input.
@@ -302,4 +329,4 @@ def dual_activations(
     a, b, c = (torch.as_tensor(t) for t in (a, b, c))
     if not (a.is_floating_point() and b.is_floating_point() and c.is_floating_point()):
         raise TypeError("dual_activations needs floating-point a, b, c")
-    return get_dual(nonlinearity, quad_points)(a, b, c)
+    return get_dual(nonlinearity, quad_points)(a, b, c, same)

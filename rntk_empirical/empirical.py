@@ -148,7 +148,30 @@ def empirical_kernels(
                 k = _nngp_from_readouts(model, z1, z1 if s2 is None else _readouts(model, s2))
     if s2 is None:
         theta = 0.5 * (theta + theta.transpose(0, 1).transpose(2, 3))
+    T = s1.max_len if s2 is None else max(s1.max_len, s2.max_len)
+    check_finite_kernels(model, T, NTK=theta, NNGP=k)
     return _finish(theta, model), k
+
+
+def check_finite_kernels(model: ElmanRNN, T: int, **kernels: torch.Tensor | None) -> None:
+    """Raise :class:`OverflowError` (one line naming the kernel, dtype, sigma_w, T and what to
+    change) if a kernel of ``model`` has a NaN or Inf entry: the forward states or the
+    backpropagated gradients left the dtype's range (they grow geometrically in T when
+    sigma_w is large), and a NaN kernel must not reach a solver or a record."""
+    for name, kern in kernels.items():
+        if kern is None or bool(torch.isfinite(kern).all()):
+            continue
+        dtype = str(kern.dtype).replace("torch.", "")
+        fix = (
+            "use a smaller sigma_w or shorter sequences"
+            if kern.dtype == torch.float64
+            else "use dtype=float64, a smaller sigma_w or shorter sequences"
+        )
+        raise OverflowError(
+            f"the empirical {name} is not finite in {dtype} at T={T} with "
+            f"sigma_w={model.arch.sigma_w:g} (the network's states or gradients over- or "
+            f"underflowed, {int((~torch.isfinite(kern)).sum())} entries); {fix}"
+        )
 
 
 def empirical_ntk(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -30,12 +31,23 @@ import torch
 from torch.func import jvp, vjp
 
 from rntk_empirical.atomic import atomic_torch_save
+from rntk_empirical.data import unpickle_failure
 from rntk_empirical.empirical import empirical_ntk, per_example_jacobians
 from rntk_empirical.metrics import kernel_distance, relative_drift
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.sequences import Sequences
 
 OPTIMIZERS = ("gd", "sgd", "adam")
+CHECKPOINT_KEYS = ("step", "params", "lin", "theta0", "opt", "gen", "history", "ntk0")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed (damaged, not a checkpoint, or written by another
+    configuration), raised instead of a warning when the caller asks for strictness."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was ignored (the seed starts afresh); the message says why, in one line."""
 
 
 @dataclass
@@ -225,6 +237,8 @@ def train_and_track(
     kernel_predictions: dict[str, KernelPredictions] | None = None,
     checkpoint_path: str | None = None,
     progress: Callable[[int], None] | None = None,
+    config_hash: str | None = None,
+    strict_checkpoint: bool = False,
 ) -> History:
     """Train ``model`` in place and record the quantities listed in the module docstring.
 
@@ -236,8 +250,16 @@ def train_and_track(
         kernel_predictions: optional ``{"empirical": ..., "analytic": ...}`` closed-form
             predictions at steps ``0, record_every, ...`` (see
             :func:`rntk_empirical.kernel_machines.gradient_descent_mse`).
-        checkpoint_path: where to checkpoint; an existing checkpoint is resumed.
+        checkpoint_path: where to checkpoint; an existing checkpoint is resumed when it is
+            readable, complete and was written by the same configuration (see
+            :func:`load_checkpoint`); otherwise the run starts afresh with a one-line
+            :class:`CheckpointWarning` and overwrites it.
         progress: called with the number of steps done after each step.
+        config_hash: identity of the configuration that trains (the caller's hash of training
+            settings, architecture, width and seed); stored in every checkpoint and required
+            to match on resume. None: not stored, and any checkpoint's hash is accepted.
+        strict_checkpoint: raise :class:`CheckpointError` instead of warning and starting
+            afresh.
 
     Returns:
         The :class:`History`.
@@ -260,18 +282,29 @@ def train_and_track(
     gen = torch.Generator().manual_seed(settings.seed)
     lin_state = None
 
+    ck = None
     if checkpoint_path and os.path.exists(checkpoint_path):
-        ck = torch.load(checkpoint_path, weights_only=False)
+        ck, why = load_checkpoint(checkpoint_path, config_hash, dict(model.named_parameters()))
+        if ck is None:
+            if strict_checkpoint:
+                raise CheckpointError(f"checkpoint {checkpoint_path}: {why}")
+            warnings.warn(
+                f"checkpoint {checkpoint_path}: {why}; starting this seed afresh",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+    if ck is not None:
+        dev = next(iter(theta0.values())).device
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(ck["params"][n])
-            theta0 = ck["theta0"]
+            theta0 = {n: t.to(dev) for n, t in ck["theta0"].items()}
         opt.load_state_dict(ck["opt"])
         lin_state = ck["lin"]
         gen.set_state(ck["gen"])
         hist = History(**ck["history"])
         start = ck["step"]
-        ntk0 = ck["ntk0"]
+        ntk0 = ck["ntk0"].to(dev)
     else:
         ntk0 = empirical_ntk(model, probe)
     with torch.no_grad():
@@ -349,10 +382,49 @@ def train_and_track(
                     "gen": gen.get_state(),
                     "history": asdict(hist),
                     "ntk0": ntk0,
+                    "config_hash": config_hash,
                 },
             )
     hist.seconds = time.perf_counter() - t_start
     return hist
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    config_hash: str | None = None,
+    params: dict[str, torch.Tensor] | None = None,
+) -> tuple[dict | None, str | None]:
+    """Read a training checkpoint without running code from it: ``(checkpoint, None)``, or
+    ``(None, reason)`` with a one-line reason when it cannot be resumed.
+
+    The file is loaded with ``torch.load(weights_only=True, map_location="cpu")`` (tensors and
+    plain containers only: a pickled object is refused, never executed; a checkpoint written
+    on CUDA loads on any machine). It is refused when it is damaged or not a checkpoint, lacks
+    one of :data:`CHECKPOINT_KEYS`, was written with another ``config_hash`` (when one is
+    given), or its parameters do not match ``params`` (``{name: tensor}``) in names and shapes.
+    """
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure of a damaged or hostile file
+        return None, unpickle_failure(err)
+    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        return None, "not a complete training checkpoint"
+    if config_hash is not None and ck.get("config_hash") != config_hash:
+        return None, (
+            f"written by another configuration (hash {ck.get('config_hash')!r}, "
+            f"this run {config_hash!r})"
+        )
+    saved = ck["params"]
+    if params is not None and (
+        not isinstance(saved, dict)
+        or set(saved) != set(params)
+        or any(
+            not isinstance(saved[n], torch.Tensor) or saved[n].shape != p.shape
+            for n, p in params.items()
+        )
+    ):
+        return None, "its parameters do not match this network (names or shapes)"
+    return ck, None
 
 
 def _make_optimizer(settings: TrainSettings, params: list[torch.Tensor]) -> torch.optim.Optimizer:

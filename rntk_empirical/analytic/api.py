@@ -6,7 +6,7 @@ import torch
 
 from rntk_empirical.analytic.common import (
     blocks,
-    check_finite,
+    finish,
     setup,
     sides,
     write_block,
@@ -36,7 +36,8 @@ def analytic_kernels(
         x1: ``(N1, T, m)`` tensor/array or a list of ``(T_i, m)`` sequences.
         x2: same forms (same m), or None for x2 = x1 (the result is then exactly symmetric
             and only its upper triangle is computed).
-        dtype: float64 (default) or float32.
+        dtype: of the returned kernels, float64 (default) or float32; the recursion runs in
+            float64 either way (see :func:`~rntk_empirical.analytic.common.working_dtype`).
         device: cpu / cuda / auto; None uses the inputs' device.
         block_size: rows of the output computed together; None picks it from a memory budget
             (about ``CPU_BLOCK_ELEMENTS`` or ``CUDA_BLOCK_ELEMENTS`` pairs per block).
@@ -46,9 +47,12 @@ def analytic_kernels(
     Raises:
         ValueError: bad inputs (see :func:`rntk_empirical.sequences.as_sequences`), x1 and x2
             of different m, ``ntk=True`` with ``parameterization="standard"``.
-        OverflowError: the kernel overflows the dtype (e.g. large s_w with very long inputs).
+        OverflowError: the kernel overflows the dtype (e.g. large s_w with very long inputs);
+            the message names the kernel, dtype, sigma_w, T and what to change.
     """
-    c, dual, s1, s2, rows = setup(arch, x1, x2, dtype, device, block_size, ntk, quad_points)
+    c, dual, s1, s2, rows, out_dtype = setup(
+        arch, x1, x2, dtype, device, block_size, ntk, quad_points
+    )
     symmetric = s2 is None
     N1, N2 = s1.n, (s1.n if symmetric else s2.n)
     differentiable = (
@@ -74,8 +78,8 @@ def analytic_kernels(
                 write_block(theta_out, t_blk, r0, r1, symmetric, scale, not differentiable)
             if nngp_out is not None:
                 write_block(nngp_out, k_blk, r0, r1, symmetric, scale, not differentiable)
-    check_finite(s1.values.dtype, NTK=theta_out, NNGP=nngp_out)
-    return theta_out, nngp_out
+    done = finish(out_dtype, c, s1.max_len, NTK=theta_out, NNGP=nngp_out)
+    return done["NTK"], done["NNGP"]
 
 
 def analytic_ntk(

@@ -12,7 +12,7 @@ from rntk_empirical.analytic.common import (
     blocks,
     boundary_value,
     budget,
-    check_finite,
+    finish,
     setup,
     shifts,
     sides,
@@ -69,7 +69,9 @@ def analytic_kernel_bank(
         raise ValueError(f"readouts={readouts!r}: expected a non-empty subset of {READOUTS}")
     if backend not in ("auto", "numba", "torch"):
         raise ValueError(f"backend={backend!r} is not valid; use auto, numba or torch")
-    c, dual, s1, s2, rows = setup(arch, x1, x2, dtype, device, block_size, True, quad_points)
+    c, dual, s1, s2, rows, out_dtype = setup(
+        arch, x1, x2, dtype, device, block_size, True, quad_points
+    )
     symmetric = s2 is None
     N1, N2 = s1.n, (s1.n if symmetric else s2.n)
     T = s1.max_len
@@ -78,7 +80,7 @@ def analytic_kernel_bank(
     if backend != "torch":
         why_not = numba_backend.supported(arch.nonlinearity, equal, s1.values.device)
         if why_not is None:
-            return _bank_numba(c, arch, s1, s2, readouts, progress)
+            return _bank_numba(c, arch, s1, s2, readouts, out_dtype, progress)
         if backend == "numba":
             raise ValueError(f"backend='numba' cannot compute this bank: {why_not}")
     fused = get_fused_dual(arch.nonlinearity, quad_points)
@@ -99,8 +101,7 @@ def analytic_kernel_bank(
                     write_block(out[key][1], k_blk, r0, r1, symmetric, c.sv2, True)
                 if progress is not None:
                     progress(r1 - r0)
-        _check_bank(s1.values.dtype, out)
-        return out
+        return _finish_bank(out_dtype, c, T, out)
     ws = Workspace(arch.depth, rows * N2, s1.values)
     acc_flat = {
         (r, kind): [s1.values.new_empty(rows * N2) for _ in layers]
@@ -142,19 +143,21 @@ def analytic_kernel_bank(
                     write_block(out[(l + 1, r)][1], acc.k[l], r0, r1, symmetric, c.sv2, True)
             if progress is not None:
                 progress(r1 - r0)
-    _check_bank(s1.values.dtype, out)
-    return out
+    return _finish_bank(out_dtype, c, T, out)
 
 
 def _bank_numba(
-    c: KernelConstants, arch: Architecture, s1: Sequences, s2: Sequences | None, readouts, progress
+    c: KernelConstants,
+    arch: Architecture,
+    s1: Sequences,
+    s2: Sequences | None,
+    readouts,
+    dtype: torch.dtype,
+    progress,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
     """:func:`analytic_kernel_bank` through :func:`numba_backend.kernel_bank` (float64
-    arithmetic throughout, the variances included: a float32 variance would put the
-    correlation of a sequence with itself 1e-7 away from 1, where V_dphi has infinite slope)."""
-    dtype = s1.values.dtype
-    s1 = Sequences(s1.values.to(torch.float64), s1.lengths)
-    s2 = None if s2 is None else Sequences(s2.values.to(torch.float64), s2.lengths)
+    arithmetic throughout, the variances included; identical sequences get correlation
+    exactly 1, as in the torch path)."""
     dual = get_dual(arch.nonlinearity)
     consts = (c.sw2, c.su2, c.sb2, c.sv2, boundary_value(c), c.h0 == "per_input")
     out = None
@@ -176,10 +179,14 @@ def _bank_numba(
             for key, (theta, nngp) in bank.items():
                 out[key][0].add_(theta)
                 out[key][1].add_(nngp)
-    _check_bank(dtype, out)
-    return out
+    return _finish_bank(dtype, c, s1.max_len, out)
 
 
-def _check_bank(dtype: torch.dtype, out: dict) -> None:
+def _finish_bank(dtype: torch.dtype, c: KernelConstants, T: int, out: dict) -> dict:
+    """Every kernel of the bank in ``dtype``, checked finite (:func:`finish`)."""
+    done = {}
     for (l, r), (theta, nngp) in out.items():
-        check_finite(dtype, **{f"NTK ({r}, layer {l})": theta, f"NNGP ({r}, layer {l})": nngp})
+        names = (f"NTK ({r}, layer {l})", f"NNGP ({r}, layer {l})")
+        cast = finish(dtype, c, T, **{names[0]: theta, names[1]: nngp})
+        done[(l, r)] = (cast[names[0]], cast[names[1]])
+    return done

@@ -25,9 +25,6 @@ from rntk_empirical.sequences import Sequences, as_sequences
 
 # Elements (pairs) of one row block: cache-sized on CPU (~1 MiB per float64 buffer),
 # large on GPUs. Peak extra memory is ~ (8 + 6 L) buffers of this size.
-
-# Elements (pairs) of one row block: cache-sized on CPU (~1 MiB per float64 buffer),
-# large on GPUs. Peak extra memory is ~ (8 + 6 L) buffers of this size.
 CPU_BLOCK_ELEMENTS = 2**17
 
 
@@ -127,6 +124,7 @@ def layer_step(
     G_low: torch.Tensor | None,
     a: torch.Tensor | None,
     b: torch.Tensor | None,
+    same: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One layer at one cell (t, t') for a block of pairs.
 
@@ -135,7 +133,8 @@ def layer_step(
         drive: s_u^2 K^{l-1}(t, t') (the input term).
         G_low: G^{l-1}(t, t') (None for layer 1, where G^0 = 0).
         a, b: variances broadcastable against K (a column and a row); None means the
-            diagonal run, where a = b = S (pairs (i, i)).
+            diagonal run, where a = b = S (pairs (i, i), identical states).
+        same: optional bool mask of pairs with identical states (:func:`identical_pairs`).
 
     Returns:
         (S^l, K^l, G^l) at (t, t').
@@ -144,13 +143,33 @@ def layer_step(
     S = c.sw2 * K + drive + c.sb2
     if a is None:
         a = b = S
-    v_phi, v_dphi = dual(a, b, S)
+        same = torch.ones((), dtype=torch.bool, device=S.device)
+    v_phi, v_dphi = dual(a, b, S, same)
     if G is None:
         return S, v_phi, None
     Q = S + c.sw2 * G
     if G_low is not None:
         Q = Q + c.su2 * G_low
     return S, v_phi, v_dphi * Q
+
+
+def identical_pairs(r: BatchSide, s: BatchSide, shift: int) -> torch.Tensor | None:
+    """``(B, N2)`` bool: the pairs whose states are identical at every cell of this shift
+    (None if there is none), i.e. the same sequence at shift 0: equal lengths and values.
+
+    Their correlation is then exactly 1 (see :mod:`rntk_empirical.dual`, identical states).
+    Sharing the initial state needs nothing more: equal content has equal ``per_input`` keys.
+    """
+    if shift != 0:
+        return None
+    cand = (r.keys[:, None] == s.keys[None, :]) & (r.starts[:, None] == s.starts[None, :])
+    if not bool(cand.any()):
+        return None
+    ii, jj = cand.nonzero(as_tuple=True)
+    equal = (r.xs[ii] == s.xs[jj]).flatten(1).all(1)  # keys are hashes: confirm
+    same = torch.zeros_like(cand)
+    same[ii[equal], jj[equal]] = True
+    return same if bool(equal.any()) else None
 
 
 def boundary_value(c: KernelConstants) -> float:
@@ -193,9 +212,9 @@ def _prepare_side(
         var = _variances(c, dual, xs, starts)
     if not torch.isfinite(var).all():
         raise OverflowError(
-            "the pre-activation variances overflow "
-            f"{str(seqs.values.dtype).replace('torch.', '')} (they grow like s_w^2^t for "
-            "unbounded nonlinearities); use a smaller sigma_w, shorter sequences or float64"
+            f"the pre-activation variances overflow {dtype_name(seqs.values.dtype)} at "
+            f"T={T} (they grow like (s_w^2 / 2)^t for relu, s_w^(2t) for identity, with "
+            f"s_w^2={c.sw2:g}); use a smaller sigma_w or shorter sequences"
         )
     weights = {}
     lengths = seqs.lengths.to(device=xs.device, dtype=xs.dtype)
@@ -258,10 +277,25 @@ def write_block(
         out[r1:, r0:r1] = out[r1:, r0:r1] + rest.T
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the recursion for kernels returned in ``dtype``: always float64.
+
+    A float32 recursion loses the accuracy float32 can hold (measured 1.7e-2 relative at
+    T = 1000 before this choice): the errors of the states compound over T steps. The numba
+    backend has always worked in float64; the torch path now does the same, and float32 only
+    sets the returned dtype (float32 output, half the memory for the N1 x N2 results)."""
+    return torch.float64
+
+
 def setup(
     arch: Architecture, x1, x2, dtype, device, block_size, ntk: bool, quad_points: int
-) -> tuple[KernelConstants, DualFn, Sequences, Sequences | None, int]:
-    """Validate the arguments; returns (constants, dual, x1, x2 or None, rows per block)."""
+) -> tuple[KernelConstants, DualFn, Sequences, Sequences | None, int, torch.dtype]:
+    """Validate the arguments; returns (constants, dual, x1, x2 or None, rows per block, the
+    dtype of the returned kernels). x1 and x2 come in :func:`working_dtype`."""
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
     if ntk and arch.parameterization == "standard":
@@ -273,9 +307,10 @@ def setup(
     _check_block_size(block_size)
     dtype = resolve_dtype(dtype)
     dev = resolve_device(device) if device is not None else _input_device(x1)
-    validation_precision(dtype)
-    s1 = _as_sequences_keep_graph(x1, "x1", dtype, dev)
-    s2 = None if x2 is None else _as_sequences_keep_graph(x2, "x2", dtype, dev, s1.dim)
+    validation_precision(working_dtype(dtype))
+    work = working_dtype(dtype)
+    s1 = _as_sequences_keep_graph(x1, "x1", work, dev)
+    s2 = None if x2 is None else _as_sequences_keep_graph(x2, "x2", work, dev, s1.dim)
     if s2 is not None and s2.max_len != s1.max_len:
         T = max(s1.max_len, s2.max_len)
         s1, s2 = s1.padded_to(T), s2.padded_to(T)
@@ -291,7 +326,7 @@ def setup(
     N2 = s1.n if s2 is None else s2.n
     pairs = budget(s1, s2, depth=arch.depth, readout=arch.readout)
     rows = min(s1.n, block_size or max(1, pairs // N2))
-    return c, get_dual(arch.nonlinearity, quad_points), s1, s2, rows
+    return c, get_dual(arch.nonlinearity, quad_points), s1, s2, rows, dtype
 
 
 # Block-sized tensors autograd keeps per layer and cell of the differentiable recursion
@@ -338,11 +373,32 @@ def blocks(side1: BatchSide, side2: BatchSide, rows: int, symmetric: bool):
         yield r0, r1, side1.rows(slice(r0, r1)), side2.rows(slice(r0 if symmetric else 0, N2))
 
 
-def check_finite(dtype: torch.dtype, **outs: torch.Tensor | None) -> None:
+def finish(
+    dtype: torch.dtype, c: KernelConstants, T: int, **outs: torch.Tensor | None
+) -> dict[str, torch.Tensor | None]:
+    """The kernels ``outs`` in the returned ``dtype``, each checked to be finite there;
+    :class:`OverflowError` naming the kernel, dtype, s_w, T and what to change if not."""
+    done = {}
     for name, out in outs.items():
-        if out is not None and not torch.isfinite(out).all():
+        cast = None if out is None else out.to(dtype)
+        done[name] = cast
+        if cast is None or bool(torch.isfinite(cast).all()):
+            continue
+        where = f"at T={T} with sigma_w={c.sw2**0.5:g}"
+        why = (
+            "it grows geometrically in time when s_w^2 V_dphi > 1 (exploding gradients) "
+            "or the variances explode"
+        )
+        if dtype == torch.float64 or (
+            out.dtype == torch.float64 and not bool(torch.isfinite(out).all())
+        ):
             raise OverflowError(
-                f"the analytic {name} overflows {str(dtype).replace('torch.', '')}: it grows "
-                "geometrically in time when s_w^2 V_dphi > 1 (exploding gradients) or the "
-                "variances explode; use a smaller sigma_w or shorter sequences"
+                f"the analytic {name} overflows float64 {where} ({why}); "
+                "use a smaller sigma_w or shorter sequences"
             )
+        raise OverflowError(
+            f"the analytic {name} (largest entry {float(out.abs().max()):.3g}) overflows "
+            f"{dtype_name(dtype)} {where} ({why}); use dtype=float64, a smaller sigma_w or "
+            "shorter sequences"
+        )
+    return done

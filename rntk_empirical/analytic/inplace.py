@@ -13,6 +13,7 @@ from rntk_empirical.analytic.common import (
     BatchSide,
     KernelConstants,
     boundary,
+    identical_pairs,
     layer_step,
     shift_range,
     shifts,
@@ -67,6 +68,7 @@ def _functional_step(
     w: torch.Tensor,
     acc_k: list[torch.Tensor],
     acc_t: list[torch.Tensor],
+    same: torch.Tensor | None = None,
 ) -> tuple[list, list, list, list]:
     """One cell of every layer for a block with no inactive pair, out of place, adding
     ``w * K^l`` and ``w * (K^l + G^l)`` of every layer to the sums (what
@@ -74,7 +76,7 @@ def _functional_step(
     drive, G_low = xr @ xs.T, None
     K_new, G_new, k_new, t_new = [], [], [], []
     for l in range(len(K)):
-        _, k, g = layer_step(c, dual, K[l], G[l], drive, G_low, a[l], b[l])
+        _, k, g = layer_step(c, dual, K[l], G[l], drive, G_low, a[l], b[l], same)
         K_new.append(k)
         G_new.append(g)
         k_new.append(acc_k[l] + w * k)
@@ -110,13 +112,15 @@ def _fused_layer(
     scratch: torch.Tensor,
     a: torch.Tensor,
     b: torch.Tensor,
+    same: torch.Tensor | None = None,
 ) -> None:
     """Layer ``l`` one cell forward, in place (module doc):
 
         S = s_w^2 K^l(t-1,t'-1) + s_u^2 K^{l-1}(t,t') + s_b^2,  Q = S + s_w^2 G^l + s_u^2 G^{l-1}
 
     then ``K[l], G[l]`` = the dual activations. For l = 0 the caller has already put
-    s_u^2 K^0 + s_w^2 K^1(t-1, t'-1) in S (a matmul of the inputs); Q None skips the NTK."""
+    s_u^2 K^0 + s_w^2 K^1(t-1, t'-1) in S (a matmul of the inputs); Q None skips the NTK;
+    ``same``: optional bool mask of identical states."""
     if l > 0:
         torch.mul(K[l - 1], c.su2, out=S).add_(K[l], alpha=c.sw2)
     S.add_(c.sb2)
@@ -124,7 +128,7 @@ def _fused_layer(
         torch.add(S, G[l], alpha=c.sw2, out=Q)
         if l > 0:
             Q.add_(G[l - 1], alpha=c.su2)
-    fused(a, b, S, Q, K[l], G[l], scratch)
+    fused(a, b, S, Q, K[l], G[l], scratch, same)
 
 
 def shift_block_fused(
@@ -149,6 +153,7 @@ def shift_block_fused(
     max_r, max_s = max(r.starts_list), max(s.starts_list)
     p_first, p_last = shift_range(r, s, shift, T)
     kb = boundary(c, r, s, shift)
+    same = identical_pairs(r, s, shift)
     K, G, S, Q, scratch = ws["K"], ws["G"], ws["S"], ws["Q"], ws["scratch"]
     for l in range(c.depth):
         K[l].zero_() if kb is None else K[l].copy_(kb)
@@ -165,13 +170,13 @@ def shift_block_fused(
             a = [r.var[l, :, p, None].clone() for l in range(c.depth)]
             b = [s.var[l, None, :, q].clone() for l in range(c.depth)]
             xr, xq = r.xs[:, p].clone(), s.xs[:, q].clone()
-            K[:], G[:], acc.k[:], acc.t[:] = fn(ct, K, G, xr, xq, a, b, w, acc.k, acc.t)
+            K[:], G[:], acc.k[:], acc.t[:] = fn(ct, K, G, xr, xq, a, b, w, acc.k, acc.t, same)
             continue
         for l in range(c.depth):
             if l == 0:  # S = s_u^2 K^0(t, t') + s_w^2 K^1(t-1, t'-1)
                 torch.addmm(K[0], r.xs[:, p], s.xs[:, q].T, beta=c.sw2, out=S)
             a, b = r.var[l, :, p, None], s.var[l, None, :, q]
-            _fused_layer(c, fused, l, K, G, S, Q if want_ntk else None, scratch, a, b)
+            _fused_layer(c, fused, l, K, G, S, Q if want_ntk else None, scratch, a, b, same)
             if masked:
                 if kb is None:
                     K[l].masked_fill_(~active, 0.0)
@@ -230,6 +235,11 @@ def all_shifts_block(
     if kb is not None:
         for l in range(c.depth):
             K[l][0] = kb
+    same0 = identical_pairs(r, s, 0)  # chain 0 is shift 0
+    same = None
+    if same0 is not None:
+        same = torch.zeros(len(order), B, N2, dtype=torch.bool, device=r.xs.device)
+        same[0] = same0
     sums = {key: [r.xs.new_zeros(B, N2) for _ in range(c.depth)] for key in ("k", "t", "pk", "pt")}
     for j in range(T):
         n = min(len(order), 2 * (T - 1 - j) + 1)
@@ -243,7 +253,8 @@ def all_shifts_block(
                 torch.baddbmm(Kl, xr, xq, beta=c.sw2, out=S)
             a = r.var[l][:, p].T[:, :, None]
             b = s.var[l][:, q].T[:, None, :]
-            _fused_layer(c, fused, l, Kn, Gn, S, Q, scratch, a, b)
+            sm = None if same is None else same[:n]
+            _fused_layer(c, fused, l, Kn, Gn, S, Q, scratch, a, b, sm)
             if "avg" in readouts:
                 sums["k"][l] += Kl.sum(0)
                 sums["t"][l] += Gl.sum(0)

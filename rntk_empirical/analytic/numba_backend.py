@@ -114,22 +114,24 @@ def _asin(x):
 
 
 # The closed forms (see _factors): V_phi and V_dphi * Q of one pair from its covariance S,
-# its tangent kernel Q and the per-side factors of its row (ri, fi, gi) and column (rj, ...).
+# its tangent kernel Q and the per-side factors of its row (ri, fi, gi) and column (rj, ...);
+# lo: the lower clamp of the correlation, 1.0 for identical states (rho = 1 exactly, see
+# rntk_empirical.dual), else -1.0.
 @njit(inline="always", fastmath=_FASTMATH)
-def _relu(S, Q, ri, rj, fi, fj, gi, gj):
-    rho = min(max(S * ri * rj, -1.0), 1.0)
+def _relu(S, Q, ri, rj, fi, fj, gi, gj, lo):
+    rho = min(max(S * ri * rj, lo), 1.0)
     j0 = _HALF_PI + _asin(rho)  # pi - arccos(rho)
     return (math.sqrt(max(1.0 - rho * rho, 0.0)) + j0 * rho) * fi * fj, j0 * Q * gi * gj
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _erf(S, Q, ri, rj, fi, fj, gi, gj):
+def _erf(S, Q, ri, rj, fi, fj, gi, gj, lo):
     x = min(max(S * ri * rj, -1.0), 1.0)
     return (2.0 / math.pi) * _asin(x), Q * gi * gj / math.sqrt(max(1.0 - x * x, 1e-300))
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _identity(S, Q, ri, rj, fi, fj, gi, gj):
+def _identity(S, Q, ri, rj, fi, fj, gi, gj, lo):
     return S, Q
 
 
@@ -142,11 +144,11 @@ def _cells_for(dual):
     """
 
     @njit(fastmath=_FASTMATH, cache=True)
-    def cells(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, acc, n):
+    def cells(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, acc, n):
         for j in range(n):
             S = sw2 * K[j] + drive[j] + sb2
             Q = S + sw2 * G[j] + su2 * glow[j]
-            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j])
+            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j], lo[j])
             K[j] = k
             G[j] = g
             drive[j] = su2 * k
@@ -162,9 +164,10 @@ _cells_relu, _cells_erf, _cells_identity = (_cells_for(f) for f in (_relu, _erf,
 
 
 @njit(fastmath=_FASTMATH, cache=True)
-def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, acc):
+def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc):
     """Run chain k (x_i at p, x_j at p - k) of the tile of columns j0:j0+n; K, G ``(L, TILE)``
-    hold its boundary and end in its last cell; with ``acc`` every cell is added to sk, st."""
+    hold its boundary and end in its last cell; with ``acc`` every cell is added to sk, st;
+    ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on identical states)."""
     sw2, su2, sb2 = cst[0], cst[1], cst[2]
     L, T, m = f1.shape[1], f1.shape[3], x1.shape[2]
     for p in range(max(k, 0), min(T, T + k)):
@@ -180,7 +183,7 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, acc):
         for l in range(L):
             rj, fj, gj = f2[0, l, q, j0:], f2[1, l, q, j0:], f2[2, l, q, j0:]
             ri, fi, gi = f1[0, l, i, p], f1[1, l, i, p], f1[2, l, i, p]
-            args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l])
+            args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l], lo)
             if nl == 0:
                 _cells_relu(*args, acc, n)
             elif nl == 1:
@@ -215,11 +218,14 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
         pt = np.empty((L, TILE))
         sk = np.empty((L, TILE))  # the other shifts (avg)
         st = np.empty((L, TILE))
+        lo0 = np.empty(TILE)  # chain 0: 1.0 where x_j is x_i (identical states)
+        lo = np.full(TILE, -1.0)  # other chains: states never identical
         first = (i // LANES) * LANES if sym else 0
         for j0 in range(first, N2p, TILE):
             n = min(TILE, N2p - j0)
             w = min(n, n_out - j0)
             for j in range(n):
+                lo0[j] = 1.0 if (keys1[i] == keys2[j0 + j] and j0 + j < n_out) else -1.0
                 b = kb if (kb_keys == 0.0 or keys1[i] == keys2[j0 + j]) else 0.0
                 for l in range(L):
                     K[l, j] = b
@@ -228,7 +234,7 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
                     pt[l, j] = 0.0
                     sk[l, j] = 0.0
                     st[l, j] = 0.0
-            _chain(nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, acc0)
+            _chain(nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, lo0, acc0)
             for l in range(L):
                 for j in range(w):
                     if s_last >= 0:
@@ -246,7 +252,7 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
                     for j in range(n):
                         K[l, j] = 0.0  # chains k != 0 start at t = 1 or t' = 1, never both
                         G[l, j] = 0.0
-                _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, True)
+                _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, True)
             scale = sv2 / (T * T)
             for l in range(L):
                 for j in range(w):

@@ -9,6 +9,7 @@ from rntk_empirical.analytic.common import (
     BatchSide,
     KernelConstants,
     boundary,
+    identical_pairs,
     layer_step,
     shift_range,
     shifts,
@@ -34,6 +35,7 @@ def shift_block(
     p_first, p_last = shift_range(r, s, shift, T)
     kb = boundary(c, r, s, shift)
     kb = r.xs.new_zeros(B, N2) if kb is None else kb
+    same = identical_pairs(r, s, shift)
     K = [kb] * c.depth
     G = [r.xs.new_zeros(B, N2) if want_ntk else None] * c.depth
     zeros = r.xs.new_zeros(B, N2)
@@ -47,7 +49,7 @@ def shift_block(
         G_low = None
         for l in range(c.depth):
             a, b = r.var[l, :, p, None], s.var[l, None, :, q]
-            _, K_new, G_new = layer_step(c, dual, K[l], G[l], drive, G_low, a, b)
+            _, K_new, G_new = layer_step(c, dual, K[l], G[l], drive, G_low, a, b, same)
             if masked:
                 K_new = torch.where(active, K_new, K[l])
                 G_new = None if G_new is None else torch.where(active, G_new, G[l])
