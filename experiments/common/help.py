@@ -93,6 +93,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "checkpoint_every": "steps between checkpoints",
         "n_probe": "probe sequences of the NTK drift",
         "track_linearized": "also train the linearized network",
+        "strict_checkpoints": "a stale or damaged checkpoint stops the run (exit 2) instead "
+        "of restarting that seed",
     },
     "UCIGridConfig": {
         "sigma_w": "s_w of every recurrent kernel",

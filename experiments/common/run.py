@@ -61,12 +61,17 @@ def validated(
     return settings
 
 
-def guarded(work: Callable[[], R], oom_hint: Callable[[BaseException], str]) -> R:
-    """Run ``work``; a finished run of another configuration exits 2, running out of memory
-    exits 3 with ``oom_hint(err)`` (what bounds the memory)."""
+def guarded(
+    work: Callable[[], R],
+    oom_hint: Callable[[BaseException], str],
+    bad_input: tuple[type[BaseException], ...] = (FileExistsError,),
+) -> R:
+    """Run ``work``; ``bad_input`` errors (by default: a finished run of another
+    configuration in the folder) exit 2 with their message, running out of memory exits 3
+    with ``oom_hint(err)`` (what bounds the memory)."""
     try:
         return work()
-    except FileExistsError as err:
+    except bad_input as err:
         fail(str(err), EXIT_BAD_INPUT)
     except OutOfMemory as err:
         fail(str(err), EXIT_OUT_OF_MEMORY)

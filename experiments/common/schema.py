@@ -25,7 +25,13 @@ from rntk_empirical.training import OPTIMIZERS
 # Fields of ConvergenceConfig that change how a run is executed but not what it measures.
 EXECUTION_FIELDS = ("force", "progress", "num_threads", "cache", "cache_dir")
 # The same for DriftConfig.
-DRIFT_EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every")
+DRIFT_EXECUTION_FIELDS = (
+    "force",
+    "progress",
+    "num_threads",
+    "checkpoint_every",
+    "strict_checkpoints",
+)
 
 
 class DeviceChoice(Enum):
@@ -306,6 +312,7 @@ class DriftConfig:
     checkpoint_every: int = 50
     n_probe: int = 8
     track_linearized: bool = True
+    strict_checkpoints: bool = False
     device: DeviceChoice = DeviceChoice.auto
     dtype: DTypeChoice = DTypeChoice.float64
     force: bool = False

@@ -63,6 +63,7 @@ from experiments.drift.summary import summarize
 from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
 from rntk_empirical.tasks import Task
 from rntk_empirical.training import (
+    CheckpointError,
     KernelPredictions,
     TrainSettings,
     kernel_learning_rate,
@@ -182,6 +183,8 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
             kp,
             checkpoint_path=str(ckpt),
             progress=lambda k, base=done_before: bar.update(base + k - bar.n),
+            config_hash=f"{chash}/seed{i}",
+            strict_checkpoint=cfg.strict_checkpoints,
         )
         bar.update(done_before + cfg.steps - bar.n)
         entry = {
@@ -261,6 +264,7 @@ def main(cfg: DictConfig) -> None:
             f"out of memory at width={settings.width} ({type(err).__name__}); use smaller "
             "widths, fewer training sequences (task.n_train) or track_linearized=false"
         ),
+        bad_input=(FileExistsError, CheckpointError),
     )
 
 
