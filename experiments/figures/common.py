@@ -243,10 +243,10 @@ def save_result(
         "created": utc_now(),
         "versions": library_versions(),
     }
-    with paper_style():
+    with paper_style():  # savefig inside: the style's tight bounding box keeps the banner
         fig = result.draw(result.tables, meta)
         mark_quick(fig, opts.quick)
-    save_figure(fig, out_dir, name)
+        save_figure(fig, out_dir, name)
     atomic_write_json(out_dir / f"{name}.json", meta)
     write_index(out_dir)
     return meta
@@ -267,7 +267,7 @@ def redraw(spec: FigureSpec, out_dir: Path) -> list[Path]:
     with paper_style():
         fig = spec.draw(tables, meta)
         mark_quick(fig, bool(meta.get("quick")))
-    paths = save_figure(fig, out_dir, spec.name)
+        paths = save_figure(fig, out_dir, spec.name)
     write_index(out_dir)
     return paths
 
@@ -400,6 +400,17 @@ def power_law_rows(samples, n_boot: int, seed: int, value_key: str = "value", **
     return rows, fit
 
 
+# Legend words for the series tags of the sweep-based figures.
+SERIES_WORDS = {
+    "relu_last": "ReLU, last step",
+    "relu_avg": "ReLU, mean pooling",
+    "erf_last": "erf, last step",
+    "erf_avg": "erf, mean pooling",
+    "gaussian": "Gaussian init",
+    "orthogonal": "orthogonal init",
+}
+
+
 def plot_fit(ax, rows: Table, color, label: str, value_key: str = "value") -> None:
     """Draw rows of :func:`power_law_rows` (one series): points, bootstrap band, fitted line,
     and the exponent with its interval in the legend."""
@@ -418,6 +429,7 @@ def plot_fit(ax, rows: Table, color, label: str, value_key: str = "value") -> No
         "o",
         color=color,
         ms=4,
-        label=f"{label}: $p$={r0['exponent']:.2f} [{r0['exp_low']:.2f}, {r0['exp_high']:.2f}]",
+        label=f"{SERIES_WORDS.get(label, label)}, fit: $n^{{{r0['exponent']:.2f}}}$ "
+        f"[{r0['exp_low']:.2f}, {r0['exp_high']:.2f}]",
     )
     ax.plot(w, math.exp(r0["intercept"]) * w ** r0["exponent"], "-", color=color, lw=1)

@@ -164,9 +164,9 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
     for ax, panel in zip(axes[0], panels):
         pr = select(rows, panel=panel)
         series = list(dict.fromkeys(r["series"] for r in pr))
-        cmap = plt.get_cmap("viridis" if panel.startswith("length") else "tab10")
+        cmap = plt.get_cmap("viridis")
         for k, s in enumerate(series):
-            c = cmap(k / max(1, len(series) - 1) * 0.9) if panel.startswith("length") else cmap(k)
+            c = cmap(k / max(1, len(series) - 1) * 0.9) if panel.startswith("length") else f"C{k}"
             plot_fit(ax, select(pr, series=s), c, s, value_key="mean_error")
         ws = np.array(sorted({r["width"] for r in pr}), float)
         ref = max(r["mean_error"] for r in pr if r["width"] == ws[0])
