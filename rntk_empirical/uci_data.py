@@ -211,13 +211,14 @@ def download(
     """Fetch ``data.tar.gz`` (or use a local ``archive``), unpack the benchmark's files into
     ``root`` (default ``rntk_empirical.uci.default_root()``), write ``datasets.txt`` and verify.
 
-    Does nothing but verify when the folder already checks out. Raises DownloadError (one
-    line) when the URL cannot be reached.
+    Does nothing but verify when the folder already checks out. The archive (about 200 MB) goes
+    to a temporary folder, deleted afterwards. Raises DownloadError (one line) when the URL
+    cannot be reached.
     """
     root = Path(root).expanduser() if root else default_root()
     man = load_manifest()
-    if root.is_dir() and verify(root, manifest=man).ok:
-        return verify(root, manifest=man)
+    if root.is_dir() and (present := verify(root, manifest=man)).ok:
+        return present
     with tempfile.TemporaryDirectory(prefix="uci-download-") as tmp:
         if archive is None:
             archive = Path(tmp) / "data.tar.gz"
