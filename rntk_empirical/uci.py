@@ -7,7 +7,9 @@ protocol reads every feature as one time step of a 1-dimensional sequence, after
 every row by the largest row norm of its dataset.
 
 The data root is configurable (``data_root`` argument / the ``RNTK_UCI_ROOT`` environment
-variable); the default is ``../shared/data/uci`` relative to the repository.
+variable); the default is ``../shared/data/uci`` beside the repository where it exists (the CI
+layout), else ``data/uci`` inside it, where ``rntk_empirical.uci_data.download`` puts the
+collection (``python -m experiments.uci.data download``).
 """
 
 from __future__ import annotations
@@ -21,14 +23,26 @@ import numpy as np
 import torch
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "uci"
+LOCAL_ROOT = Path(__file__).resolve().parents[1] / "data" / "uci"
+
+
+def default_root() -> Path:
+    """Where the collection is looked for (and downloaded to) when no folder is given:
+    ``$RNTK_UCI_ROOT``, else ``DEFAULT_ROOT`` if it exists, else ``LOCAL_ROOT``."""
+    env = os.environ.get("RNTK_UCI_ROOT")
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_ROOT if DEFAULT_ROOT.is_dir() else LOCAL_ROOT
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Resolve the UCI folder: argument, then ``$RNTK_UCI_ROOT``, then the default."""
-    path = Path(root or os.environ.get("RNTK_UCI_ROOT") or DEFAULT_ROOT).expanduser()
+    """Resolve the UCI folder: argument, then ``default_root()``; it must exist."""
+    path = Path(root).expanduser() if root else default_root()
     if not path.is_dir():
         raise ValueError(
-            f"UCI data folder {str(path)!r} does not exist; pass data_root=... or set RNTK_UCI_ROOT"
+            f"UCI data folder {str(path)!r} does not exist; pass data_root=... or set "
+            f"RNTK_UCI_ROOT, or fetch the collection with "
+            f"'python -m experiments.uci.data download --root {path}'"
         )
     return path
 

@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# Install rntk_empirical and its dependencies into the current Python environment.
+# Install rntk_empirical and its dependencies into the active virtual environment:
+#   python3 -m venv .venv && . .venv/bin/activate && bash scripts/setup.sh
+#
+# It installs with `python` (the interpreter the README's commands then run; PYTHON=...
+# overrides) and stops when that is a system or user-global Python, i.e. no virtual environment
+# (sys.prefix == sys.base_prefix) and no conda environment other than base, unless
+# ALLOW_GLOBAL=1.
 #
 # torch is installed first and only if missing, so that pip never replaces a working build:
 #   - an existing torch (CPU or CUDA) is kept;
@@ -9,7 +15,23 @@
 # EXTRAS selects optional dependency groups (default "dev"; CI uses "dev,timeseries,fast").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-python}"
+VENV_HINT="python3 -m venv .venv && . .venv/bin/activate"
+
+if ! command -v "$PY" >/dev/null 2>&1; then
+    echo "setup: no '$PY' on PATH; create and activate a virtual environment first: $VENV_HINT" >&2
+    exit 2
+fi
+if [[ "${ALLOW_GLOBAL:-0}" != 1 ]] && ! "$PY" -c '
+import os, sys
+venv = sys.prefix != sys.base_prefix
+conda = os.environ.get("CONDA_PREFIX") == sys.prefix and os.environ.get("CONDA_DEFAULT_ENV") != "base"
+sys.exit(0 if venv or conda else 1)'; then
+    where="$("$PY" -c 'import sys; print(sys.prefix)')"
+    echo "setup: stopped: '$PY' is the global Python at $where (no virtual environment active);" \
+        "run '$VENV_HINT' first, or set ALLOW_GLOBAL=1 to install there anyway" >&2
+    exit 2
+fi
 PIP=("$PY" -m pip install --disable-pip-version-check -q)
 
 if ! "$PY" -c "import torch" 2>/dev/null; then

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from rntk_empirical.uci import default_root
+
 REPO = Path(__file__).resolve().parents[1]
+# Three of the smallest datasets of the collection, in its own format (tests/data/uci/README.md).
+UCI_FIXTURE_ROOT = REPO / "tests" / "data" / "uci"
+# Read before any test sets $RNTK_UCI_ROOT: the whole collection where it is (CI: ../shared).
+UCI_FULL_ROOT = default_root()
 
 torch.set_default_dtype(torch.float64)
 
@@ -16,6 +22,24 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def uci_fixture_root(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The committed UCI fixture as ``$RNTK_UCI_ROOT`` (inherited by ``run_module``)."""
+    monkeypatch.setenv("RNTK_UCI_ROOT", str(UCI_FIXTURE_ROOT))
+    return UCI_FIXTURE_ROOT
+
+
+@pytest.fixture
+def uci_full_root(request: pytest.FixtureRequest) -> Path:
+    """The whole UCI collection; the one allowed skip, by test name, where it is absent."""
+    if not UCI_FULL_ROOT.is_dir():
+        pytest.skip(
+            f"{request.node.name} not run: the whole UCI collection is absent at "
+            f"{UCI_FULL_ROOT} (get it: python -m experiments.uci.data download)"
+        )
+    return UCI_FULL_ROOT
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -1,5 +1,6 @@
 """The UCI benchmark: the kernel bank, the grid's composite kernels, model selection, and the
-experiment end to end on two real datasets (``../shared/data/uci`` or ``$RNTK_UCI_ROOT``)."""
+experiment end to end on real datasets: the committed fixture ``tests/data/uci`` (every test
+here runs with ``$RNTK_UCI_ROOT`` pointing to it), the whole collection where it is present."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
 from rntk_empirical.architecture import Architecture
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("uci_fixture_root")
 
 
 def _mixed(seed: int, lengths: list[int], m: int = 2) -> list[torch.Tensor]:
@@ -185,11 +187,17 @@ def test_load_dataset_and_errors(tmp_path: Path) -> None:
     assert ds.X.shape == (150, 4) and ds.n_classes == 3
     assert np.linalg.norm(ds.X, axis=1).max() == pytest.approx(1.0)
     assert uci.dataset_shape("iris") == (150, 4)
-    assert len(uci.list_datasets()) == 90
+    assert uci.list_datasets() == ["fertility", "iris", "wine"]
     with pytest.raises(ValueError, match="unknown UCI dataset"):
         uci.load_dataset("no-such-dataset")
     with pytest.raises(ValueError, match="does not exist"):
         uci.data_root(tmp_path / "missing")
+
+
+def test_whole_collection_lists_90_datasets(uci_full_root: Path) -> None:
+    assert len(uci.list_datasets(uci_full_root)) == 90
+    ds = uci.load_dataset("iris", uci_full_root)
+    assert ds.X.shape == (150, 4) and ds.n_classes == 3
 
 
 def _run_uci(*overrides: str) -> subprocess.CompletedProcess:
