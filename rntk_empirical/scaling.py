@@ -166,11 +166,11 @@ def bootstrap_power_law(
 # constants are fitted on the log scale (log_c, log_xi, log_k).
 
 
-def _expm1_ratio(u: np.ndarray) -> np.ndarray:
-    """(exp(u) - 1) / u, 1 at u = 0 (accurate for small u)."""
+def _log_expm1_ratio(u: np.ndarray) -> np.ndarray:
+    """log((exp(u) - 1) / u) for u >= 0: 0 at u = 0, u - log u for large u (no overflow)."""
     u = np.asarray(u, dtype=np.float64)
-    safe = np.where(u == 0, 1.0, u)
-    return np.where(u == 0, 1.0, np.expm1(safe) / safe)
+    small = np.clip(u, 1e-300, 30.0)
+    return np.where(u > 30.0, u - np.log(np.maximum(u, 30.0)), np.log(np.expm1(small) / small))
 
 
 def _saturated_length(log_T: np.ndarray, log_xi: float) -> np.ndarray:
@@ -208,7 +208,7 @@ class WidthLengthLaw:
             return t[0] + 0.5 * (_saturated_length(lT, t[1]) - ln)
         if self.name == "lognormal":
             u = np.exp(t[1] + lT - ln)  # k T / n
-            return t[0] + 0.5 * (lT - ln) + 0.5 * np.log(_expm1_ratio(u))
+            return t[0] + 0.5 * (lT - ln) + 0.5 * _log_expm1_ratio(u)
         if self.name == "var_log_T_over_n":
             return t[0] + lT - ln
         if self.name == "var_log_T_power_a":
@@ -314,7 +314,7 @@ def fit_law(law: WidthLengthLaw, T, n, y) -> np.ndarray:
 
     lo, hi = PROFILE_BOUNDS[law.name]
     grid = np.linspace(lo, hi, 61)
-    for _ in range(4):  # refine the grid around the best point: resolution ~ 1e-6 (hi - lo)
+    for _ in range(6):  # refine around the best point: resolution (hi - lo) / 60 / 20^5
         sse, log_c = profile(grid)
         k = int(np.argmin(np.where(np.isfinite(sse), sse, np.inf)))
         s_best, c_best = grid[k], log_c[k]
