@@ -209,6 +209,9 @@ class WidthLengthLaw:
         if self.name == "lognormal":
             u = np.exp(t[1] + lT - ln)  # k T / n
             return t[0] + 0.5 * (lT - ln) + 0.5 * _log_expm1_ratio(u)
+        if self.name == "lognormal_median":
+            r = np.exp(0.5 * (t[1] + lT - ln))  # sqrt(k T / n)
+            return t[0] - 0.5 * t[1] + np.log(np.expm1(np.minimum(r, 700.0)))
         if self.name == "var_log_T_over_n":
             return t[0] + lT - ln
         if self.name == "var_log_T_power_a":
@@ -233,6 +236,9 @@ class WidthLengthLaw:
         if self.name == "lognormal":
             # y^2 = c^2 (exp(k T / n) - 1) / k  <=>  n = k T / log(1 + k y^2 / c^2)
             return np.exp(t[1] + lT) / np.log1p(np.exp(t[1] + 2 * (ly - t[0])))
+        if self.name == "lognormal_median":
+            # sqrt(k T / n) = log(1 + y sqrt(k) / c)
+            return np.exp(t[1] + lT) / np.log1p(np.exp(ly + 0.5 * t[1] - t[0])) ** 2
         if self.name == "var_log_T_over_n":
             return np.exp(t[0] + lT - ly)
         if self.name == "var_log_T_power_a":
@@ -248,6 +254,9 @@ DEVIATION_LAWS: tuple[WidthLengthLaw, ...] = (
     WidthLengthLaw("T_power_a_n_power_b", ("log_c", "a", "b"), "y = c T^a n^(-b)"),
     WidthLengthLaw("saturation", ("log_c", "log_xi"), "y = c sqrt(xi (1 - exp(-T / xi)) / n)"),
     WidthLengthLaw("lognormal", ("log_c", "log_k"), "y = c sqrt((exp(k T / n) - 1) / k)"),
+    WidthLengthLaw(
+        "lognormal_median", ("log_c", "log_k"), "y = c (exp(sqrt(k T / n)) - 1) / sqrt(k)"
+    ),
 )
 VAR_LOG_LAWS: tuple[WidthLengthLaw, ...] = (
     WidthLengthLaw("var_log_T_over_n", ("log_k",), "Var[log Theta_hat] = k T / n"),
@@ -275,6 +284,7 @@ PROFILE_BOUNDS = {
     "saturation": (math.log(0.25), math.log(1e6)),
     "var_log_saturation": (math.log(0.25), math.log(1e6)),
     "lognormal": (math.log(1e-6), math.log(1e3)),
+    "lognormal_median": (math.log(1e-6), math.log(1e3)),
 }
 
 

@@ -36,6 +36,7 @@ def truth(law: str, T, n):
         "T_power_a_n_power_b": lambda: 2.0 * T**0.3 * n**-0.6,
         "saturation": lambda: 1.5 * np.sqrt(5.0 * (1 - np.exp(-T / 5.0)) / n),
         "lognormal": lambda: 0.9 * np.sqrt((np.exp(3.0 * T / n) - 1) / 3.0),
+        "lognormal_median": lambda: 1.2 * (np.exp(np.sqrt(5.0 * T / n)) - 1) / np.sqrt(5.0),
         "var_log_T_over_n": lambda: 2.0 * T / n,
         "var_log_T_power_a": lambda: 0.7 * T**1.3 / n,
         "var_log_saturation": lambda: 0.4 * 8.0 * (1 - np.exp(-T / 8.0)) / n,
@@ -48,6 +49,7 @@ TRUE_THETA = {
     "T_power_a_n_power_b": [math.log(2.0), 0.3, 0.6],
     "saturation": [math.log(1.5), math.log(5.0)],
     "lognormal": [math.log(0.9), math.log(3.0)],
+    "lognormal_median": [math.log(1.2), math.log(5.0)],
     "var_log_T_over_n": [math.log(2.0)],
     "var_log_T_power_a": [math.log(0.7), 1.3],
     "var_log_saturation": [math.log(0.4), math.log(8.0)],
@@ -207,7 +209,8 @@ def test_quick_deviation_grows_with_length_at_criticality(quick):
 
 def test_quick_fitted_law_reproduces_its_points(quick):
     root, _ = quick
-    rows = read_csv(root / "figures" / "length_width.csv")
+    rows = [r for r in read_csv(root / "figures" / "length_width.csv") if r["in_fit"]]
+    assert len(rows) >= 8
     for f in read_csv(root / "figures" / "length_width-fits.csv"):
         law = LAWS[f["law"]]
         theta = [f[k] for k in ("theta0", "theta1", "theta2") if f.get(k) is not None]
