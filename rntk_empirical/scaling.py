@@ -11,6 +11,14 @@ and its confidence interval is a percentile bootstrap: resample the seeds with r
 within every width (widths are independent experiments), recompute every e_j, refit, and
 take the (1 - level)/2 and (1 + level)/2 quantiles of the refitted slopes. The same draws
 give a percentile interval for each e_j.
+
+Width-length laws (the second half): a statistic y(T, n) over a grid of sequence lengths T
+and widths n (:class:`WidthLengthLaw`, :data:`DEVIATION_LAWS`, :data:`VAR_LOG_LAWS`), fitted
+on log y (:func:`fit_law`), compared by held-out prediction (:func:`compare_laws`),
+bootstrapped over seeds within cells (:func:`bootstrap_law` -> :class:`FittedLaw`), and
+inverted by :func:`required_width`: the width at which a typical network's NTK is within a
+tolerance of the RNTK at length T, from the committed fit ``data/length_width_laws.json``
+(``docs/length_width.md``).
 """
 
 from __future__ import annotations
