@@ -11,6 +11,7 @@ and import it below.
 from experiments.figures import (  # noqa: F401
     different_lengths,
     kernel_drift,
+    length_width,
     ntk_deviation,
     orthogonal_vs_gaussian,
     spectrum,
