@@ -42,6 +42,15 @@ def uci_full_root(request: pytest.FixtureRequest) -> Path:
     return UCI_FULL_ROOT
 
 
+def random_sequences(
+    lengths, m: int, seed: int = 0, scale: float = 1.0, dtype: torch.dtype = torch.float64
+) -> list[torch.Tensor]:
+    """The one random-sequence builder of the suite: ``[(T_i, m)]`` standard normal entries
+    times ``scale``, one generator seeded by ``seed`` drawing the sequences in order."""
+    g = torch.Generator().manual_seed(seed)
+    return [scale * torch.randn(T, m, generator=g, dtype=dtype) for T in lengths]
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b||_F / ||b||_F."""
     return float((a - b).norm() / b.norm())

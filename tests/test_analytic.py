@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import random_sequences
 
 from rntk_empirical.analytic import analytic_kernels, analytic_nngp, analytic_ntk
 from rntk_empirical.architecture import Architecture
@@ -14,8 +15,7 @@ F64 = torch.float64
 
 
 def _mixed(seed: int = 0, lengths=(3, 5, 5, 2, 4, 1), m: int = 2):
-    g = torch.Generator().manual_seed(seed)
-    xs = [torch.randn(T, m, generator=g, dtype=F64) for T in lengths]
+    xs = random_sequences(lengths, m, seed=seed)
     if len(xs) > 2:
         xs[2] = xs[1].clone()  # a duplicate: x = x' for per_input
     return xs

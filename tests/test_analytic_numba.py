@@ -5,19 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import random_sequences
 
 from rntk_empirical.analytic import analytic_kernel_bank
 from rntk_empirical.analytic import numba_backend as analytic_numba
 from rntk_empirical.architecture import Architecture
 
-needs_numba = pytest.mark.skipif(
-    not analytic_numba.available(), reason="numba not installed (the [fast] extra)"
-)
+
+@pytest.fixture(autouse=True)
+def needs_numba() -> None:
+    """Fail, not skip, without numba: CI installs the ``fast`` extra (a skip would hide it)."""
+    assert analytic_numba.available(), "numba is missing: pip install -e '.[fast]'"
 
 
 def _inputs(seed: int, n: int, T: int, m: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, T, m, generator=g, dtype=torch.float64) / T**0.5
+    return torch.stack(random_sequences([T] * n, m, seed=seed, scale=T**-0.5))
 
 
 def _assert_close(a: torch.Tensor, b: torch.Tensor, same: torch.Tensor, what) -> None:
@@ -31,7 +33,6 @@ def _assert_close(a: torch.Tensor, b: torch.Tensor, same: torch.Tensor, what) ->
         assert err[same].max() <= 1e-7, (what, err[same].max().item())
 
 
-@needs_numba
 def test_asin_polynomial_matches_numpy_to_one_ulp() -> None:
     x = np.concatenate([np.linspace(-1.0, 1.0, 200_001), [0.5, -0.5, 1e-300, -1e-17, 1.0 - 1e-16]])
     err = np.abs(analytic_numba.asin(x) - np.arcsin(x))
@@ -60,7 +61,6 @@ CASES = {
 }
 
 
-@needs_numba
 @pytest.mark.parametrize("case", list(CASES))
 def test_numba_bank_equals_torch_bank(case: str) -> None:
     """Every depth, readout, NTK and NNGP; 150 columns span two tiles and a padded tail."""
@@ -87,7 +87,6 @@ def test_numba_bank_equals_torch_bank(case: str) -> None:
         assert torch.equal(theta, theta.T)
 
 
-@needs_numba
 @pytest.mark.parametrize("readouts", [("last",), ("per_step",), ("avg",), ("avg", "last")])
 def test_numba_bank_readout_subsets_and_float32(readouts: tuple[str, ...]) -> None:
     arch = Architecture(depth=2, sigma_u=0.5, sigma_b=0.1)
@@ -105,8 +104,6 @@ def test_numba_bank_readout_subsets_and_float32(readouts: tuple[str, ...]) -> No
 @pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("readouts", [("last",), ("avg", "last")])
 def test_bank_reports_progress_in_rows(backend: str, readouts: tuple[str, ...]) -> None:
-    if backend == "numba" and not analytic_numba.available():
-        pytest.skip("numba not installed (the [fast] extra)")
     seen: list[int] = []
     arch = Architecture(bidirectional=True)
     x = _inputs(3, 70, 4, 1)
@@ -120,7 +117,6 @@ def test_bank_reports_progress_in_rows(backend: str, readouts: tuple[str, ...]) 
         assert sum(seen) == 2 * 70
 
 
-@needs_numba
 def test_numba_bank_detects_overflow() -> None:
     with pytest.raises(OverflowError):
         analytic_kernel_bank(
@@ -139,11 +135,10 @@ def test_backend_choice_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     ref = analytic_kernel_bank(arch, mixed, backend="torch")
     for key in ref:
         assert torch.equal(auto[key][0], ref[key][0])
-    if analytic_numba.available():
-        with pytest.raises(ValueError, match="different lengths"):
-            analytic_kernel_bank(arch, mixed, backend="numba")
-        with pytest.raises(ValueError, match="closed form"):
-            analytic_kernel_bank(Architecture(nonlinearity="tanh"), x, backend="numba")
+    with pytest.raises(ValueError, match="different lengths"):
+        analytic_kernel_bank(arch, mixed, backend="numba")
+    with pytest.raises(ValueError, match="closed form"):
+        analytic_kernel_bank(Architecture(nonlinearity="tanh"), x, backend="numba")
     # without numba: auto still works, an explicit request says what to install
     monkeypatch.setattr(analytic_numba, "numba", None)
     auto = analytic_kernel_bank(arch, x)

@@ -1,86 +1,111 @@
 """Analytic RNTK / NNGP vs the empirical kernels of finite networks (SPEC section 4).
 
-For every architecture option, on one mixed-length batch (lengths 2..5, m = 2), the relative
-Frobenius error of the seed-averaged empirical NTK and NNGP w.r.t. the analytic kernels must
-shrink from width 64 to width 2048 and be small at width 2048 (6 networks each). ReLU runs
-at s_w = 1 here: at the critical s_w = sqrt(2) the per-network fluctuations are several times
-larger (std ~5% at width 4096), which would need many more seeds for a fast test.
+The only check of the SPEC's mathematics against the networks themselves (the reference
+recursion of ``test_reference_rntk`` checks the code against the SPEC). For each
+configuration -- s_w, s_u, s_b, s_h, s_v all distinct and != 1, the h0 modes with
+s_h != 1, depth 2, every readout, both directions, erf and orthogonal init -- ``SEEDS``
+networks of width ``WIDTH`` on one mixed-length batch with a repeated input give seed means
+M of the empirical NTK and NNGP. The limit is derived from the seed spread, not fixed:
+
+    D = ||M - A||_F / ||A||_F <= 1.5 sigma,   sigma^2 = sum_ij Var_seeds(E_ij) / (S ||A||_F^2)
+
+(sigma: the measured noise of the seed mean; the O(1/n) bias is below it at n = 512: the
+projection of M - A on A was within 2 standard errors at n = 256 and 512 alike). A bug
+that moves the kernel by delta (relative Frobenius) fails once sqrt(D0^2 + delta^2) >
+1.5 sigma. ``DETECTS`` states per configuration the uniform kernel error these seeds are
+shown to catch (``test_states_the_bug_it_detects`` scales the analytic kernel by 1 + delta
+and by 1 - delta and checks that the test then fails): 2.5-5% (NTK) for per_step, avg and
+erf, but 10-12% for the ReLU last-step readout, whose per-network fluctuation is
+~2.2 / sqrt(n) (the relative sd of (1/n) sum_i relu(g_i)^2). Noise falls like 1/sqrt(n S);
+a 2% bug there would need n S ~ 50 000 (minutes, not this file's budget), so the formulas
+are pinned by the reference recursion to 1e-10 and this file checks the SPEC against
+networks.
 """
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+from conftest import random_sequences
 
 from rntk_empirical.analytic import analytic_kernels
 from rntk_empirical.architecture import Architecture
-from rntk_empirical.empirical import empirical_nngp, empirical_ntk
+from rntk_empirical.empirical import empirical_kernels, empirical_ntk
 from rntk_empirical.network import ElmanRNN
 
-F64 = torch.float64
-SEEDS = 6
-SMALL, LARGE = 64, 2048
-MAX_ERR = 0.06  # asserted relative Frobenius error of the 6-seed mean at width 2048
+SEEDS = 8
+WIDTH = 512
+LIMIT = 1.5  # D <= LIMIT * sigma
+SIGMAS = dict(sigma_w=0.8, sigma_u=1.3, sigma_b=0.4, sigma_h=0.7, sigma_v=1.6)
+CONFIGS = {
+    "relu-last": {},
+    "relu-shared": {"h0": "shared"},
+    "relu-per_input-depth2-avg": {"h0": "per_input", "depth": 2, "readout": "avg"},
+    "relu-per_step-bi-shared": {"readout": "per_step", "bidirectional": True, "h0": "shared"},
+    "erf-orthogonal-per_input": {
+        "nonlinearity": "erf",
+        "init": "orthogonal",
+        "sigma_w": 1.2,
+        "h0": "per_input",
+    },
+}
+DETECTS = {  # (NTK, NNGP), measured: the smallest multiple of 0.5% failing for both signs
+    "relu-last": (0.105, 0.14),
+    "relu-shared": (0.115, 0.14),
+    "relu-per_input-depth2-avg": (0.045, 0.085),
+    "relu-per_step-bi-shared": (0.025, 0.035),
+    "erf-orthogonal-per_input": (0.05, 0.04),
+}
 
-BASE = {"sigma_w": 1.0}
-OPTIONS = [
-    {},
-    {"readout": "avg"},
-    {"readout": "per_step"},
-    {"bidirectional": True},
-    {"h0": "shared", "sigma_h": 1.0},
-    {"h0": "per_input", "sigma_h": 1.0},
-    {"depth": 2},
-    {"depth": 2, "readout": "per_step", "h0": "per_input", "sigma_h": 0.8},
-    {"nonlinearity": "erf", "sigma_w": 1.5},
-    {"nonlinearity": "tanh", "sigma_w": 1.2, "readout": "avg"},
-    {"nonlinearity": "identity", "sigma_w": 0.8},
-    {"init": "orthogonal"},
-    {"init": "orthogonal", "nonlinearity": "tanh", "sigma_w": 1.2},
-]
 
-
-def _batch():
-    g = torch.Generator().manual_seed(11)
-    xs = [torch.randn(T, 2, generator=g, dtype=F64) for T in (3, 5, 2, 5, 4)]
+def _batch() -> list[torch.Tensor]:
+    xs = random_sequences((3, 5, 2, 5, 4), 2, seed=11)
     xs[3] = xs[1].clone()  # a repeated input (per_input h0: x = x')
     return xs
 
 
-def _errors(arch: Architecture, xs, width: int) -> tuple[float, float]:
+@functools.cache
+def _measure(name: str):
+    """(analytic NTK, analytic NNGP, empirical NTKs (S, N, N), empirical NNGPs (S, N, N))."""
+    arch = Architecture(**{**SIGMAS, **CONFIGS[name]})
+    xs = _batch()
     theta, nngp = analytic_kernels(arch, xs)
     ets, eks = [], []
     for seed in range(SEEDS):
-        model = ElmanRNN(arch, 2, width, seed=seed, max_len=5)
-        ets.append(empirical_ntk(model, xs))
-        eks.append(empirical_nngp(model, xs))
-    et, ek = torch.stack(ets).mean(0), torch.stack(eks).mean(0)
-    return float((et - theta).norm() / theta.norm()), float((ek - nngp).norm() / nngp.norm())
+        model = ElmanRNN(arch, 2, WIDTH, seed=seed, max_len=5)
+        et, ek = empirical_kernels(model, xs)
+        ets.append(et.detach())
+        eks.append(ek.detach())
+    return theta, nngp, torch.stack(ets), torch.stack(eks)
 
 
-@pytest.mark.parametrize(
-    "opt", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default"
-)
-def test_empirical_converges_to_analytic(opt):
-    arch = Architecture(**{**BASE, **opt})
-    xs = _batch()
-    ntk_small, nngp_small = _errors(arch, xs, SMALL)
-    ntk_large, nngp_large = _errors(arch, xs, LARGE)
-    print(
-        f"{opt}: NTK {ntk_small:.4f} -> {ntk_large:.4f}, NNGP {nngp_small:.4f} -> {nngp_large:.4f}"
-    )
-    assert ntk_large < ntk_small and nngp_large < nngp_small
-    assert ntk_large < MAX_ERR and nngp_large < MAX_ERR
+def _deviation(samples: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """(D, sigma): relative error of the seed mean and the noise of the seed mean."""
+    norm = target.norm()
+    d = (samples.mean(0) - target).norm() / norm
+    sigma = (samples.var(0).sum() / samples.shape[0]).sqrt() / norm
+    return float(d), float(sigma)
 
 
-def test_equal_length_default_architecture():
-    """The default (critical) ReLU RNN, equal lengths: error small at width 2048 too."""
-    arch = Architecture()
-    xs = torch.randn(4, 4, 2, generator=torch.Generator().manual_seed(3), dtype=F64)
-    ntk_small, nngp_small = _errors(arch, xs, SMALL)
-    ntk_large, nngp_large = _errors(arch, xs, LARGE)
-    assert ntk_large < ntk_small and nngp_large < nngp_small
-    assert ntk_large < 0.15 and nngp_large < 0.15
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_empirical_mean_matches_analytic(name):
+    theta, nngp, ets, eks = _measure(name)
+    for what, samples, target in (("NTK", ets, theta), ("NNGP", eks, nngp)):
+        d, sigma = _deviation(samples, target)
+        print(f"{name} {what}: D = {d:.4f}, sigma = {sigma:.4f}, D / sigma = {d / sigma:.2f}")
+        assert d <= LIMIT * sigma, (what, d, sigma)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_states_the_bug_it_detects(name):
+    """The same assertion fails against an analytic kernel off by the stated delta."""
+    theta, nngp, ets, eks = _measure(name)
+    for delta, samples, target in zip(DETECTS[name], (ets, eks), (theta, nngp)):
+        for sign in (1, -1):
+            d, sigma = _deviation(samples, target * (1 + sign * delta))
+            assert d > LIMIT * sigma, (delta, sign, d, sigma)
 
 
 def test_standard_parameterization_ntk_grows_with_width():

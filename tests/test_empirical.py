@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import DEVICES, rel_err
+from conftest import DEVICES, random_sequences, rel_err
 from torch.func import functional_call, jacrev
 
 from rntk_empirical import Architecture
@@ -22,14 +22,10 @@ OPTIONS = [
 ]
 
 
-def mixed(g, lengths=(4, 6, 5), m=3):
-    return [torch.randn(T, m, generator=g) for T in lengths]
-
-
 @pytest.mark.parametrize("kw", OPTIONS, ids=str)
 @pytest.mark.parametrize("out_dim", [1, 2])
 def test_methods_agree(kw, out_dim, rng):
-    x1, x2 = mixed(rng), mixed(rng, (3, 6))
+    x1, x2 = random_sequences((4, 6, 5), 3, seed=0), random_sequences((3, 6), 3, seed=1)
     model = ElmanRNN(Architecture(**kw), 3, 8, seed=1, out_dim=out_dim, max_len=6)
     for other in (None, x2):
         ref = empirical_ntk(model, x1, other, method="structured")
@@ -63,7 +59,7 @@ def finite_difference_ntk(model, seqs, eps=1e-6):
     ids=str,
 )
 def test_agrees_with_finite_differences(kw, rng):
-    x = mixed(rng, (3, 4), m=2)
+    x = random_sequences((3, 4), 2, seed=2)
     model = ElmanRNN(Architecture(nonlinearity="tanh", **kw), 2, 3, seed=2)
     theta = empirical_ntk(model, x)
     assert rel_err(finite_difference_ntk(model, x), theta) < 1e-7
@@ -71,7 +67,7 @@ def test_agrees_with_finite_differences(kw, rng):
 
 def test_nngp_is_readout_block(rng):
     """empirical_nngp == the NTK contribution of the readout weights V alone."""
-    x = mixed(rng)
+    x = random_sequences((4, 6, 5), 3, seed=3)
     for kw in (dict(), dict(readout="avg", bidirectional=True), dict(readout="per_step")):
         model = ElmanRNN(Architecture(sigma_v=1.3, **kw), 3, 10, seed=0, max_len=6)
         params = {k: v.detach() for k, v in model.named_parameters()}
@@ -86,7 +82,7 @@ def test_nngp_is_readout_block(rng):
 
 
 def test_symmetric_and_psd(rng):
-    x = mixed(rng, (5, 5, 3, 7, 2, 6))
+    x = random_sequences((5, 5, 3, 7, 2, 6), 3, seed=4)
     model = ElmanRNN(Architecture(depth=2, readout="avg"), 3, 16, seed=0)
     theta = empirical_ntk(model, x)
     assert torch.equal(theta, theta.T)
@@ -95,7 +91,7 @@ def test_symmetric_and_psd(rng):
 
 
 def test_kernel_rows_independent_of_batch(rng):
-    x = mixed(rng, (5, 2, 7))
+    x = random_sequences((5, 2, 7), 3, seed=5)
     model = ElmanRNN(Architecture(h0="per_input", sigma_h=1.0), 3, 12, seed=0)
     full = empirical_ntk(model, x)
     pair = empirical_ntk(model, [x[2], x[0]])
@@ -103,7 +99,7 @@ def test_kernel_rows_independent_of_batch(rng):
 
 
 def test_chunking_does_not_change_result(rng):
-    x = mixed(rng, (4, 4, 4, 4, 4))
+    x = random_sequences((4, 4, 4, 4, 4), 3, seed=6)
     model = ElmanRNN(Architecture(), 3, 8, seed=0)
     ref = empirical_ntk(model, x)
     for method in ("structured", "jacobian", "ntk_vp"):

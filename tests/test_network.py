@@ -1,16 +1,45 @@
 """The finite network computes exactly the SPEC's function (checked against an independent
 NumPy loop), is invariant to batching/padding, and reproducible from its seed."""
 
+import hashlib
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import random_sequences
 
 from rntk_empirical import Architecture
 from rntk_empirical.network import ElmanRNN
 
 PHI = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "identity": lambda z: z}
+
+
+def _documented_generator(seed: int, name: str) -> torch.Generator:
+    """The documented rule (network.py module docstring): every random tensor comes from a
+    CPU generator seeded by (seed, tensor name) -- the first 8 bytes of blake2b of
+    "{seed}/{name}", little-endian, shifted right by one bit (a non-negative int64)."""
+    digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def content_key(x: np.ndarray) -> int:
+    """Sequences.keys: blake2b-8 of the float64 values, then of the int64 shape, >> 1."""
+    arr = np.ascontiguousarray(x, dtype=np.float64)
+    h = hashlib.blake2b(arr.tobytes(), digest_size=8)
+    h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+def documented_h0(a: Architecture, seed: int, n: int, x: np.ndarray, d: int, l: int):
+    """h^{l,0} of direction d for input x (SPEC section 1), drawn here by the rule:
+    ``zero`` -> 0; ``shared`` -> s_h * N(0, I_n) named "d{d}_l{l}_h0" (one per network);
+    ``per_input`` -> s_h * N(0, I_n) named "h0/{content key of x}/d{d}_l{l}"."""
+    if a.h0 == "zero":
+        return np.zeros(n)
+    name = f"d{d}_l{l}_h0" if a.h0 == "shared" else f"h0/{content_key(x)}/d{d}_l{l}"
+    xi = torch.randn(n, generator=_documented_generator(seed, name), dtype=torch.float64)
+    return a.sigma_h * xi.numpy()
 
 
 def numpy_reference(model: ElmanRNN, seqs: list[np.ndarray]) -> np.ndarray:
@@ -26,12 +55,7 @@ def numpy_reference(model: ElmanRNN, seqs: list[np.ndarray]) -> np.ndarray:
             layer_in, dim = xd, x.shape[1]
             for l in range(a.depth):
                 W, U, b = P[f"d{d}_l{l}_W"], P[f"d{d}_l{l}_U"], P[f"d{d}_l{l}_b"]
-                h = np.zeros(n)
-                if a.h0 != "zero":
-                    from rntk_empirical.sequences import as_sequences
-
-                    h0 = model.initial_states(as_sequences([torch.from_numpy(x)]))
-                    h = h0[d, l, 0].numpy()
+                h = documented_h0(a, model.seed, n, x, d, l)
                 hs = []
                 for t in range(len(xd)):
                     g = (
@@ -61,7 +85,9 @@ ARCHS = [
     dict(readout="per_step", depth=2),
     dict(bidirectional=True, nonlinearity="identity", sigma_w=0.8),
     dict(h0="shared", sigma_h=0.5),
+    dict(h0="shared", sigma_h=1.7, depth=2, bidirectional=True, readout="avg"),
     dict(h0="per_input", sigma_h=0.5, depth=2),
+    dict(h0="per_input", sigma_h=1.7, bidirectional=True, readout="per_step"),
 ]
 
 
@@ -76,8 +102,7 @@ def test_matches_numpy_reference_on_mixed_lengths(kw):
 
 @pytest.mark.parametrize("kw", ARCHS, ids=str)
 def test_output_independent_of_batch_and_padding(kw):
-    g = torch.Generator().manual_seed(1)
-    seqs = [torch.randn(T, 2, generator=g) for T in (3, 8, 5)]
+    seqs = random_sequences((3, 8, 5), 2, seed=1)
     model = ElmanRNN(Architecture(**kw), 2, 6, seed=0, max_len=8)
     together = model(seqs)
     alone = torch.stack([model([s])[0] for s in seqs])
@@ -111,6 +136,44 @@ def test_per_input_state_depends_on_sequence_not_position():
     s = model.initial_states(model.prepare([x, y, x]))
     torch.testing.assert_close(s[:, :, 0], s[:, :, 2], rtol=0, atol=0)
     assert (s[:, :, 0] - s[:, :, 1]).abs().max() > 1e-3
+
+
+def test_content_keys_follow_the_documented_rule():
+    seqs = random_sequences((4, 2), 3, seed=5)
+    keys = ElmanRNN(Architecture(), 3, 4).prepare(seqs).keys
+    assert keys == tuple(content_key(s.numpy()) for s in seqs)
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_input"])
+def test_initial_state_scale_and_sharing(mode):
+    """h^{l,0} = s_h xi with xi ~ N(0, I_n): the mean square of the entries is s_h^2 (n = 4000
+    per (direction, layer): relative sd sqrt(2/n) = 2.2%, band 10%, while a missing or squared
+    s_h = 0.6 is off by 64% or more); independent across layers and directions; the same for
+    every input (shared) or the same exactly for equal inputs and uncorrelated otherwise
+    (per_input)."""
+    n, s_h = 4000, 0.6
+    a = Architecture(h0=mode, sigma_h=s_h, depth=2, bidirectional=True)
+    model = ElmanRNN(a, 2, n, seed=3)
+    x = random_sequences((3, 4, 3), 2, seed=1)
+    x[2] = x[0].clone()
+    h0 = model.initial_states(model.prepare(x))  # (D, L, N, n)
+    assert h0.shape == (2, 2, 3, n)
+    ms = h0.pow(2).mean(-1)  # (D, L, N)
+    assert ((ms / s_h**2 - 1).abs() < 0.1).all(), ms
+    flat = h0.reshape(4, 3, n) / s_h
+    corr = torch.einsum("ain,bin->abi", flat, flat) / n  # across (direction, layer)
+    off = corr - torch.eye(4)[:, :, None] * corr
+    assert off.abs().max() < 5 / n**0.5  # sd 1/sqrt(n); 5 sd
+    same_01 = float((flat[:, 0] * flat[:, 1]).sum(-1).abs().max()) / n
+    if mode == "shared":
+        torch.testing.assert_close(h0[:, :, 0], h0[:, :, 1], rtol=0, atol=0)
+    else:
+        assert same_01 < 5 / n**0.5
+    torch.testing.assert_close(h0[:, :, 0], h0[:, :, 2], rtol=0, atol=0)
+    for d in range(2):
+        for l in range(2):
+            want = documented_h0(a, 3, n, x[1].numpy(), d, l)
+            np.testing.assert_array_equal(h0[d, l, 1].numpy(), want)
 
 
 def test_orthogonal_init_is_scaled_orthogonal():

@@ -2,11 +2,10 @@
 matches the closed-form kernel GD, checkpoints resume exactly, divergence is recorded."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import run_module
 
 from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
 from rntk_empirical.kernel_machines import gradient_descent_mse
@@ -106,16 +105,14 @@ def test_bad_settings():
 
 
 def _drift(tmp_path, *args):
-    cmd = [
-        sys.executable,
-        "-m",
+    return run_module(
         "experiments.drift",
         *args,
         "progress=false",
         f"hydra.sweep.dir={tmp_path}/sweep",
         f"hydra.run.dir={tmp_path}/run",
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        timeout=600,
+    )
 
 
 def test_drift_sweep_end_to_end_and_resume(tmp_path):
