@@ -181,8 +181,11 @@ def quadrature_dual(
     """Tensor-product Gauss-Hermite estimate of (V_phi, V_dphi) for any phi (``same``: as
     for the closed forms, rho = 1 exactly on identical states).
 
-    Works on the flattened broadcast covariances in chunks so the ``(E, Q, Q)`` temporaries
-    stay below ~``_QUAD_CHUNK_NODES`` nodes.
+    The rule factors the covariance as (u, v) = (s_a z_1, s_b (rho z_1 + tau z_2)), whose
+    error is not symmetric in (a, b); the estimate is the mean of both orders, so that
+    K(x, x') = K(x', x) exactly (the kernel of x1 against x2 is the transpose of x2 against
+    x1, as for the closed forms). Works on the flattened broadcast covariances in chunks so
+    the ``(E, Q, Q)`` temporaries stay below ~``_QUAD_CHUNK_NODES`` nodes.
     """
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
         raise ValueError(f"quad_points={points!r} is not valid; expected an integer >= 2")
@@ -199,12 +202,16 @@ def quadrature_dual(
     phis, dphis = [], []
     for s in range(0, sa.shape[0], chunk):
         e = slice(s, s + chunk)
-        u = sa[e, None] * z  # (E, Q): u at node i
-        v = sb[e, None, None] * (rho[e, None, None] * z[:, None] + tau[e, None, None] * z)
-        pu, du = nonlinearity.phi(u), nonlinearity.dphi(u)
-        pv, dv = nonlinearity.phi(v), nonlinearity.dphi(v)  # (E, Q, Q): v at node (i, j)
-        phis.append(((pv @ w) * pu) @ w)
-        dphis.append(((dv @ w) * du) @ w)
+        phi_e, dphi_e = 0.0, 0.0
+        for s1, s2 in ((sa[e], sb[e]), (sb[e], sa[e])):  # both orders: exactly symmetric
+            u = s1[:, None] * z  # (E, Q): u at node i
+            v = s2[:, None, None] * (rho[e, None, None] * z[:, None] + tau[e, None, None] * z)
+            pu, du = nonlinearity.phi(u), nonlinearity.dphi(u)
+            pv, dv = nonlinearity.phi(v), nonlinearity.dphi(v)  # (E, Q, Q): v at node (i, j)
+            phi_e = phi_e + 0.5 * (((pv @ w) * pu) @ w)
+            dphi_e = dphi_e + 0.5 * (((dv @ w) * du) @ w)
+        phis.append(phi_e)
+        dphis.append(dphi_e)
     return torch.cat(phis).reshape(shape), torch.cat(dphis).reshape(shape)
 
 

@@ -158,6 +158,14 @@ class ElmanRNN(nn.Module):
 
     Call it on a ``(N, T, m)`` tensor or a list of ``(T_i, m)`` tensors; it returns ``(N,)``
     for ``out_dim=1``, else ``(N, k)``.
+
+    Random draws (the same on every device and in every process): the tensor named NAME is
+    drawn as standard normal float64 from a ``torch.Generator`` seeded with the first 8 bytes
+    of blake2b(``f"{seed}/{NAME}"``), little-endian, shifted right by one bit. Names:
+    ``d{d}_l{l}_W``, ``d{d}_l{l}_U``, ``d{d}_l{l}_b``, ``d{d}_V`` (direction d, layer l),
+    ``d{d}_l{l}_h0`` for the shared initial states, and ``h0/{key}/d{d}_l{l}`` for the
+    per-input ones, where ``key`` is the sequence's content key
+    (:attr:`rntk_empirical.sequences.Sequences.keys`). Initial states are s_h times the draw.
     """
 
     def __init__(

@@ -36,6 +36,10 @@ class Sequences:
 
     @property
     def keys(self) -> tuple[int, ...]:
+        """Content keys, one per sequence: the first 8 bytes of blake2b over the sequence's
+        float64 values (its ``(T_i, m)`` rows, C order) then its shape as int64, little-endian,
+        shifted right by one bit. Equal sequences get equal keys wherever they appear; computed
+        on first use (only ``h0="per_input"`` needs them)."""
         cached = self.__dict__.get("_keys")
         if cached is None:
             vals = self.values.detach().to("cpu", torch.float64)
