@@ -5,6 +5,7 @@ a second call, and their numbers make the figures' points."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -41,10 +42,18 @@ def test_files_and_index(made, root):
 def test_ntk_deviation_falls_with_width_and_longer_sequences_need_wider_nets(made, root):
     h = made["ntk_deviation"]["headline"]
     for name, fit in h["exponents"].items():
-        assert -1.5 < fit["exponent"] < -0.1, (name, fit)
+        # the claim is n^(-1/2); a kernel that does not converge (0) or a deviation that
+        # falls like 1/n (a bias-only error) would leave this band (quick: -0.36 to -0.45)
+        assert -0.8 < fit["exponent"] < -0.25, (name, fit)
     n_star = h["width_for_target"]
-    assert float(n_star["T=12"]) > 2 * float(n_star["T=3"])  # inf if never reached
+    assert math.isfinite(float(n_star["T=3"]))  # T = 3 reaches the target in the quick grid
     rows = read_csv(root / "figures" / "ntk_deviation.csv")
+    # longer sequences need wider networks: at every width T = 12 deviates more than T = 3
+    length = {
+        T: {r["width"]: r["mean_error"] for r in rows if r["series"] == f"T={T}"} for T in (3, 12)
+    }
+    assert length[3] and set(length[3]) == set(length[12])
+    assert all(length[12][w] > 1.5 * length[3][w] for w in length[3])
     relu = sorted(select(rows, series="relu_last", depth=1), key=lambda r: r["width"])
     assert relu[-1]["mean_error"] < relu[0]["mean_error"]
 
