@@ -151,11 +151,3 @@ def precision_scope(dtype: torch.dtype | str, tf32: bool = False) -> Iterator[No
     finally:
         for (_, obj, attr), value in zip(flags, saved):
             setattr(obj, attr, value)
-
-
-def validation_precision(dtype: torch.dtype) -> None:
-    """For entry points (scripts) only: switch TF32 off for the rest of the process when
-    ``dtype`` is float64. Library code uses :func:`precision_scope`, which restores the
-    flags."""
-    if dtype == torch.float64 and torch.cuda.is_available():
-        _set_tf32(False)

@@ -69,7 +69,7 @@ from experiments.common.run import (
 )
 from experiments.common.schema import ConvergenceConfig, register_configs
 from rntk_empirical.architecture import Architecture
-from rntk_empirical.devices import resolve_dtype, validation_precision
+from rntk_empirical.devices import precision_scope, resolve_dtype
 from rntk_empirical.metrics import (
     debiased_bias,
     kernel_errors,
@@ -242,7 +242,6 @@ def run_convergence(
             log.info("already finished: %s (force=true recomputes); skipping", out_dir)
             return done
     set_threads(s.num_threads)
-    validation_precision(prep.dtype)
     started, t_start = utc_now(), time.perf_counter()
     cache_dir = None
     if s.cache:
@@ -250,7 +249,8 @@ def run_convergence(
         if not cache_dir.is_absolute():
             cache_dir = (cwd or Path.cwd()) / cache_dir
     try:
-        return _run(prep, out_dir, cache_dir, overrides or [], started, t_start)
+        with precision_scope(prep.dtype):  # IEEE float32 on CUDA; flags restored after
+            return _run(prep, out_dir, cache_dir, overrides or [], started, t_start)
     except (RuntimeError, MemoryError) as err:
         if is_out_of_memory(err):
             raise OutOfMemory(_oom_message(prep, err)) from err

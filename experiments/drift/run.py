@@ -60,7 +60,7 @@ from experiments.common.run import (
 )
 from experiments.common.schema import DriftConfig, register_configs
 from experiments.drift.summary import summarize
-from rntk_empirical.devices import resolve_device, resolve_dtype, validation_precision
+from rntk_empirical.devices import precision_scope, resolve_device, resolve_dtype
 from rntk_empirical.tasks import Task
 from rntk_empirical.training import (
     CheckpointError,
@@ -81,7 +81,14 @@ def _probe(task: Task, n_probe: int) -> list[torch.Tensor]:
 
 
 def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = None) -> dict:
-    """Run (or resume, or skip if finished) one width; returns the record."""
+    """Run (or resume, or skip if finished) one width; returns the record. The precision
+    the config states holds for the whole run (IEEE float32 on CUDA, never TF32); the
+    process's flags are restored afterwards."""
+    with precision_scope(resolve_dtype(cfg.dtype.value)):
+        return _run_drift(cfg, out_dir, overrides)
+
+
+def _run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None) -> dict:
     chash = identity_hash(cfg.identity())
     if not cfg.force:
         done = finished_record(out_dir, chash)
@@ -97,7 +104,6 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
     arch = cfg.arch.to_architecture()
     task = cfg.task.build()
     device, dtype = resolve_device(cfg.device.value), resolve_dtype(cfg.dtype.value)
-    validation_precision(dtype)
     started, t0 = utc_now(), time.perf_counter()
     n_tr = len(task.x_train)
     x_all = task.x_train + task.x_test

@@ -18,7 +18,6 @@ from rntk_empirical.devices import (
     memory_budget,
     resolve_device,
     resolve_dtype,
-    validation_precision,
 )
 from rntk_empirical.dual import DualFn, get_dual
 from rntk_empirical.sequences import Sequences, as_sequences
@@ -307,7 +306,8 @@ def setup(
     _check_block_size(block_size)
     dtype = resolve_dtype(dtype)
     dev = resolve_device(device) if device is not None else _input_device(x1)
-    validation_precision(working_dtype(dtype))
+    # no TF32 policy needed: the recursion runs in float64 (working_dtype), where TF32 never
+    # applies; library code leaves the process-wide flags alone
     work = working_dtype(dtype)
     s1 = _as_sequences_keep_graph(x1, "x1", work, dev)
     s2 = None if x2 is None else _as_sequences_keep_graph(x2, "x2", work, dev, s1.dim)
