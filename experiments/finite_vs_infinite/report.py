@@ -190,9 +190,6 @@ def ranking(acc: Table, kern: Table) -> Table:
 def draw(tables: dict[str, Table], meta: dict):
     """Per data set: accuracy vs width (kernels as horizontal lines) and distance to the
     kernel predictor vs width with fitted exponents."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["series"], r["dataset"]) for r in tables["kernels"]})

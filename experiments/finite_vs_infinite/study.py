@@ -183,6 +183,11 @@ def _train_seed(
     return entry
 
 
+def _best_val_loss(entry: dict) -> float:
+    h = entry["history"]
+    return h["val_loss"][h["step"].index(entry["best_step"])]
+
+
 def _arm_summary(entries: list[dict], labels: torch.Tensor, y_te, ridge_ref, gd_ref) -> dict:
     """Mean and spread over the non-diverged seeds, plus the seed ensemble."""
     ok = [e for e in entries if not e["diverged"]]
@@ -202,6 +207,7 @@ def _arm_summary(entries: list[dict], labels: torch.Tensor, y_te, ridge_ref, gd_
         "test_accuracy_std": float(np.std(acc)),
         "test_mse": float(np.mean([e["test_mse"] for e in ok])),
         "val_accuracy": float(np.mean([e["val_accuracy"] for e in ok])),
+        "val_loss": float(np.mean([_best_val_loss(e) for e in ok])),
         "dist_rntk": single_distance(best - ridge_ref.numpy()[None]),
         "ensemble_test_accuracy": accuracy(torch.as_tensor(best.mean(0)), labels),
         "ensemble_test_mse": mse_loss(torch.as_tensor(best.mean(0)), y_te),
@@ -317,7 +323,8 @@ def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) 
                 sweep[f"{c:g}"] = _arm_summary(entries, data.labels_test, y_te, ridge_ref, None)
             ok = {c: s for c, s in sweep.items() if "val_accuracy" in s}
             if ok:
-                c_best = max(ok, key=lambda c: ok[c]["val_accuracy"])
+                # validation accuracy, ties (a small validation set saturates) by validation loss
+                c_best = max(ok, key=lambda c: (ok[c]["val_accuracy"], -ok[c]["val_loss"]))
                 row["standard"] = ok[c_best] | {"lr_scale": float(c_best)}
             else:
                 row["standard"] = {"diverged": sum(s["diverged"] for s in sweep.values())}
