@@ -14,6 +14,7 @@ default run where this figure looks for it).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,32 @@ def _config(p: FiniteVsInfiniteParams, opts: RunOptions):
     return cfg
 
 
+def _per_task_records(cfg, root: Path) -> list[tuple[Path, dict]] | None:
+    """Finished runs of ``cfg`` split by data set (``-m 'tasks=[A],[B]'``), one per task,
+    found anywhere under ``root`` whatever device they ran on; None unless every task has
+    one."""
+    import copy
+
+    from experiments.common.records import find_records, measured
+
+    if len(cfg.tasks) < 2 or not root.exists():
+        return None
+
+    def key(identity: dict) -> str:
+        return json.dumps(measured({**identity, "device": None}), sort_keys=True, default=str)
+
+    by_key = {key(r["identity"]): (p, r) for p, r in find_records(root) if "identity" in r}
+    out = []
+    for task in cfg.tasks:
+        one = copy.copy(cfg)
+        one.tasks = [task]
+        hit = by_key.get(key(json.loads(json.dumps(one.identity()))))
+        if hit is None:
+            return None
+        out.append(hit)
+    return out
+
+
 @register_figure("finite_vs_infinite", draw=draw, order=45)
 def compute(opts: RunOptions) -> FigureResult:
     from experiments.common.records import identity_hash
@@ -82,8 +109,10 @@ def compute(opts: RunOptions) -> FigureResult:
         out = root / ("quick=true" if opts.quick else "")
     else:
         out = root / f"figure-{identity_hash(cfg.identity())}"
-    record = run_study(cfg, out)
-    tables, headline = collect([(out / "record.json", record)], n_boot=p.n_boot, seed=opts.seed)
+    found = _per_task_records(cfg, Path(opts.outputs_root) / "finite_vs_infinite")
+    if found is None:
+        found = [(out / "record.json", run_study(cfg, out))]
+    tables, headline = collect(found, n_boot=p.n_boot, seed=opts.seed)
     setup = (
         f"- Data: aeon {', '.join(cfg.tasks)}; UCR train split stratified into train / "
         f"validation ({cfg.val_fraction:g}); UCR test split; one-hot targets e_c - 1/C.\n"

@@ -270,7 +270,8 @@ def draw(tables: dict[str, Table], meta: dict):
         ax2.set_xscale("log", base=2)
         ax2.set_yscale("log")
         ax2.legend(fontsize=6, frameon=False)
-    fig.tight_layout()
+    if not plt.rcParams["figure.constrained_layout.use"]:
+        fig.tight_layout()
     return fig
 
 
