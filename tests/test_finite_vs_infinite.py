@@ -244,3 +244,28 @@ def test_entry_point_rejects_an_unknown_data_set(tmp_path):
         "experiments.finite_vs_infinite", "tasks=[NoSuchDataSet]", f"hydra.run.dir={tmp_path}"
     )
     assert res.returncode == 2 and "error:" in res.stderr and "NoSuchDataSet" in res.stderr
+
+
+def test_figure_reuses_a_default_run_split_by_data_set(tmp_path):
+    """``-m 'tasks=[A],[B]'`` leaves one record per data set; the figure takes them (on any
+    device) instead of recomputing, and recomputes when one is missing."""
+    import copy
+
+    from experiments.common.records import atomic_write_json, identity_hash
+    from experiments.common.run import envelope
+    from experiments.figures.finite_vs_infinite import _per_task_records
+
+    cfg = FiniteVsInfiniteConfig(name="erf_last", device=DeviceChoice.cpu)
+    assert cfg.tasks == ["ItalyPowerDemand", "JapaneseVowels"]
+    for task in cfg.tasks:
+        one = copy.copy(cfg)
+        one.tasks, one.device = [task], DeviceChoice.auto  # run elsewhere, device=auto
+        rec = envelope("finite_vs_infinite", identity_hash(one.identity()), one.identity())
+        atomic_write_json(tmp_path / f"tasks=[{task}]" / "record.json", rec | {"tasks": {}})
+    found = _per_task_records(cfg, tmp_path)
+    assert [r["identity"]["tasks"] for _, r in found] == [["ItalyPowerDemand"], ["JapaneseVowels"]]
+    other = copy.copy(cfg)
+    other.steps = cfg.steps + 1  # another configuration: not reused
+    assert _per_task_records(other, tmp_path) is None
+    (tmp_path / "tasks=[JapaneseVowels]" / "record.json").unlink()
+    assert _per_task_records(cfg, tmp_path) is None
