@@ -269,3 +269,10 @@ def test_figure_reuses_a_default_run_split_by_data_set(tmp_path):
     assert _per_task_records(other, tmp_path) is None
     (tmp_path / "tasks=[JapaneseVowels]" / "record.json").unlink()
     assert _per_task_records(cfg, tmp_path) is None
+
+
+def test_quick_keeps_what_the_user_sets():
+    c = FiniteVsInfiniteConfig(name="x", quick=True, widths=[8, 16], steps=10)
+    assert (c.widths, c.steps, c.tasks, c.n_train) == ([8, 16], 10, ["ItalyPowerDemand"], 24)
+    with pytest.raises(ValueError, match="arms"):
+        FiniteVsInfiniteConfig(name="x", arms=["sgd"])

@@ -12,7 +12,8 @@ from experiments.common.schema import ArchConfig, DeviceChoice, DTypeChoice
 ARMS = ("ntk", "centered", "standard", "adam")
 # Fields that change how a run executes, not what it measures.
 EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every", "quick")
-# ``quick=true``: the reduced setup of the tests and smoke runs (replaces these fields).
+# ``quick=true``: the reduced setup of the tests and smoke runs (replaces these fields where
+# they are left at their defaults: ``quick=true 'widths=[8,16]'`` keeps those widths).
 QUICK: dict[str, Any] = {
     "tasks": ["ItalyPowerDemand"],
     "n_train": 24,
@@ -75,9 +76,13 @@ class FiniteVsInfiniteConfig:
     num_threads: Optional[int] = None  # noqa: UP045
 
     def __post_init__(self) -> None:
-        if self.quick:
+        if self.quick:  # the quick values replace the fields still at their defaults
+            defaults = {f.name: f for f in dataclasses.fields(self)}
             for k, v in QUICK.items():
-                setattr(self, k, list(v) if isinstance(v, list) else v)
+                f = defaults[k]
+                default = f.default_factory() if callable(f.default_factory) else f.default
+                if getattr(self, k) == default:
+                    setattr(self, k, list(v) if isinstance(v, list) else v)
         self.validate()
 
     def validate(self) -> None:
