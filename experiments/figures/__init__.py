@@ -10,6 +10,7 @@ and import it below.
 # on the index page and in ``figure=all``).
 from experiments.figures import (  # noqa: F401
     different_lengths,
+    finite_vs_infinite,
     kernel_drift,
     length_width,
     ntk_deviation,

@@ -1,0 +1,6 @@
+"""``python -m experiments.finite_vs_infinite``: see :mod:`experiments.finite_vs_infinite.run`."""
+
+from experiments.finite_vs_infinite.run import main
+
+if __name__ == "__main__":
+    main()

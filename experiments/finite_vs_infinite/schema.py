@@ -1,0 +1,137 @@
+"""The structured config of the finite-versus-infinite study (``conf/finite_vs_infinite.yaml``),
+registered in Hydra's ConfigStore as ``finite_vs_infinite_schema``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from experiments.common.schema import ArchConfig, DeviceChoice, DTypeChoice
+
+ARMS = ("ntk", "centered", "standard", "adam")
+# Fields that change how a run executes, not what it measures.
+EXECUTION_FIELDS = ("force", "progress", "num_threads", "checkpoint_every", "quick")
+# ``quick=true``: the reduced setup of the tests and smoke runs (replaces these fields where
+# they are left at their defaults: ``quick=true 'widths=[8,16]'`` keeps those widths).
+QUICK: dict[str, Any] = {
+    "tasks": ["ItalyPowerDemand"],
+    "n_train": 24,
+    "n_test": 40,
+    "widths": [16, 64, 256],
+    "seeds": 3,
+    "steps": 40,
+    "record_every": 5,
+    "sp_lr_scales": [1.0, 64.0],
+    "n_boot": 200,
+}
+
+
+def _erf_arch() -> ArchConfig:
+    return ArchConfig(name="erf_last", nonlinearity="erf", sigma_w=1.0)
+
+
+@dataclass
+class FiniteVsInfiniteConfig:
+    """One run: every task in ``tasks``, every width in ``widths``, every arm in ``arms``.
+
+    Arms (networks ``base_seed + s``, ``s < seeds``; all full batch, early-stopped on
+    validation accuracy over ``steps`` steps):
+        ``ntk``: GD in the NTK parameterization, eta = lr_scale * N / lambda_max, lambda_max
+            the largest over seeds of the networks' empirical NTK eigenvalue at init;
+        ``centered``: the same networks trained as f - f_0;
+        ``standard``: standard parameterization, eta = c * N / lambda_max(SP network) for c in
+            ``sp_lr_scales`` (2 is the edge of stability), ``sp_seeds`` seeds, c chosen on
+            validation;
+        ``adam``: standard parameterization, Adam with ``adam_lr``.
+    The ensembles (seed means of ``ntk`` and ``centered``) need no training.
+    """
+
+    name: str = "${arch.name}"
+    arch: ArchConfig = field(default_factory=_erf_arch)
+    tasks: list[str] = field(default_factory=lambda: ["ItalyPowerDemand", "JapaneseVowels"])
+    val_fraction: float = 0.25
+    max_len: Optional[int] = None  # noqa: UP045 - longer series are resampled to this
+    n_train: Optional[int] = None  # noqa: UP045 - stratified subset of the UCR train split
+    n_test: Optional[int] = None  # noqa: UP045
+    data_seed: int = 0
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    seeds: int = 3
+    base_seed: int = 0
+    steps: int = 200
+    record_every: int = 10
+    checkpoint_every: int = 50
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+    lr_scale: float = 1.0
+    sp_lr_scales: list[float] = field(default_factory=lambda: [0.5, 2.0, 8.0])
+    sp_seeds: int = 1
+    adam_lr: float = 0.01
+    ridges: list[float] = field(default_factory=lambda: [0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    n_boot: int = 1000
+    dtype: DTypeChoice = DTypeChoice.float32
+    device: DeviceChoice = DeviceChoice.auto
+    quick: bool = False
+    force: bool = False
+    progress: bool = True
+    num_threads: Optional[int] = None  # noqa: UP045
+
+    def __post_init__(self) -> None:
+        if self.quick:  # the quick values replace the fields still at their defaults
+            defaults = {f.name: f for f in dataclasses.fields(self)}
+            for k, v in QUICK.items():
+                f = defaults[k]
+                default = f.default_factory() if callable(f.default_factory) else f.default
+                if getattr(self, k) == default:
+                    setattr(self, k, list(v) if isinstance(v, list) else v)
+        self.validate()
+
+    def validate(self) -> None:
+        for k in ("seeds", "steps", "record_every", "checkpoint_every", "sp_seeds"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{k}={v!r} is not valid; expected an integer >= 1")
+        if not self.widths or any(int(w) < 1 for w in self.widths):
+            raise ValueError(f"widths={list(self.widths)!r}: expected a list of integers >= 1")
+        if not self.tasks:
+            raise ValueError("tasks is empty; name aeon data sets, e.g. [ItalyPowerDemand]")
+        bad = sorted(set(self.arms) - set(ARMS))
+        if bad or not self.arms:
+            raise ValueError(f"arms={list(self.arms)!r}: allowed values {', '.join(ARMS)}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction={self.val_fraction!r} must lie in (0, 1)")
+        for k in ("lr_scale", "adam_lr"):
+            if not getattr(self, k) > 0:
+                raise ValueError(f"{k}={getattr(self, k)!r} must be > 0")
+        if not self.sp_lr_scales or min(self.sp_lr_scales) <= 0:
+            raise ValueError(f"sp_lr_scales={list(self.sp_lr_scales)!r}: expected values > 0")
+        if not self.ridges or min(self.ridges) < 0:
+            raise ValueError(f"ridges={list(self.ridges)!r}: expected values >= 0")
+        if self.max_len is not None and self.max_len < 2:
+            raise ValueError(f"max_len={self.max_len!r} must be >= 2 or null")
+        if self.arch.to_architecture().parameterization != "ntk":
+            raise ValueError(
+                "arch.parameterization must be ntk (the kernels need it; the standard "
+                "parameterization is its own arm: arms=[...,standard])"
+            )
+        if not self.name or "/" in self.name:
+            raise ValueError(f"name={self.name!r} is not valid; expected a non-empty folder name")
+
+    def identity(self) -> dict[str, Any]:
+        """What the run measures (JSON-able; its hash names the results)."""
+        out: dict[str, Any] = {"arch": self.arch.to_architecture().to_dict()}
+        out["arch_name"] = self.arch.name
+        for f in dataclasses.fields(self):
+            if f.name in EXECUTION_FIELDS or f.name == "arch":
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = (
+                v.value if hasattr(v, "value") else (list(v) if isinstance(v, list) else v)
+            )
+        return out
+
+
+def register_configs() -> None:
+    """Store the schema in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="finite_vs_infinite_schema", node=FiniteVsInfiniteConfig)

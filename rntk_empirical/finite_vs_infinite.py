@@ -1,0 +1,556 @@
+r"""Finite versus infinite recurrent networks on sequence classification (Lee et al., 2020).
+
+The pieces of the study, free of any experiment framework:
+
+* :func:`load_classification_split`: a bundled UCR/UEA data set (``aeon``) split into fixed
+  train / validation / test parts, one-hot MSE targets e_c - 1/C (zero mean over classes),
+  z-normalized per channel on the training part, optionally resampled to a maximum length.
+* Kernel predictors from a kernel block ``K`` of shape ``(N_tr + N_va + N_te, N_tr)``
+  (rows: train, validation, test; columns: train):
+  :func:`select_ridge` (kernel ridge regression with the diagonal regularizer
+  ``ridge * tr(K_tt) / N`` chosen on validation, in float64 or float32; ridge 0 is the
+  t = infinity limit of gradient descent) and :func:`kernel_gd_path` (closed-form gradient
+  descent with f_0 = 0 at a list of steps, reusing
+  :func:`rntk_empirical.kernel_machines.gradient_descent_mse`).
+* :func:`train_classifier`: full-batch GD (or Adam) on L = 1/(2N) sum_i ||f(x_i) - y_i||^2
+  for a k-output :class:`~rntk_empirical.network.ElmanRNN`, optionally *centered*
+  (the model is f(x; theta) - f(x; theta_0)), early-stopped on validation accuracy, with
+  atomic checkpoints that a killed run resumes from, and divergence recorded (not raised).
+* :func:`ntk_lambda_max`: the largest eigenvalue of the network's empirical NTK on a batch
+  (power iteration on J^T J with ``jvp``/``vjp``), which sets the edge of stability
+  eta < 2 N / lambda_max of full-batch GD in any parameterization.
+* :func:`distance_power_laws`: exponents p of RMS distance to the kernel predictor ~ n^p for
+  single networks and for the ensemble mean over seeds, bootstrapped over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.func import jvp, vjp
+
+from rntk_empirical.atomic import atomic_torch_save
+from rntk_empirical.kernel_machines import gradient_descent_mse, kernel_regression
+from rntk_empirical.network import ElmanRNN
+from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
+from rntk_empirical.training import TrainSettings
+
+# Diagonal regularizers tried on validation, relative to the mean diagonal tr(K)/N.
+DEFAULT_RIDGES = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class ClassificationSplit:
+    """Sequences (lists of ``(T_i, m)`` float64 tensors), integer labels ``(N,)`` and one-hot
+    targets ``(N, C)`` (e_c - 1/C) of the train / validation / test parts."""
+
+    name: str
+    classes: tuple[str, ...]
+    x_train: list[torch.Tensor]
+    x_val: list[torch.Tensor]
+    x_test: list[torch.Tensor]
+    labels_train: torch.Tensor
+    labels_val: torch.Tensor
+    labels_test: torch.Tensor
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.x_train[0].shape[1])
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        return len(self.x_train), len(self.x_val), len(self.x_test)
+
+    @property
+    def lengths(self) -> list[int]:
+        return sorted({int(x.shape[0]) for x in self.x_train + self.x_val + self.x_test})
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` one-hot targets minus 1/C."""
+        return one_hot_targets(labels, self.n_classes)
+
+    @property
+    def all_x(self) -> list[torch.Tensor]:
+        """Train, validation and test sequences, in that order."""
+        return self.x_train + self.x_val + self.x_test
+
+
+def one_hot_targets(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """``(N, C)`` float64: e_label - 1/C (each row sums to 0)."""
+    return torch.nn.functional.one_hot(labels.long(), n_classes).double() - 1.0 / n_classes
+
+
+def resample(x: torch.Tensor, length: int) -> torch.Tensor:
+    """``(T, m)`` -> ``(length, m)`` by linear interpolation on [0, 1] (endpoints kept)."""
+    T = x.shape[0]
+    if T == length:
+        return x
+    src = np.linspace(0.0, 1.0, T)
+    dst = np.linspace(0.0, 1.0, length)
+    xn = x.detach().cpu().double().numpy()
+    out = np.stack([np.interp(dst, src, xn[:, j]) for j in range(xn.shape[1])], axis=1)
+    return torch.as_tensor(out, dtype=torch.float64)
+
+
+def load_classification_split(
+    name: str,
+    val_fraction: float = 0.25,
+    max_len: int | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+) -> ClassificationSplit:
+    """A bundled aeon data set split into train / validation / test.
+
+    The UCR/UEA test split is the test part; the UCR train split is divided, stratified by
+    class with generator ``seed``, into validation (``val_fraction`` of each class, at least
+    one sequence when a class has two or more) and train. ``n_train`` / ``n_test`` (if set)
+    keep a stratified subset of the UCR train split (before the validation split) / of the
+    test split. Sequences longer than ``max_len`` are resampled to ``max_len`` steps.
+    Channels are z-normalized with the mean and deviation over the train part.
+
+    Raises:
+        ValueError: aeon is missing, the data set cannot be loaded, or bad arguments.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction={val_fraction!r} must lie in (0, 1)")
+    if max_len is not None and max_len < 2:
+        raise ValueError(f"max_len={max_len!r} must be >= 2 or None")
+    try:
+        from aeon.datasets import load_classification
+    except ImportError as err:
+        raise ValueError(
+            f"dataset {name!r} needs the optional 'aeon' package: pip install -e '.[timeseries]'"
+        ) from err
+    try:
+        X_tr, y_tr = load_classification(name, split="train")
+        X_te, y_te = load_classification(name, split="test")
+    except Exception as err:  # noqa: BLE001 - aeon raises various errors for unknown names
+        raise ValueError(f"aeon could not load dataset {name!r}: {err}") from err
+    classes = tuple(sorted({str(c) for c in np.asarray(y_tr).tolist()}))
+    index = {c: i for i, c in enumerate(classes)}
+
+    def labels(y) -> np.ndarray:
+        return np.array([index[str(c)] for c in np.asarray(y).tolist()], dtype=np.int64)
+
+    def sequences(X) -> list[torch.Tensor]:
+        # aeon: (n, channels, length) array or a list of (channels, length_i) arrays
+        out = [torch.as_tensor(np.asarray(x, dtype=np.float64)).T.contiguous() for x in X]
+        if max_len is not None:
+            out = [resample(x, max_len) if x.shape[0] > max_len else x for x in out]
+        return out
+
+    lab_tr, lab_te = labels(y_tr), labels(y_te)
+    rng = np.random.default_rng(seed)
+    tr_idx = np.arange(len(lab_tr))
+    if n_train is not None and n_train < len(tr_idx):
+        tr_idx = _stratified_subset(lab_tr, n_train, rng)
+    te_idx = np.arange(len(lab_te))
+    if n_test is not None and n_test < len(te_idx):
+        te_idx = _stratified_subset(lab_te, n_test, rng)
+    val_idx, fit_idx = [], []
+    for c in range(len(classes)):
+        members = rng.permutation(tr_idx[lab_tr[tr_idx] == c])
+        k = int(round(val_fraction * len(members)))
+        k = min(max(k, 1 if len(members) >= 2 else 0), len(members) - 1) if len(members) else 0
+        val_idx += members[:k].tolist()
+        fit_idx += members[k:].tolist()
+    if not val_idx or not fit_idx:
+        raise ValueError(f"dataset {name!r} is too small for a validation split")
+    fit_idx, val_idx = sorted(fit_idx), sorted(val_idx)
+    x_all_tr, x_all_te = sequences(X_tr), sequences(X_te)
+    x_fit = [x_all_tr[i] for i in fit_idx]
+    allv = torch.cat(x_fit)
+    mu, sd = allv.mean(0), allv.std(0).clamp_min(1e-12)
+
+    def norm(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [(x - mu) / sd for x in xs]
+
+    return ClassificationSplit(
+        name=name,
+        classes=classes,
+        x_train=norm(x_fit),
+        x_val=norm([x_all_tr[i] for i in val_idx]),
+        x_test=norm([x_all_te[i] for i in te_idx]),
+        labels_train=torch.as_tensor(lab_tr[fit_idx]),
+        labels_val=torch.as_tensor(lab_tr[val_idx]),
+        labels_test=torch.as_tensor(lab_te[te_idx]),
+    )
+
+
+def _stratified_subset(lab: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``n`` indices with the class proportions of ``lab`` (at least one per class)."""
+    keep = []
+    for c in np.unique(lab):
+        members = rng.permutation(np.flatnonzero(lab == c))
+        k = max(1, int(round(n * len(members) / len(lab))))
+        keep += members[:k].tolist()
+    return np.array(sorted(keep), dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- metrics
+def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows of ``pred`` ``(N, C)`` whose argmax is the label."""
+    return float((pred.argmax(-1).cpu() == labels.cpu()).double().mean())
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """1/(2N) sum_i ||pred_i - target_i||^2 (the training loss)."""
+    return float(0.5 * ((pred - target) ** 2).sum() / pred.shape[0])
+
+
+def rms(a: torch.Tensor) -> float:
+    return float(a.double().pow(2).mean().sqrt())
+
+
+def _better(acc: float, loss: float, best: tuple[float, float] | None) -> bool:
+    """Validation choice: higher accuracy, ties broken by lower MSE."""
+    return best is None or acc > best[0] or (acc == best[0] and loss < best[1])
+
+
+# --------------------------------------------------------------------------- kernels
+@dataclass
+class KernelChoice:
+    """A kernel predictor chosen on validation: ``val`` ``(N_va, C)``, ``test`` ``(N_te, C)``
+    predictions, the choice (``ridge`` or ``step``), and the scores of every candidate."""
+
+    val: torch.Tensor
+    test: torch.Tensor
+    choice: float
+    candidates: list[float]
+    val_accuracy: list[float]
+    val_loss: list[float]
+
+    def summary(self, labels_test: torch.Tensor, y_test: torch.Tensor) -> dict:
+        return {
+            "choice": self.choice,
+            "test_accuracy": accuracy(self.test, labels_test),
+            "test_mse": mse_loss(self.test, y_test),
+            "candidates": self.candidates,
+            "val_accuracy": self.val_accuracy,
+            "val_loss": self.val_loss,
+        }
+
+
+def ridge_predict(
+    k_train: torch.Tensor,
+    y_train: torch.Tensor,
+    k_cross: torch.Tensor,
+    ridge: float,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """K_x (K + ridge tr(K)/N I)^{-1} y, solved in ``dtype``.
+
+    float64 delegates to :func:`rntk_empirical.kernel_machines.kernel_regression` (which
+    always solves in float64; ridge 0 is its minimum-norm pseudo-inverse). float32 does the
+    same solve in float32 (Cholesky; eigendecomposition with the eps cutoff when Cholesky
+    fails or ridge is 0), to measure what single precision loses.
+    """
+    n = k_train.shape[0]
+    lam = ridge * float(torch.diagonal(k_train).mean())
+    if dtype == torch.float64:
+        return kernel_regression(k_train.double(), y_train.double(), k_cross.double(), lam)
+    K = k_train.to(dtype)
+    A = 0.5 * (K + K.T) + lam * torch.eye(n, dtype=dtype)
+    y = y_train.to(dtype)
+    L, info = torch.linalg.cholesky_ex(A)
+    if lam > 0 and int(info) == 0:
+        alpha = torch.cholesky_solve(y.reshape(n, -1), L).reshape(y.shape)
+    else:
+        ev, V = torch.linalg.eigh(A)
+        keep = ev > n * torch.finfo(dtype).eps * ev.abs().max()
+        inv = torch.where(keep, 1.0 / torch.where(keep, ev, 1.0), 0.0)
+        alpha = (V @ (inv[:, None] * (V.T @ y.reshape(n, -1)))).reshape(y.shape)
+    return (k_cross.to(dtype) @ alpha).double()
+
+
+def select_ridge(
+    k: torch.Tensor,
+    sizes: tuple[int, int, int],
+    y_train: torch.Tensor,
+    labels_val: torch.Tensor,
+    y_val: torch.Tensor,
+    ridges: Sequence[float] = DEFAULT_RIDGES,
+    dtype: torch.dtype = torch.float64,
+) -> KernelChoice:
+    """Kernel ridge regression with the relative ridge chosen on validation.
+
+    Args:
+        k: ``(N_tr + N_va + N_te, N_tr)`` kernel, rows train/val/test, columns train.
+        sizes: ``(N_tr, N_va, N_te)``.
+        y_train: ``(N_tr, C)``; labels_val ``(N_va,)``; y_val ``(N_va, C)``.
+        ridges: candidates, relative to the mean diagonal of K_train.
+        dtype: float64 or float32 (see :func:`ridge_predict`).
+    """
+    n_tr, n_va, _ = sizes
+    preds, accs, losses, best, best_i = [], [], [], None, 0
+    for i, r in enumerate(ridges):
+        p = ridge_predict(k[:n_tr], y_train, k[n_tr:], float(r), dtype)
+        acc, loss = accuracy(p[:n_va], labels_val), mse_loss(p[:n_va], y_val)
+        if not math.isfinite(loss):
+            acc = -1.0
+        preds.append(p)
+        accs.append(acc)
+        losses.append(loss)
+        if _better(acc, loss, best):
+            best, best_i = (acc, loss), i
+    p = preds[best_i]
+    return KernelChoice(p[:n_va], p[n_va:], float(ridges[best_i]), list(ridges), accs, losses)
+
+
+def kernel_gd_path(
+    k: torch.Tensor,
+    sizes: tuple[int, int, int],
+    y_train: torch.Tensor,
+    lr: float,
+    steps: Sequence[int],
+) -> torch.Tensor:
+    """Closed-form GD predictions with f_0 = 0 on validation and test rows at ``steps``:
+    ``(S, N_va + N_te, C)`` (:func:`~rntk_empirical.kernel_machines.gradient_descent_mse`)."""
+    n_tr = sizes[0]
+    p = gradient_descent_mse(
+        k[:n_tr].double(), y_train.double(), lr, list(steps), k_test_train=k[n_tr:].double()
+    )
+    return p.test
+
+
+def select_step(
+    path: torch.Tensor,
+    steps: Sequence[int],
+    n_val: int,
+    labels_val: torch.Tensor,
+    y_val: torch.Tensor,
+) -> KernelChoice:
+    """The step of a GD path (``(S, N_va + N_te, C)``) chosen on validation (early stopping)."""
+    accs, losses, best, best_i = [], [], None, 0
+    for i in range(len(steps)):
+        acc, loss = accuracy(path[i, :n_val], labels_val), mse_loss(path[i, :n_val], y_val)
+        accs.append(acc)
+        losses.append(loss)
+        if _better(acc, loss, best):
+            best, best_i = (acc, loss), i
+    return KernelChoice(
+        path[best_i, :n_val],
+        path[best_i, n_val:],
+        float(steps[best_i]),
+        [float(s) for s in steps],
+        accs,
+        losses,
+    )
+
+
+# --------------------------------------------------------------------------- networks
+def network_function(model: ElmanRNN, seqs: list[torch.Tensor]) -> Callable[[dict], torch.Tensor]:
+    """``params -> (N, k)`` outputs of ``model`` on ``seqs`` (a pure function for torch.func)."""
+    args = model.forward_args(model.prepare(seqs))
+
+    def f(params: dict) -> torch.Tensor:
+        return model.apply_padded(params, *args)
+
+    return f
+
+
+def ntk_lambda_max(
+    model: ElmanRNN, seqs: list[torch.Tensor], iters: int = 30, seed: int = 0
+) -> float:
+    """lambda_max of the empirical NTK of all k outputs on ``seqs`` (an ``(N k, N k)``
+    matrix J J^T), by power iteration on J^T J in parameter space (``jvp`` then ``vjp``).
+
+    Full-batch GD on 1/(2N) sum ||f - y||^2 is stable (in the kernel regime) for
+    eta < 2 N / lambda_max.
+    """
+    f = network_function(model, seqs)
+    params = model.param_dict()
+    gen = torch.Generator().manual_seed(seed)
+    v = {
+        n: torch.randn(p.shape, generator=gen, dtype=torch.float64).to(p) for n, p in params.items()
+    }
+    _, pullback = vjp(f, params)
+    lam = 0.0
+    for _ in range(iters):
+        norm = math.sqrt(sum(float((t**2).sum()) for t in v.values()))
+        v = {n: t / norm for n, t in v.items()}
+        jv = jvp(f, (params,), (v,))[1]
+        (v,) = pullback(jv)
+        lam_new = math.sqrt(sum(float((t**2).sum()) for t in v.values()))
+        if abs(lam_new - lam) <= 1e-4 * lam_new:
+            lam = lam_new
+            break
+        lam = lam_new
+    return lam
+
+
+@dataclass
+class NetworkRun:
+    """A trained network's record: the history at the evaluation steps and its predictions.
+
+    ``val_best``/``test_best``: predictions ``(N, C)`` at the step with the best validation
+    accuracy (ties: lower validation MSE); ``test_final``: at the last step (used for the
+    distance to the kernel at the same training time). Diverged runs keep what they had.
+    """
+
+    lr: float
+    centered: bool
+    step: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_step: int = 0
+    val_best: torch.Tensor | None = None
+    test_best: torch.Tensor | None = None
+    test_final: torch.Tensor | None = None
+    diverged: bool = False
+    diverged_at: int | None = None
+    seconds: float = 0.0
+
+    def state(self) -> dict:
+        return asdict(self)
+
+
+def train_classifier(
+    model: ElmanRNN,
+    data: ClassificationSplit,
+    settings: TrainSettings,
+    centered: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> NetworkRun:
+    """Train ``model`` in place on ``data`` and return its :class:`NetworkRun`.
+
+    Full-batch ``gd`` or ``adam`` (``settings.optimizer``; ``sgd`` is refused: the study
+    is full-batch) with learning rate ``settings.lr`` on L = 1/(2N) sum_i ||g(x_i) - y_i||^2,
+    g = f (plain) or g = f - f(.; theta_0) (``centered``). Every ``settings.record_every``
+    steps (and at the last) the train loss, validation loss and accuracy are recorded; the
+    best-validation predictions are kept. A loss that is NaN/Inf or exceeds
+    ``settings.diverge_factor`` times the initial loss ends the run as diverged. Every
+    ``settings.checkpoint_every`` steps the state is saved atomically to
+    ``checkpoint_path``; an existing checkpoint is resumed.
+    """
+    if settings.optimizer not in ("gd", "adam"):
+        raise ValueError(f"optimizer={settings.optimizer!r}; the study trains with gd or adam")
+    dtype, device = model.dtype, model.device
+    y_tr = data.targets(data.labels_train).to(device, dtype)
+    y_va = data.targets(data.labels_val).to(device, dtype)
+    n_tr = y_tr.shape[0]
+    f_tr = network_function(model, data.x_train)
+    f_va = network_function(model, data.x_val)
+    f_te = network_function(model, data.x_test)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        zero = {
+            "train": torch.zeros_like(y_tr),
+            "val": torch.zeros_like(y_va),
+            "test": torch.zeros(len(data.x_test), data.n_classes, dtype=dtype, device=device),
+        }
+    if settings.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr)
+    else:
+        opt = torch.optim.SGD(list(params.values()), lr=settings.lr)
+    run = NetworkRun(lr=settings.lr, centered=centered)
+    start, best = 0, None
+    if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        ck = torch.load(checkpoint_path, weights_only=False)
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(ck["params"][n])
+        opt.load_state_dict(ck["opt"])
+        offsets = ck["offsets"]
+        run = NetworkRun(**ck["run"])
+        start, best = ck["step"], ck["best"]
+    else:
+        with torch.no_grad():
+            p0 = model.param_dict()
+            offsets = {"train": f_tr(p0), "val": f_va(p0), "test": f_te(p0)} if centered else zero
+    t_start = time.perf_counter() - run.seconds
+    loss0 = None
+    for step in range(start, settings.steps + 1):
+        evaluate = step % settings.record_every == 0 or step == settings.steps
+        with torch.enable_grad():
+            out = f_tr(params) - offsets["train"]
+            loss = 0.5 * ((out - y_tr) ** 2).sum() / n_tr
+        lv = float(loss.detach())
+        if loss0 is None:
+            loss0 = run.train_loss[0] if run.train_loss else lv
+        if not math.isfinite(lv) or lv > settings.diverge_factor * max(loss0, 1e-30):
+            run.diverged, run.diverged_at = True, step
+            break
+        if evaluate:
+            with torch.no_grad():
+                p = model.param_dict()
+                va = f_va(p) - offsets["val"]
+            acc, vl = accuracy(va, data.labels_val), mse_loss(va, y_va)
+            run.step.append(step)
+            run.train_loss.append(lv)
+            run.val_loss.append(vl)
+            run.val_accuracy.append(acc)
+            is_best = _better(acc, vl, best)
+            if is_best or step == settings.steps:
+                with torch.no_grad():
+                    te = (f_te(p) - offsets["test"]).detach().cpu().double()
+                if is_best:
+                    best = (acc, vl)
+                    run.best_step = step
+                    run.val_best, run.test_best = va.detach().cpu().double(), te
+                if step == settings.steps:
+                    run.test_final = te
+        if step == settings.steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step + 1)
+        if checkpoint_path is not None and (step + 1) % settings.checkpoint_every == 0:
+            run.seconds = time.perf_counter() - t_start
+            atomic_torch_save(
+                checkpoint_path,
+                {
+                    "step": step + 1,
+                    "params": model.param_dict(),
+                    "opt": opt.state_dict(),
+                    "offsets": offsets,
+                    "run": run.state(),
+                    "best": best,
+                },
+            )
+    run.seconds = time.perf_counter() - t_start
+    return run
+
+
+# --------------------------------------------------------------------------- scaling
+def ensemble_distance(residuals: np.ndarray) -> float:
+    """RMS of the seed-mean residual: ``residuals`` ``(S, ...)`` -> rms(mean_s r_s)."""
+    return float(np.sqrt(np.mean(np.mean(residuals, axis=0) ** 2)))
+
+
+def single_distance(residuals: np.ndarray) -> float:
+    """Mean over seeds of each network's RMS residual: ``(S, ...)`` -> mean_s rms(r_s)."""
+    axes = tuple(range(1, residuals.ndim))
+    return float(np.mean(np.sqrt(np.mean(residuals**2, axis=axes))))
+
+
+def distance_power_laws(
+    residuals: dict[int, np.ndarray], n_boot: int = 2000, seed: int = 0
+) -> dict[str, PowerLawFit]:
+    """Fits of RMS distance ~ C n^p over widths, for single networks and for the ensemble.
+
+    Args:
+        residuals: width -> ``(S, N, C)`` network-minus-kernel test predictions per seed.
+    Returns:
+        ``{"single": fit, "ensemble": fit}``; the bootstrap resamples seeds within a width.
+    """
+    return {
+        "single": bootstrap_power_law(residuals, single_distance, n_boot=n_boot, seed=seed),
+        "ensemble": bootstrap_power_law(residuals, ensemble_distance, n_boot=n_boot, seed=seed),
+    }
