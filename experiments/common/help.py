@@ -136,6 +136,35 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "num_threads": "torch threads (null: torch's default)",
     },
 }
+DESCRIPTIONS["FiniteVsInfiniteConfig"] = {
+    "name": "run folder name (default ARCH)",
+    "arch": "the architecture (group arch=...)",
+    "tasks": "aeon UCR/UEA data sets (bundled ones load offline)",
+    "val_fraction": "share of the UCR train split held out for validation",
+    "max_len": "resample longer series to this length (null: keep)",
+    "n_train": "stratified subset of the train split (null: all)",
+    "n_test": "subset of the test split (null: all)",
+    "data_seed": "seed of the splits and subsets",
+    "widths": "widths of the finite networks",
+    "seeds": "networks per width (NTK-parameterized arms)",
+    "base_seed": "network s uses seed base_seed + s",
+    "steps": "full-batch training steps",
+    "record_every": "steps between validation checks (early stopping)",
+    "checkpoint_every": "steps between checkpoints",
+    "arms": "ntk, centered, standard, adam",
+    "lr_scale": "NTK arms: lr = lr_scale * N / lambda_max",
+    "sp_lr_scales": "standard param.: c in lr = c * N / lambda_max (2: edge of stability)",
+    "sp_seeds": "networks per width in the standard parameterization",
+    "adam_lr": "Adam's learning rate",
+    "ridges": "diagonal regularizers of the kernel predictors (chosen on validation)",
+    "n_boot": "bootstrap replicates of the distance exponents",
+    "dtype": "float32 | float64 of the networks (kernels: both)",
+    "device": "auto | cpu | cuda",
+    "quick": "reduced setup (tests, smoke runs)",
+    "force": "recompute finished runs",
+    "progress": "show progress bars",
+    "num_threads": "torch threads (null: torch's default)",
+}
 FIGURES_OPTIONS = {
     "figure": "a figure name (below) or all",
     "quick": "reduced setup for tests and smoke runs (marked on the image)",
@@ -154,13 +183,19 @@ APPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drift": ("Training: NTK drift and lazy-regime agreement, one width", ("arch", "task")),
     "uci": ("The 90-dataset UCI benchmark of recurrent kernels", ()),
     "figures": ("Regenerate the papers' figures", ()),
+    "finite_vs_infinite": (
+        "Trained finite RNNs vs RNTK/NNGP predictors on UCR/UEA data",
+        ("arch",),
+    ),
 }
 
 
 def _schema(app: str) -> type | None:
     from experiments.common import schema
+    from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
 
     return {
+        "finite_vs_infinite": FiniteVsInfiniteConfig,
         "convergence": schema.ConvergenceConfig,
         "drift": schema.DriftConfig,
         "uci": schema.UCIConfig,
@@ -245,9 +280,11 @@ def register_help_resolver() -> None:
 def all_descriptions_present() -> list[str]:
     """Schema fields without a description (for the test)."""
     from experiments.common import schema
+    from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
 
     missing = []
     for cls in (
+        FiniteVsInfiniteConfig,
         schema.ArchConfig,
         schema.DataConfig,
         schema.ConvergenceConfig,

@@ -1,6 +1,7 @@
 """``python -m experiments.finite_vs_infinite``: see :mod:`experiments.finite_vs_infinite.run`."""
 
+from experiments.common.run import hydra_entry
 from experiments.finite_vs_infinite.run import main
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -27,7 +27,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.common.cli import CONF_DIR
-from experiments.common.run import guarded, validated
+from experiments.common.records import finished_record
+from experiments.common.run import guarded, hydra_entry, validated, write_provenance
 from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig, register_configs
 from experiments.finite_vs_infinite.study import load_task, run_study
 from rntk_empirical.devices import resolve_device
@@ -47,8 +48,11 @@ def _check(s: FiniteVsInfiniteConfig) -> None:
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     settings = validated(cfg, FiniteVsInfiniteConfig, CONFIG_FILE, _check)
+    out_dir = Path(hc.runtime.output_dir)
+    if settings.force or finished_record(out_dir) is None:
+        write_provenance(cfg, out_dir)
     record = guarded(
-        lambda: run_study(settings, Path(hc.runtime.output_dir), list(hc.overrides.task)),
+        lambda: run_study(settings, out_dir, list(hc.overrides.task)),
         lambda err: (
             f"out of memory ({type(err).__name__}); use smaller widths, fewer sequences "
             "(n_train, n_test) or a shorter max_len"
@@ -72,4 +76,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -134,4 +134,7 @@ def register_configs() -> None:
     """Store the schema in Hydra's ConfigStore (idempotent)."""
     from hydra.core.config_store import ConfigStore
 
+    from experiments.common.help import register_help_resolver
+
+    register_help_resolver()
     ConfigStore.instance().store(name="finite_vs_infinite_schema", node=FiniteVsInfiniteConfig)
