@@ -29,6 +29,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from experiments.common.records import atomic_write_json, find_records, record_hash, utc_now
 from experiments.common.schema import ArchConfig, ConvergenceConfig, DataConfig
@@ -59,6 +60,16 @@ PHASES: dict[str, dict] = {
     "erf_chaotic": {"nonlinearity": "erf", "sigma_w": 2.5},
     "tanh_sw1": {"nonlinearity": "tanh", "sigma_w": 1.0},
 }
+
+
+PHASE_WORDS = {
+    "relu_ordered": "ReLU, $s_w$ = 1 (ordered)",
+    "relu_critical": r"ReLU, $s_w = \sqrt{2}$ (critical)",
+    "erf_sw1": "erf, $s_w$ = 1",
+    "erf_chaotic": "erf, $s_w$ = 2.5 (chaotic)",
+    "tanh_sw1": "tanh, $s_w$ = 1",
+}
+READOUT_WORDS = {"last": "last step", "avg": "mean pooling"}
 
 
 @dataclass(frozen=True)
@@ -333,7 +344,7 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
     color = {T: cmap(k / max(1, len(lengths) - 1) * 0.9) for k, T in enumerate(lengths)}
     for ax_row, (phase, readout) in zip(axes, series):
         sr = select(rows, phase=phase, readout=readout)
-        label = f"{phase}, {readout}"
+        label = f"{PHASE_WORDS.get(phase, phase)}, {READOUT_WORDS.get(readout, readout)}"
         fr = {f["target"]: f for f in select(fits, phase=phase, readout=readout)}
         for T in lengths:
             tr = sorted(select(sr, T=T), key=lambda r: r["width"])
@@ -405,6 +416,8 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
                 title=f"collapse: {label}",
             )
             ax_row[3].legend(fontsize=6, frameon=False)
+    for ax in axes.flat:  # minor-tick labels of short log ranges overlap (T/n, widths)
+        ax.xaxis.set_minor_formatter(NullFormatter())
     return fig
 
 
