@@ -53,7 +53,7 @@ def random_sequences(
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b||_F / ||b||_F."""
-    return float((a - b).norm() / b.norm())
+    return float((a - b).detach().norm() / b.detach().norm())
 
 
 def run_module(

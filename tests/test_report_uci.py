@@ -239,7 +239,9 @@ def test_cli_exit_code_2_without_records(tmp_path):
     res = _cli(str(tmp_path / "empty"))
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert lines == [lines[0]] and lines[0].startswith("error: no finished UCI records")
+    # the unfinished record is named (never dropped silently), then the one-line error
+    assert len(lines) == 2 and "a/record.json: not finished" in lines[0]
+    assert lines[1].startswith("error: no finished UCI records")
 
 
 def test_main_exit_code_2_for_missing_path(tmp_path, capsys):

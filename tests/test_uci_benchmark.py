@@ -297,6 +297,7 @@ def test_multirun_builds_the_table_at_the_end(tmp_path: Path) -> None:
         "progress=false",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    (root,) = [p for p in out.iterdir() if p.name != "hydra"]
+    (root,) = [p for p in out.iterdir() if p.name not in ("hydra", "latest")]
+    assert (out / "latest").resolve() == root.resolve()
     rows = (root / "report" / "uci_per_dataset.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("fertility") and rows[2].startswith("iris")

@@ -54,7 +54,7 @@ def finished_record(run_dir: str | os.PathLike, config_hash: str | None = None) 
     rec = read_json(Path(run_dir) / RECORD_NAME)
     if rec is None or rec.get("status") != FINISHED:
         return None
-    if config_hash is not None and record_hash(rec) != config_hash:
+    if config_hash is not None and config_hash not in (rec.get("config_hash"), record_hash(rec)):
         raise FileExistsError(
             f"{Path(run_dir) / RECORD_NAME} holds a finished run of another configuration "
             f"(config hash {record_hash(rec)} != {config_hash}); choose another output "

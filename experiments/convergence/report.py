@@ -407,7 +407,8 @@ def plot(series: list[Series], stem: Path) -> list[Path]:
             _reference(ax, ref, REFERENCE_EXPONENT, "--", "$n^{-1/2}$ reference (theory)")
         _log_axes(ax, "relative error of the NTK")
         ax.set_title("Empirical NTK vs the analytic RNTK, per network")
-        ax.legend(loc="lower left")
+        if ref is not None:
+            ax.legend(loc="lower left")
         paths += save_figure(fig, stem)
 
         fig, axes = plt.subplots(2, 3, figsize=(12, 7.2), squeeze=False)
