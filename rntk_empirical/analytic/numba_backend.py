@@ -12,9 +12,11 @@ AVX-512). arcsin, the only transcendental of the ReLU and erf duals, is a polyno
 
 Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
 1.35 ns per cell and layer on 2 cores (AVX-512), 10x the torch path, for one mean-pooling
-unit of the UCI grid (``python -m experiments.bench_bank``). Equal-length inputs, ``relu``,
-``erf`` and ``identity`` only (:func:`supported` says why not otherwise); float64 arithmetic
-whatever the output dtype.
+unit of the UCI grid (``python -m experiments.bench_bank``). ``relu``, ``erf`` and
+``identity`` only (:func:`supported` says why not otherwise); float64 arithmetic whatever the
+output dtype. Mixed lengths as in the torch path (left-padded, end-aligned): a chain starts
+once the row and some column of the tile have started, and a column that has not started
+yet holds its boundary value (a masked copy of the cell loop, used only on those steps).
 
 numba is an optional dependency (``pip install rntk_empirical[fast]``); without it
 :func:`available` is False and :func:`rntk_empirical.analytic_kernel_bank` uses torch.
@@ -52,15 +54,14 @@ def available() -> bool:
 
 
 def supported(nonlinearity: str, equal_lengths: bool, device: torch.device) -> str | None:
-    """None if the compiled path can compute this bank, else the reason it cannot."""
+    """None if the compiled path can compute these kernels, else the reason it cannot.
+    (``equal_lengths`` is no longer a condition: mixed lengths run compiled too.)"""
     if numba is None:
         return "numba is not installed (pip install 'rntk_empirical[fast]')"
     if device.type != "cpu":
         return f"it runs on the CPU, not on {device.type}"
     if nonlinearity not in NONLINEARITIES:
         return f"nonlinearity {nonlinearity!r} has no closed form there ({NONLINEARITIES})"
-    if not equal_lengths:
-        return "the inputs have different lengths"
     return None
 
 
@@ -141,6 +142,9 @@ def _cells_for(dual):
 
         S = s_w^2 K(t-1,t'-1) + drive + s_b^2,  Q = S + s_w^2 G(t-1,t'-1) + s_u^2 G^{l-1}(t,t')
         K, G = dual(S, Q);  drive = s_u^2 K and glow = G for the layer above (SPEC section 3)
+
+    Returns (cells, masked cells): the second takes ``live`` ``(TILE,)`` (1.0 where the pair
+    is active at this cell) and holds the state of the other pairs, adding nothing for them.
     """
 
     @njit(fastmath=_FASTMATH, cache=True)
@@ -157,21 +161,50 @@ def _cells_for(dual):
                 sk[j] += k
                 st[j] += k + g
 
-    return cells
+    @njit(fastmath=_FASTMATH, cache=True)
+    def masked(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, acc, n, live):
+        for j in range(n):
+            S = sw2 * K[j] + drive[j] + sb2
+            Q = S + sw2 * G[j] + su2 * glow[j]
+            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j], lo[j])
+            on = live[j] > 0.0
+            k = k if on else K[j]
+            g = g if on else G[j]
+            K[j] = k
+            G[j] = g
+            drive[j] = su2 * k
+            glow[j] = g
+            if acc:
+                sk[j] += live[j] * k
+                st[j] += live[j] * (k + g)
+
+    return cells, masked
 
 
-_cells_relu, _cells_erf, _cells_identity = (_cells_for(f) for f in (_relu, _erf, _identity))
+(_cells_relu, _masked_relu), (_cells_erf, _masked_erf), (_cells_identity, _masked_identity) = (
+    _cells_for(f) for f in (_relu, _erf, _identity)
+)
 
 
 @njit(fastmath=_FASTMATH, cache=True)
-def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc):
+def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc, p0, s2, live):
     """Run chain k (x_i at p, x_j at p - k) of the tile of columns j0:j0+n; K, G ``(L, TILE)``
-    hold its boundary and end in its last cell; with ``acc`` every cell is added to sk, st;
-    ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on identical states)."""
+    hold its boundary and end in its last cell; with ``acc`` every active cell is added to
+    sk, st; ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on identical states).
+    Mixed lengths: the chain starts at p0 (row i started, some column started); column j is
+    active from q = s2[j] on (``s2`` ``(N2p,)`` its padded start), held at its boundary before.
+    """
     sw2, su2, sb2 = cst[0], cst[1], cst[2]
     L, T, m = f1.shape[1], f1.shape[3], x1.shape[2]
-    for p in range(max(k, 0), min(T, T + k)):
+    s_max = 0
+    for j in range(n):
+        s_max = max(s_max, s2[j0 + j])
+    for p in range(p0, min(T, T + k)):
         q = p - k
+        full = q >= s_max
+        if not full:
+            for j in range(n):
+                live[j] = 1.0 if q >= s2[j0 + j] else 0.0
         for j in range(n):
             dr[j] = 0.0
             gl[j] = 0.0
@@ -184,24 +217,33 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc):
             rj, fj, gj = f2[0, l, q, j0:], f2[1, l, q, j0:], f2[2, l, q, j0:]
             ri, fi, gi = f1[0, l, i, p], f1[1, l, i, p], f1[2, l, i, p]
             args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l], lo)
-            if nl == 0:
-                _cells_relu(*args, acc, n)
+            if full:
+                if nl == 0:
+                    _cells_relu(*args, acc, n)
+                elif nl == 1:
+                    _cells_erf(*args, acc, n)
+                else:
+                    _cells_identity(*args, acc, n)
+            elif nl == 0:
+                _masked_relu(*args, acc, n, live)
             elif nl == 1:
-                _cells_erf(*args, acc, n)
+                _masked_erf(*args, acc, n, live)
             else:
-                _cells_identity(*args, acc, n)
+                _masked_identity(*args, acc, n, live)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, out):
+def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, slots, sym, n_out, out):
     """Kernels of the given rows against all columns (from the row's lane block on if
     ``sym``; the caller mirrors).
 
     Shapes: x1 ``(N1, T, m)``, x2 ``(T, m, N2p)`` (N2p a multiple of LANES, zero-padded);
     f1 ``(3, L, N1, T)`` and f2 ``(3, L, T, N2p)`` the factors r, f, g of :func:`_factors`;
-    keys ``(N1,)``, ``(N2p,)``; ``cst`` = (s_w^2, s_u^2, s_b^2, s_v^2, boundary K^l(0, 0),
-    1.0 if the boundary needs equal keys); ``slots``: output slot of last, per_step, avg
-    (-1: not wanted); out ``(L, R, 2, N1, n_out)``, [:, :, 0] the NTK, [:, :, 1] the NNGP.
+    keys ``(N1,)``, ``(N2p,)``; s1 ``(N1,)``, s2 ``(N2p,)`` the first valid padded positions
+    (T - length; 0 for equal lengths); ``cst`` = (s_w^2, s_u^2, s_b^2, s_v^2, boundary
+    K^l(0, 0), 1.0 if the boundary needs equal keys); ``slots``: output slot of last,
+    per_step, avg (-1: not wanted); out ``(L, R, 2, N1, n_out)``, [:, :, 0] the NTK,
+    [:, :, 1] the NNGP.
     """
     sv2, kb, kb_keys = cst[3], cst[4], cst[5]
     L, T = f1.shape[1], f1.shape[3]
@@ -210,10 +252,12 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
     acc0 = s_ps >= 0 or s_avg >= 0
     for u in prange(rows.shape[0]):
         i = rows[u]
+        si = s1[i]
         K = np.empty((L, TILE))
         G = np.empty((L, TILE))
         dr = np.empty(TILE)
         gl = np.empty(TILE)
+        live = np.empty(TILE)
         pk = np.empty((L, TILE))  # shift 0 (per_step, and the diagonal of avg)
         pt = np.empty((L, TILE))
         sk = np.empty((L, TILE))  # the other shifts (avg)
@@ -224,9 +268,13 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
         for j0 in range(first, N2p, TILE):
             n = min(TILE, N2p - j0)
             w = min(n, n_out - j0)
+            s_min = T
             for j in range(n):
-                lo0[j] = 1.0 if (keys1[i] == keys2[j0 + j] and j0 + j < n_out) else -1.0
-                b = kb if (kb_keys == 0.0 or keys1[i] == keys2[j0 + j]) else 0.0
+                s_min = min(s_min, s2[j0 + j])
+            for j in range(n):
+                equal = keys1[i] == keys2[j0 + j] and si == s2[j0 + j]
+                lo0[j] = 1.0 if (equal and j0 + j < n_out) else -1.0
+                b = kb if (si == s2[j0 + j] and (kb_keys == 0.0 or equal)) else 0.0
                 for l in range(L):
                     K[l, j] = b
                     G[l, j] = 0.0
@@ -234,28 +282,57 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
                     pt[l, j] = 0.0
                     sk[l, j] = 0.0
                     st[l, j] = 0.0
-            _chain(nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, lo0, acc0)
+            p0 = max(si, s_min)
+            _chain(
+                nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, lo0, acc0, p0, s2, live
+            )
             for l in range(L):
                 for j in range(w):
                     if s_last >= 0:
                         out[l, s_last, 0, i, j0 + j] = sv2 * (K[l, j] + G[l, j])
                         out[l, s_last, 1, i, j0 + j] = sv2 * K[l, j]
                     if s_ps >= 0:
-                        out[l, s_ps, 0, i, j0 + j] = sv2 / T * pt[l, j]
-                        out[l, s_ps, 1, i, j0 + j] = sv2 / T * pk[l, j]
+                        scale = sv2 / math.sqrt((T - si) * (T - s2[j0 + j]))
+                        out[l, s_ps, 0, i, j0 + j] = scale * pt[l, j]
+                        out[l, s_ps, 1, i, j0 + j] = scale * pk[l, j]
             if s_avg < 0:
                 continue
             for k in range(1 - T, T):
                 if k == 0:
                     continue
-                for l in range(L):
-                    for j in range(n):
-                        K[l, j] = 0.0  # chains k != 0 start at t = 1 or t' = 1, never both
+                for j in range(n):
+                    # the boundary s_h^2 term: chain k where both sequences start together
+                    b = kb if (si - k == s2[j0 + j] and kb_keys == 0.0) else 0.0
+                    for l in range(L):
+                        K[l, j] = b
                         G[l, j] = 0.0
-                _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, True)
-            scale = sv2 / (T * T)
+                p0 = max(k, si, s_min + k)
+                _chain(
+                    nl,
+                    i,
+                    j0,
+                    n,
+                    k,
+                    x1,
+                    x2,
+                    f1,
+                    f2,
+                    cst,
+                    K,
+                    G,
+                    dr,
+                    gl,
+                    sk,
+                    st,
+                    lo,
+                    True,
+                    p0,
+                    s2,
+                    live,
+                )
             for l in range(L):
                 for j in range(w):
+                    scale = sv2 / ((T - si) * (T - s2[j0 + j]))
                     out[l, s_avg, 0, i, j0 + j] = scale * (st[l, j] + pt[l, j])
                     out[l, s_avg, 1, i, j0 + j] = scale * (sk[l, j] + pk[l, j])
 
@@ -349,7 +426,7 @@ def kernel_bank(
             whether sharing needs equal content keys (``per_input``)).
         side1, side2: the prepared rows and columns (:class:`~rntk_empirical.analytic.BatchSide`:
             ``xs (N, T, m)``,
-            ``var (L, N, T)``, ``keys (N,)``), equal lengths.
+            ``var (L, N, T)``, ``keys (N,)``, ``starts (N,)``), any lengths.
         readouts: a subset of last, per_step, avg.
         symmetric: side2 is side1; only j >= i is computed, the rest mirrored.
         dtype: of the returned kernels (the arithmetic is float64).
@@ -368,6 +445,11 @@ def kernel_bank(
     x2t = _pad_columns(x2.transpose(1, 2, 0), N2p)  # (T, m, N2p)
     keys1 = side1.keys.cpu().numpy()
     keys2 = _pad_columns(side2.keys.cpu().numpy(), N2p)
+    s1 = side1.starts.cpu().numpy().astype(np.int64)
+    s2 = side2.starts.cpu().numpy().astype(np.int64)
+    s2 = np.concatenate(
+        [s2, np.full(N2p - N2, s2.min(), np.int64)]
+    )  # padding: inside the tile's range
     sw2, su2, sb2, sv2, kb, kb_keys = consts
     packed = np.array([sw2, su2, sb2, sv2, kb, 1.0 if kb_keys else 0.0])
     wanted = [r for r in _READOUT_SLOTS if r in readouts]
@@ -379,7 +461,9 @@ def kernel_bank(
     chunk = max(2 * numba.get_num_threads(), -(-N1 // 64))
     for s in range(0, N1, chunk):
         rows = order[s : s + chunk]
-        _bank_rows(rows, x1, x2t, f1, f2, keys1, keys2, packed, nl, slots, symmetric, N2, out)
+        _bank_rows(
+            rows, x1, x2t, f1, f2, keys1, keys2, s1, s2, packed, nl, slots, symmetric, N2, out
+        )
         if progress is not None:
             progress(len(rows))
     if symmetric:
