@@ -48,6 +48,18 @@ _READOUT_SLOTS = ("last", "per_step", "avg")
 _FASTMATH = {"contract", "reassoc", "nsz"}  # not nnan/ninf: overflow is checked
 
 
+def disk_cached() -> dict[str, bool]:
+    """Whether each compiled entry point keeps its machine code in numba's on-disk cache
+    (``cache=True``): the ``__pycache__`` next to this file where it is writable, else the
+    user-wide cache directory; ``NUMBA_CACHE_DIR`` overrides both (numba's own rules). So
+    only the first process ever on a machine (or after this file changes) compiles."""
+    if numba is None:
+        return {}
+    names = ("_bank_rows", "_chain", "_mirror", "_asin_array")
+    names += tuple(f"_{kind}_{nl}" for kind in ("cells", "masked") for nl in NONLINEARITIES)
+    return {n: type(globals()[n]._cache).__name__ != "NullCache" for n in names}
+
+
 def available() -> bool:
     """Whether numba is installed (the compiled path can run at all)."""
     return numba is not None
