@@ -3,13 +3,17 @@ torch path, and how ``backend="auto"`` chooses between them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from rntk_empirical.analytic import analytic_kernels, analytic_nngp, analytic_ntk
 from rntk_empirical.analytic import numba_backend as analytic_numba
 from rntk_empirical.analytic.api import compiled_unsupported
-from rntk_empirical.architecture import Architecture
+from rntk_empirical.analytic.bank import compiled_bank
+from rntk_empirical.analytic.common import setup
+from rntk_empirical.architecture import READOUTS, Architecture
 
 
 def _x(seed: int, n: int, T: int, m: int = 2) -> torch.Tensor:
@@ -174,4 +178,27 @@ def test_compiled_code_is_cached_on_disk() -> None:
     """Every compiled entry point has numba's on-disk cache (a new process loads it
     instead of compiling: measured 32 s -> 1.0 s for its first call, contended)."""
     cached = analytic_numba.disk_cached()
-    assert len(cached) == 10 and all(cached.values()), cached
+    assert len(cached) == 13 and all(cached.values()), cached
+
+
+@pytest.mark.parametrize("mode", ["pairs", "tiles"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_both_mean_pooling_kernels_give_every_readout(
+    mode: str, symmetric: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pair-by-pair and the tile kernel (numba_backend.pairwise chooses) each compute
+    last, per_step and avg of every layer in one pass, mixed lengths included: against the
+    torch path one architecture at a time."""
+    monkeypatch.setattr(analytic_numba, "PAIRWISE_BELOW_COLUMNS", 10**9 if mode == "pairs" else 0)
+    monkeypatch.setattr(analytic_numba, "PAIRWISE_FROM_T", 0 if mode == "pairs" else 10**9)
+    arch = Architecture(depth=2, h0="shared", sigma_h=0.5)
+    x1 = _mixed(14, 6, 1, 8)
+    x1[3] = x1[0].clone()
+    x2 = None if symmetric else _mixed(15, 5, 1, 8)
+    c, _, s1, s2, _, _ = setup(arch, x1, x2, torch.float64, None, None, True, 20)
+    bank = compiled_bank(c, arch, s1, s2, READOUTS, torch.float64)
+    for (depth, readout), (theta, nngp) in bank.items():
+        one = replace(arch, depth=depth, readout=readout)
+        ref_t, ref_k = analytic_kernels(one, x1, x2, backend="torch")
+        assert _rel(theta, ref_t) <= 1e-12, (depth, readout)
+        assert _rel(nngp, ref_k) <= 1e-12, (depth, readout)

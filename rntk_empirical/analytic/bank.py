@@ -169,8 +169,12 @@ def compiled_bank(
     dual = get_dual(arch.nonlinearity)
     consts = (c.sw2, c.su2, c.sb2, c.sv2, boundary_value(c), c.h0 == "per_input")
     out = None
+
+    def variances(xs: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        return numba_backend.variances(arch.nonlinearity, consts, c.depth, xs, starts)
+
     for d in range(arch.directions):
-        side1, side2 = sides(c, dual, s1, s2, d, ())
+        side1, side2 = sides(c, dual, s1, s2, d, (), variances)
         bank = numba_backend.kernel_bank(
             consts,
             arch.nonlinearity,

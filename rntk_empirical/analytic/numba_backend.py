@@ -55,7 +55,8 @@ def disk_cached() -> dict[str, bool]:
     only the first process ever on a machine (or after this file changes) compiles."""
     if numba is None:
         return {}
-    names = ("_bank_rows", "_chain", "_mirror", "_asin_array")
+    names = ("_bank_rows", "_chain", "_mirror", "_asin_array", "_avg_pairs", "_half")
+    names += ("_diag_variances",)
     names += tuple(f"_{kind}_{nl}" for kind in ("cells", "masked") for nl in NONLINEARITIES)
     return {n: type(globals()[n]._cache).__name__ != "NullCache" for n in names}
 
@@ -349,6 +350,174 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, slots, sym, 
                     out[l, s_avg, 1, i, j0 + j] = scale * (sk[l, j] + pk[l, j])
 
 
+PAD = 32  # front padding of the per-pair layout: the vector loop may start up to LANES - 1 early
+
+
+@njit(fastmath=_FASTMATH, cache=True)
+def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo):
+    """Chains d = d0..Ta-1 of one pair (unpadded steps: a of length Ta, b of length Tb), all
+    at once: at step s chain d is at the cell (t_a, t_b) = (s + d, s), so the active chains
+    d < Ta - s are a prefix and their inputs contiguous in d; the loop over them runs on a
+    multiple of LANES (the extra chains below d0 are scratch, never read).
+
+    xa ``(m, PAD + T)``, fa ``(3, L, PAD + T)``: sequence a left-padded by PAD, its step t at
+    ``oa + t``; the same for b. K, G, ak, at ``(L, PAD + T)``, dr, gl, lo ``(PAD + T,)``:
+    state, cell sums (K and K + G) and correlation clamp of chain d at index PAD + d.
+    """
+    sw2, su2, sb2 = cst[0], cst[1], cst[2]
+    L, m = K.shape[0], xa.shape[0]
+    for s in range(min(Tb, Ta - d0)):
+        hi = PAD + Ta - s
+        n = -(-(Ta - s - d0) // LANES) * LANES
+        lo_i = hi - n
+        base = oa + s - PAD  # chain index u reads step s + u - PAD of a
+        for u in range(lo_i, hi):
+            dr[u] = 0.0
+            gl[u] = 0.0
+        for c in range(m):
+            xbv = xb[c, ob + s]
+            xs = xa[c, base + lo_i : base + hi]
+            dv = dr[lo_i:hi]
+            for u in range(n):
+                dv[u] += xs[u] * xbv
+        for l in range(L):
+            rb, fbv, gb = fb[0, l, ob + s], fb[1, l, ob + s], fb[2, l, ob + s]
+            ra = fa[0, l, base + lo_i : base + hi]
+            fav = fa[1, l, base + lo_i : base + hi]
+            ga = fa[2, l, base + lo_i : base + hi]
+            args = (K[l, lo_i:hi], G[l, lo_i:hi], dr[lo_i:hi], gl[lo_i:hi], ra, fav, ga)
+            args2 = (rb, fbv, gb, sw2, su2, sb2, ak[l, lo_i:hi], at[l, lo_i:hi], lo[lo_i:hi])
+            if nl == 0:
+                _cells_relu(*args, *args2, True, n)
+            elif nl == 1:
+                _cells_erf(*args, *args2, True, n)
+            else:
+                _cells_identity(*args, *args2, True, n)
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _avg_pairs(pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, slots, chunks, out):
+    """Every readout of the pairs (pi[u], pj[u]) with ``avg`` among them, one pair at a time
+    (each chain runs in unpadded steps: mixed lengths need no mask). For few sequences or
+    long ones, where a tile of columns would be mostly padding.
+
+    x1 ``(N1, m, PAD + T)``, f1 ``(N1, 3, L, PAD + T)``: inputs and factors left-padded by
+    PAD (step p of the padded batch at PAD + p); s1 ``(N1,)`` starts; the same for x2, f2,
+    s2; ``chunks``: pair ranges, one per parallel task; ``cst``, ``slots``, ``out`` as in
+    :func:`_bank_rows`. Writes out[..., pi[u], pj[u]] only.
+    """
+    sv2, kb, kb_keys = cst[3], cst[4], cst[5]
+    L, W = f1.shape[2], f1.shape[3]
+    T = W - PAD
+    s_last, s_ps, s_avg = slots[0], slots[1], slots[2]
+    for ch in prange(chunks.shape[0] - 1):
+        K = np.empty((L, W))
+        G = np.empty((L, W))
+        ak = np.empty((L, W))
+        at = np.empty((L, W))
+        dr = np.empty(W)
+        gl = np.empty(W)
+        lo = np.empty(W)
+        tot_k = np.empty(L)
+        tot_t = np.empty(L)
+        end_k = np.empty(L)
+        end_t = np.empty(L)
+        sum_k = np.empty(L)
+        sum_t = np.empty(L)
+        for u in range(chunks[ch], chunks[ch + 1]):
+            i, j = pi[u], pj[u]
+            Ti, Tj = T - s1[i], T - s2[j]
+            equal = keys1[i] == keys2[j] and Ti == Tj
+            b0 = kb if (kb_keys == 0.0 or equal) else 0.0
+            tot_k[:] = 0.0
+            tot_t[:] = 0.0
+            for half in range(2):
+                if half == 0:  # chains t_i - t_j = d >= 0
+                    xa, fa, oa, Ta, xb, fb, ob, Tb = (
+                        x1[i],
+                        f1[i],
+                        PAD + s1[i],
+                        Ti,
+                        x2[j],
+                        f2[j],
+                        PAD + s2[j],
+                        Tj,
+                    )
+                else:  # chains t_j - t_i = d >= 1
+                    xa, fa, oa, Ta, xb, fb, ob, Tb = (
+                        x2[j],
+                        f2[j],
+                        PAD + s2[j],
+                        Tj,
+                        x1[i],
+                        f1[i],
+                        PAD + s1[i],
+                        Ti,
+                    )
+                K[:, :] = 0.0
+                G[:, :] = 0.0
+                ak[:, :] = 0.0
+                at[:, :] = 0.0
+                lo[:] = -1.0
+                if half == 0:
+                    K[:, PAD] = b0  # chain 0 starts with both sequences
+                    if equal:
+                        lo[PAD] = 1.0
+                _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, half, cst, K, G, dr, gl, ak, at, lo)
+                for l in range(L):
+                    for u2 in range(PAD + half, PAD + Ta):
+                        tot_k[l] += ak[l, u2]
+                        tot_t[l] += at[l, u2]
+                d_end = Ti - Tj if half == 0 else Tj - Ti  # the end-aligned chain
+                if (half == 0 and d_end >= 0) or (half == 1 and d_end >= 1):
+                    for l in range(L):
+                        end_k[l] = K[l, PAD + d_end]
+                        end_t[l] = K[l, PAD + d_end] + G[l, PAD + d_end]
+                        sum_k[l] = ak[l, PAD + d_end]
+                        sum_t[l] = at[l, PAD + d_end]
+            for l in range(L):
+                if s_last >= 0:
+                    out[l, s_last, 0, i, j] = sv2 * end_t[l]
+                    out[l, s_last, 1, i, j] = sv2 * end_k[l]
+                if s_ps >= 0:
+                    scale = sv2 / math.sqrt(Ti * Tj)
+                    out[l, s_ps, 0, i, j] = scale * sum_t[l]
+                    out[l, s_ps, 1, i, j] = scale * sum_k[l]
+                if s_avg >= 0:
+                    scale = sv2 / (Ti * Tj)
+                    out[l, s_avg, 0, i, j] = scale * tot_t[l]
+                    out[l, s_avg, 1, i, j] = scale * tot_k[l]
+
+
+@njit(parallel=True, cache=True)
+def _diag_variances(xs, starts, L, sw2, su2, sb2, kb, nl, out):
+    """out ``(L, N, T)``: S^l(x_i, x_i)(p, p), the pair recursion on (i, i) where the
+    correlation is 1 (relu: V_phi = S / 2; erf: (2/pi) arcsin(2S / (1 + 2S)); identity: S);
+    1.0 before the start; xs ``(N, T, m)`` already scaled by s_u / sqrt(m)."""
+    N, T, m = xs.shape
+    for i in prange(N):
+        K = np.full(L, kb)
+        for p in range(T):
+            if p < starts[i]:
+                for l in range(L):
+                    out[l, i, p] = 1.0
+                continue
+            drive = 0.0
+            for c in range(m):
+                drive += xs[i, p, c] * xs[i, p, c]
+            for l in range(L):
+                S = sw2 * K[l] + drive + sb2
+                out[l, i, p] = S
+                if nl == 0:
+                    K[l] = 0.5 * max(S, 0.0)
+                elif nl == 1:
+                    S0 = max(S, 0.0)
+                    K[l] = (2.0 / math.pi) * math.asin(min(2.0 * S0 / (1.0 + 2.0 * S0), 1.0))
+                else:
+                    K[l] = S
+                drive = su2 * K[l]
+
+
 @njit(parallel=True, cache=True)
 def _mirror(out):
     """Lower triangles from the upper ones, for every matrix of ``(L, R, 2, N, N)``."""
@@ -408,6 +577,55 @@ def _pad_columns(a: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros(a.shape[:-1] + (n,), dtype=a.dtype)
     out[..., : a.shape[-1]] = a
     return out
+
+
+def pairwise(n_columns: int, T: int) -> bool:
+    """Whether mean pooling runs pair by pair (:func:`_avg_pairs`: all chains of a pair in
+    one vector loop) rather than by tiles of columns (:func:`_bank_rows`: all columns of a
+    tile in one vector loop). Pairs when the tile would be mostly padding (few columns) or
+    the chains are long enough to fill the vector loop; measured crossover below."""
+    return n_columns < PAIRWISE_BELOW_COLUMNS or T >= PAIRWISE_FROM_T
+
+
+PAIRWISE_BELOW_COLUMNS = 96
+PAIRWISE_FROM_T = 128
+
+
+def _pad_front(a: np.ndarray) -> np.ndarray:
+    """PAD zeros before the last axis (contiguous)."""
+    out = np.zeros(a.shape[:-1] + (PAD + a.shape[-1],), dtype=np.float64)
+    out[..., PAD:] = a
+    return out
+
+
+def _pair_chunks(
+    rows: np.ndarray, len1: np.ndarray, len2: np.ndarray, symmetric: bool, tasks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of these rows (j >= i if symmetric) and ``tasks + 1`` bounds splitting them
+    into ranges of about equal cells (T_i T_j each)."""
+    n2 = len2.shape[0]
+    pi = np.concatenate([np.full(n2 - (r if symmetric else 0), r, np.int64) for r in rows])
+    pj = np.concatenate([np.arange(r if symmetric else 0, n2, dtype=np.int64) for r in rows])
+    cost = np.cumsum(len1[pi] * len2[pj], dtype=np.float64)
+    cuts = np.searchsorted(cost, cost[-1] * np.arange(1, tasks) / tasks)
+    return pi, pj, np.unique(np.concatenate([[0], cuts, [len(pi)]])).astype(np.int64)
+
+
+def variances(
+    nonlinearity: str, consts: tuple, depth: int, xs: torch.Tensor, starts: torch.Tensor
+) -> torch.Tensor:
+    """``(L, N, T)`` float64 per-sequence variances S^l(x_i, x_i)(p, p) (1.0 before the start
+    s_i), compiled: what :func:`rntk_empirical.analytic.common.sides` computes in torch one
+    time step at a time. ``consts`` as for :func:`kernel_bank`; xs ``(N, T, m)`` scaled by
+    s_u / sqrt(m); starts ``(N,)``."""
+    _require()
+    x = xs.detach().to("cpu", torch.float64).numpy()
+    st = starts.cpu().numpy().astype(np.int64)
+    out = np.empty((depth, x.shape[0], x.shape[1]))
+    sw2, su2, sb2, _, kb, _ = consts
+    nl = NONLINEARITIES.index(nonlinearity)
+    _diag_variances(x, st, depth, sw2, su2, sb2, kb, nl, out)
+    return torch.from_numpy(out)
 
 
 def _balanced_rows(n: int, symmetric: bool) -> np.ndarray:
@@ -471,11 +689,22 @@ def kernel_bank(
     nl = NONLINEARITIES.index(nonlinearity)
     order = _balanced_rows(N1, symmetric)
     chunk = max(2 * numba.get_num_threads(), -(-N1 // 64))
+    pairs = "avg" in readouts and pairwise(N2, var1.shape[2])
+    if pairs:
+        f2n = np.stack(_factors(nonlinearity, var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
+        px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
+        px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
+        len1, len2 = var1.shape[2] - s1, var2.shape[2] - s2[:N2]
     for s in range(0, N1, chunk):
         rows = order[s : s + chunk]
-        _bank_rows(
-            rows, x1, x2t, f1, f2, keys1, keys2, s1, s2, packed, nl, slots, symmetric, N2, out
-        )
+        if pairs:
+            pi, pj, bounds = _pair_chunks(rows, len1, len2, symmetric, 4 * numba.get_num_threads())
+            args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, slots, bounds, out)
+            _avg_pairs(pi, pj, *args)
+        else:
+            _bank_rows(
+                rows, x1, x2t, f1, f2, keys1, keys2, s1, s2, packed, nl, slots, symmetric, N2, out
+            )
         if progress is not None:
             progress(len(rows))
     if symmetric:
