@@ -57,7 +57,9 @@ def analytic_kernel_bank(
 
     Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, equal lengths, relu /
     erf / identity; each pair's chains run in registers, 10x the torch path (measured) with mean
-    pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies).
+    pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies). The
+    compiled code handles mixed lengths too (:func:`analytic_kernels` uses it for them); the
+    bank still sends them to torch (docs/analytic_backends.md).
     ``compile=True`` runs the torch path's time steps through ``torch.compile`` (needs a C++
     compiler on CPU, Triton on CUDA; one compilation per nonlinearity and process):
     measured 1.3-2.8x faster on CPU. Steps where some pair is still padding stay eager.
