@@ -354,11 +354,11 @@ PAD = 32  # front padding of the per-pair layout: the vector loop may start up t
 
 
 @njit(fastmath=_FASTMATH, cache=True)
-def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo):
+def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo, lanes):
     """Chains d = d0..Ta-1 of one pair (unpadded steps: a of length Ta, b of length Tb), all
     at once: at step s chain d is at the cell (t_a, t_b) = (s + d, s), so the active chains
     d < Ta - s are a prefix and their inputs contiguous in d; the loop over them runs on a
-    multiple of LANES (the extra chains below d0 are scratch, never read).
+    multiple of ``lanes`` (the extra chains below d0 are scratch, never read).
 
     xa ``(m, PAD + T)``, fa ``(3, L, PAD + T)``: sequence a left-padded by PAD, its step t at
     ``oa + t``; the same for b. K, G, ak, at ``(L, PAD + T)``, dr, gl, lo ``(PAD + T,)``:
@@ -368,7 +368,7 @@ def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo)
     L, m = K.shape[0], xa.shape[0]
     for s in range(min(Tb, Ta - d0)):
         hi = PAD + Ta - s
-        n = -(-(Ta - s - d0) // LANES) * LANES
+        n = -(-(Ta - s - d0) // lanes) * lanes
         lo_i = hi - n
         base = oa + s - PAD  # chain index u reads step s + u - PAD of a
         for u in range(lo_i, hi):
@@ -396,7 +396,7 @@ def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _avg_pairs(pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, slots, chunks, out):
+def _avg_pairs(pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, slots, chunks, lanes, out):
     """Every readout of the pairs (pi[u], pj[u]) with ``avg`` among them, one pair at a time
     (each chain runs in unpadded steps: mixed lengths need no mask). For few sequences or
     long ones, where a tile of columns would be mostly padding.
@@ -463,7 +463,9 @@ def _avg_pairs(pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, slots, chu
                     K[:, PAD] = b0  # chain 0 starts with both sequences
                     if equal:
                         lo[PAD] = 1.0
-                _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, half, cst, K, G, dr, gl, ak, at, lo)
+                _half(
+                    nl, xa, fa, oa, Ta, xb, fb, ob, Tb, half, cst, K, G, dr, gl, ak, at, lo, lanes
+                )
                 for l in range(L):
                     for u2 in range(PAD + half, PAD + Ta):
                         tot_k[l] += ak[l, u2]
@@ -589,6 +591,7 @@ def pairwise(n_columns: int, T: int) -> bool:
 
 PAIRWISE_BELOW_COLUMNS = 96
 PAIRWISE_FROM_T = 128
+PAIR_LANES = 16  # the chain loop of _avg_pairs runs on a multiple of this (<= PAD); 8-32 measured
 
 
 def _pad_front(a: np.ndarray) -> np.ndarray:
@@ -699,8 +702,8 @@ def kernel_bank(
         rows = order[s : s + chunk]
         if pairs:
             pi, pj, bounds = _pair_chunks(rows, len1, len2, symmetric, 4 * numba.get_num_threads())
-            args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, slots, bounds, out)
-            _avg_pairs(pi, pj, *args)
+            args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, slots, bounds)
+            _avg_pairs(pi, pj, *args, PAIR_LANES, out)
         else:
             _bank_rows(
                 rows, x1, x2t, f1, f2, keys1, keys2, s1, s2, packed, nl, slots, symmetric, N2, out
