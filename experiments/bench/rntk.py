@@ -1,6 +1,17 @@
-"""Benchmark of the analytic RNTK recursion (issue 3).
+"""Benchmark of the analytic RNTK recursion (issues 3 and 17).
 
-    python -m experiments.bench_rntk [--quick] [--threads K]
+    python -m experiments.bench.rntk [--quick] [--threads K] [--torch]
+
+First the public API at the sizes of issue 17 (``analytic_ntk`` as users call it, backend
+``auto``; cells = N^2 T^2 for ``avg``, N^2 T for ``last``, per second): mean pooling at
+(N, T) = (4, 1000) and (64, 150), the latter with equal and mixed lengths (T from 50 to 150),
+last step at (2000, 50), float64 and float32 kernels, next to the machine's measured float64
+peak (the best dgemm, on every thread) turned into a bound in cells per second by the
+~``FLOPS_PER_CELL`` operations of one ReLU cell and layer (the arcsin polynomial, two square
+roots, the recursion and the sums) -- the gap to the limit in one run. A bound, not a
+promise: the square roots and the selects do not run at the FMA rate. ``--torch`` adds the
+torch backend at smaller sizes (10-1000x slower there). ``--api-only`` stops after it.
+Then the older table:
 
 Prints pair-steps per second (N1 * N2 * T * L / seconds) for the headline case N = 2000, T = 50,
 m = 1, ReLU, L = 1, float64, ``last`` readout -- once with x2 = x (every pair computed) and once
@@ -77,12 +88,101 @@ def _line(r: dict) -> str:
     )
 
 
+# Floating-point operations of one ReLU cell and layer in the compiled loop (counted in
+# numba_backend: S and Q 7, the correlation and its clamp 4, arcsin 30 with its square root,
+# V_phi and V_dphi 10 with a square root, the next layer's drive and the two sums 4).
+FLOPS_PER_CELL = 55
+
+
+def peak_flops(n: int = 1536, seconds: float = 1.0) -> float:
+    """Measured float64 FLOP/s of this machine on every torch thread: the best of repeated
+    ``n x n`` matrix products (BLAS dgemm, the practical peak of the floating-point units)."""
+    import torch
+
+    a = torch.randn(n, n, dtype=torch.float64)
+    torch.mm(a, a)
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def _api_cases(with_torch: bool, quick: bool) -> list[tuple]:
+    """(readout, N, T_min, T_max, dtype, backend) of the public-API table."""
+    cases = []
+    for dtype in ("float64", "float32"):
+        cases += [
+            ("avg", 4, 1000, 1000, dtype, "auto"),
+            ("avg", 64, 150, 150, dtype, "auto"),
+            ("avg", 64, 50, 150, dtype, "auto"),
+            ("last", 500 if quick else 2000, 50, 50, dtype, "auto"),
+        ]
+    if with_torch:
+        cases += [
+            ("avg", 4, 100, 100, "float64", "torch"),
+            ("avg", 16, 50, 50, "float64", "torch"),
+            ("avg", 16, 20, 50, "float64", "torch"),
+            ("last", 500, 50, 50, "float64", "torch"),
+        ]
+    return cases
+
+
+def api_table(with_torch: bool, quick: bool) -> None:
+    """Print cells per second of analytic_ntk for the cases of issue 17 and the peak."""
+    import torch
+
+    from rntk_empirical.analytic import analytic_ntk
+    from rntk_empirical.architecture import Architecture
+
+    peak = peak_flops()
+    if peak:
+        print(
+            f"measured peak {peak / 1e9:.1f} GFLOP/s float64 on {torch.get_num_threads()} "
+            f"threads -> at most {peak / FLOPS_PER_CELL / 1e6:.0f} M cells/s "
+            f"({FLOPS_PER_CELL} flops per ReLU cell and layer)"
+        )
+    gen = torch.Generator().manual_seed(0)
+    warm = set()
+    for readout, N, t_lo, t_hi, dtype, backend in _api_cases(with_torch, quick):
+        lengths = torch.randint(t_lo, t_hi + 1, (N,), generator=gen).tolist()
+        x = [torch.randn(t, 1, generator=gen, dtype=torch.float64) for t in lengths]
+        arch = Architecture(readout=readout)
+        kw = dict(dtype=getattr(torch, dtype), backend=backend)
+        if (readout, dtype, t_lo == t_hi, backend) not in warm:  # compile or load the cache
+            analytic_ntk(arch, [s[:5] for s in x[:3]], **kw)
+            warm.add((readout, dtype, t_lo == t_hi, backend))
+        t0 = time.perf_counter()
+        analytic_ntk(arch, x, **kw)
+        dt = time.perf_counter() - t0
+        L = torch.tensor(lengths, dtype=torch.float64)
+        cells = float(L.sum() ** 2) if readout == "avg" else float(N * N * t_hi)
+        rate = cells / dt
+        lens = f"T={t_lo}" if t_lo == t_hi else f"T={t_lo}..{t_hi}"
+        gap = f"  {rate * FLOPS_PER_CELL / peak:6.1%} of peak" if peak and readout == "avg" else ""
+        print(
+            f"analytic_ntk {readout:>4s} N={N:>4d} {lens:>11s} {dtype} {backend:>5s}: "
+            f"{dt:8.3f} s  {rate / 1e6:8.1f} M cells/s{gap}",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller headline case (N=500)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per case")
+    ap.add_argument("--torch", action="store_true", help="also the torch backend (small sizes)")
+    ap.add_argument("--api-only", action="store_true", help="only the public-API table")
     args = ap.parse_args()
     print(f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    api_table(args.torch, args.quick)
+    if args.api_only:
+        return
     N = 500 if args.quick else 2000
     base = {
         "N": N,

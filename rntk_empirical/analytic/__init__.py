@@ -37,7 +37,9 @@ Layout of this package, one module per code path:
 * :mod:`.reference` -- the differentiable recursion (autograd; the reference);
 * :mod:`.inplace` -- the in-place torch recursion (no grad; CPU and CUDA);
 * :mod:`.bank` -- :func:`analytic_kernel_bank`, every depth and readout in one pass;
-* :mod:`.numba_backend` -- the compiled CPU kernel bank (optional ``fast`` extra).
+* :mod:`.numba_backend` -- the compiled CPU recursion (optional ``fast`` extra), which
+  :func:`analytic_kernels` and the bank take by themselves where it applies
+  (``backend="auto"``; docs/analytic_backends.md).
 """
 
 from rntk_empirical.analytic.api import analytic_kernels, analytic_nngp, analytic_ntk

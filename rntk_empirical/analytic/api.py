@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from rntk_empirical.analytic import numba_backend
+from rntk_empirical.analytic.bank import compiled_bank
 from rntk_empirical.analytic.common import (
     blocks,
     finish,
@@ -28,6 +30,7 @@ def analytic_kernels(
     ntk: bool = True,
     nngp: bool = True,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The analytic RNTK and NNGP in one pass: ``(theta, nngp)``, each ``(N1, N2)`` or None.
 
@@ -43,13 +46,23 @@ def analytic_kernels(
             (about ``CPU_BLOCK_ELEMENTS`` or ``CUDA_BLOCK_ELEMENTS`` pairs per block).
         ntk, nngp: which kernels to return (the other is None).
         quad_points: Gauss-Hermite points per dimension for nonlinearities without closed form.
+        backend: ``numba`` (the compiled CPU recursion of
+            :mod:`~rntk_empirical.analytic.numba_backend`: relu / erf / identity, any lengths,
+            no autograd; ``block_size`` and ``quad_points`` do not apply), ``torch`` (any
+            case, CPU or CUDA, differentiable), or ``auto`` (default): numba when numba is
+            installed, the inputs are on the CPU, no input requires grad (with grad enabled)
+            and the nonlinearity has a closed form there; torch otherwise. Both agree to
+            ~1e-12 relative in float64 (tests/test_analytic_backends.py).
 
     Raises:
         ValueError: bad inputs (see :func:`rntk_empirical.sequences.as_sequences`), x1 and x2
-            of different m, ``ntk=True`` with ``parameterization="standard"``.
+            of different m, ``ntk=True`` with ``parameterization="standard"``, an unknown
+            backend, or ``backend="numba"`` where it cannot run (the message says why).
         OverflowError: the kernel overflows the dtype (e.g. large s_w with very long inputs);
             the message names the kernel, dtype, sigma_w, T and what to change.
     """
+    if backend not in ("auto", "numba", "torch"):
+        raise ValueError(f"backend={backend!r} is not valid; use auto, numba or torch")
     c, dual, s1, s2, rows, out_dtype = setup(
         arch, x1, x2, dtype, device, block_size, ntk, quad_points
     )
@@ -60,6 +73,18 @@ def analytic_kernels(
         and s1.values.requires_grad
         or (s2 is not None and torch.is_grad_enabled() and s2.values.requires_grad)
     )
+    if backend != "torch":
+        why_not = compiled_unsupported(arch, s1, differentiable)
+        if why_not is None:
+            with torch.no_grad():
+                raw = compiled_bank(c, arch, s1, s2, (arch.readout,), out_dtype)
+            theta, k = raw[(arch.depth, arch.readout)]
+            done = finish(
+                out_dtype, c, s1.max_len, NTK=theta if ntk else None, NNGP=k if nngp else None
+            )
+            return done["NTK"], done["NNGP"]
+        if backend == "numba":
+            raise ValueError(f"backend='numba' cannot compute these kernels: {why_not}")
     fused = None if differentiable else get_fused_dual(arch.nonlinearity, quad_points)
     ws = None if differentiable else Workspace(arch.depth, rows * N2, s1.values)
     theta_out = s1.values.new_zeros(N1, N2) if ntk else None
@@ -82,6 +107,16 @@ def analytic_kernels(
     return done["NTK"], done["NNGP"]
 
 
+def compiled_unsupported(arch: Architecture, s1, differentiable: bool) -> str | None:
+    """None if :func:`analytic_kernels` can take the compiled (numba) path, else why not:
+    gradients are asked for (``differentiable``), numba is missing, the inputs ``s1`` (a
+    :class:`~rntk_empirical.sequences.Sequences`) are not on the CPU, or the nonlinearity
+    has no closed form there."""
+    if differentiable:
+        return "an input requires grad (the compiled path has no autograd; use torch)"
+    return numba_backend.supported(arch.nonlinearity, True, s1.values.device)
+
+
 def analytic_ntk(
     arch: Architecture,
     x1,
@@ -90,10 +125,19 @@ def analytic_ntk(
     dtype: torch.dtype | str = torch.float64,
     device: torch.device | str | None = None,
     block_size: int | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """The infinite-width NTK Theta(x1_i, x2_j): ``(N1, N2)``. See :func:`analytic_kernels`."""
     theta, _ = analytic_kernels(
-        arch, x1, x2, dtype=dtype, device=device, block_size=block_size, ntk=True, nngp=False
+        arch,
+        x1,
+        x2,
+        dtype=dtype,
+        device=device,
+        block_size=block_size,
+        ntk=True,
+        nngp=False,
+        backend=backend,
     )
     return theta
 
@@ -106,9 +150,18 @@ def analytic_nngp(
     dtype: torch.dtype | str = torch.float64,
     device: torch.device | str | None = None,
     block_size: int | None = None,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """The infinite-width NNGP (output covariance) ``(N1, N2)``; any parameterization."""
     _, k = analytic_kernels(
-        arch, x1, x2, dtype=dtype, device=device, block_size=block_size, ntk=False, nngp=True
+        arch,
+        x1,
+        x2,
+        dtype=dtype,
+        device=device,
+        block_size=block_size,
+        ntk=False,
+        nngp=True,
+        backend=backend,
     )
     return k

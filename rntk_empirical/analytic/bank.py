@@ -57,7 +57,9 @@ def analytic_kernel_bank(
 
     Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, equal lengths, relu /
     erf / identity; each pair's chains run in registers, 10x the torch path (measured) with mean
-    pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies).
+    pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies). The
+    compiled code handles mixed lengths too (:func:`analytic_kernels` uses it for them); the
+    bank still sends them to torch (docs/analytic_backends.md).
     ``compile=True`` runs the torch path's time steps through ``torch.compile`` (needs a C++
     compiler on CPU, Triton on CUDA; one compilation per nonlinearity and process):
     measured 1.3-2.8x faster on CPU. Steps where some pair is still padding stay eager.
@@ -79,8 +81,13 @@ def analytic_kernel_bank(
     weighted = [r for r in readouts if r != "last"]
     if backend != "torch":
         why_not = numba_backend.supported(arch.nonlinearity, equal, s1.values.device)
+        if why_not is None and not equal:
+            # the compiled code handles them (analytic_kernels uses it); the bank keeps
+            # mixed lengths on torch until tests/test_analytic_numba.py expects otherwise
+            why_not = "the inputs have different lengths (the bank runs them on torch)"
         if why_not is None:
-            return _bank_numba(c, arch, s1, s2, readouts, out_dtype, progress)
+            raw = compiled_bank(c, arch, s1, s2, readouts, out_dtype, progress)
+            return _finish_bank(out_dtype, c, T, raw)
         if backend == "numba":
             raise ValueError(f"backend='numba' cannot compute this bank: {why_not}")
     fused = get_fused_dual(arch.nonlinearity, quad_points)
@@ -146,23 +153,30 @@ def analytic_kernel_bank(
     return _finish_bank(out_dtype, c, T, out)
 
 
-def _bank_numba(
+def compiled_bank(
     c: KernelConstants,
     arch: Architecture,
     s1: Sequences,
     s2: Sequences | None,
-    readouts,
+    readouts: tuple[str, ...],
     dtype: torch.dtype,
-    progress,
+    progress=None,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
-    """:func:`analytic_kernel_bank` through :func:`numba_backend.kernel_bank` (float64
-    arithmetic throughout, the variances included; identical sequences get correlation
-    exactly 1, as in the torch path)."""
+    """``{(l, readout): (theta, nngp)}``, each ``(N1, N2)`` in ``dtype`` on the CPU, both
+    directions summed, through :func:`numba_backend.kernel_bank` (float64 arithmetic
+    throughout, the variances included; identical sequences get correlation exactly 1, as
+    in the torch path); any lengths. Not yet checked finite (see :func:`finish`).
+
+    ``s1``, ``s2`` as returned by :func:`setup` (``s2`` None: symmetric)."""
     dual = get_dual(arch.nonlinearity)
     consts = (c.sw2, c.su2, c.sb2, c.sv2, boundary_value(c), c.h0 == "per_input")
     out = None
+
+    def variances(xs: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        return numba_backend.variances(arch.nonlinearity, consts, c.depth, xs, starts)
+
     for d in range(arch.directions):
-        side1, side2 = sides(c, dual, s1, s2, d, ())
+        side1, side2 = sides(c, dual, s1, s2, d, (), variances)
         bank = numba_backend.kernel_bank(
             consts,
             arch.nonlinearity,
@@ -179,7 +193,7 @@ def _bank_numba(
             for key, (theta, nngp) in bank.items():
                 out[key][0].add_(theta)
                 out[key][1].add_(nngp)
-    return _finish_bank(dtype, c, s1.max_len, out)
+    return out
 
 
 def _finish_bank(dtype: torch.dtype, c: KernelConstants, T: int, out: dict) -> dict:

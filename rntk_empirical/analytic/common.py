@@ -202,13 +202,15 @@ def _prepare_side(
     dual: DualFn,
     seqs: Sequences,
     readouts: tuple[str, ...],
-    var: torch.Tensor | None = None,
+    variances=None,
 ) -> BatchSide:
     T, m = seqs.max_len, seqs.dim
     starts = (T - seqs.lengths).to(seqs.values.device)
     xs = seqs.values * math.sqrt(c.su2 / m)
-    if var is None:
+    if variances is None:
         var = _variances(c, dual, xs, starts)
+    else:
+        var = variances(xs, starts).to(device=xs.device, dtype=xs.dtype)
     if not torch.isfinite(var).all():
         raise OverflowError(
             f"the pre-activation variances overflow {dtype_name(seqs.values.dtype)} at "
@@ -357,12 +359,22 @@ def budget(
     return max(1, min(fixed, memory_budget(seqs.values.device) // per_pair))
 
 
-def sides(c: KernelConstants, dual: DualFn, s1: Sequences, s2: Sequences | None, d: int, readouts):
-    """(rows side, columns side) of direction ``d`` (1: both reversed)."""
-    side1 = _prepare_side(c, dual, s1 if d == 0 else s1.reversed(), readouts)
+def sides(
+    c: KernelConstants,
+    dual: DualFn,
+    s1: Sequences,
+    s2: Sequences | None,
+    d: int,
+    readouts,
+    variances=None,
+):
+    """(rows side, columns side) of direction ``d`` (1: both reversed). ``variances``:
+    optional ``(xs (N, T, m) scaled, starts (N,)) -> (L, N, T)`` replacing the torch loop
+    for the per-sequence variances (the compiled one of the numba path)."""
+    side1 = _prepare_side(c, dual, s1 if d == 0 else s1.reversed(), readouts, variances)
     if s2 is None:
         return side1, side1
-    return side1, _prepare_side(c, dual, s2 if d == 0 else s2.reversed(), readouts)
+    return side1, _prepare_side(c, dual, s2 if d == 0 else s2.reversed(), readouts, variances)
 
 
 def blocks(side1: BatchSide, side2: BatchSide, rows: int, symmetric: bool):

@@ -12,9 +12,11 @@ AVX-512). arcsin, the only transcendental of the ReLU and erf duals, is a polyno
 
 Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
 1.35 ns per cell and layer on 2 cores (AVX-512), 10x the torch path, for one mean-pooling
-unit of the UCI grid (``python -m experiments.bench_bank``). Equal-length inputs, ``relu``,
-``erf`` and ``identity`` only (:func:`supported` says why not otherwise); float64 arithmetic
-whatever the output dtype.
+unit of the UCI grid (``python -m experiments.bench_bank``). ``relu``, ``erf`` and
+``identity`` only (:func:`supported` says why not otherwise); float64 arithmetic whatever the
+output dtype. Mixed lengths as in the torch path (left-padded, end-aligned): a chain starts
+once the row and some column of the tile have started, and a column that has not started
+yet holds its boundary value (a masked copy of the cell loop, used only on those steps).
 
 numba is an optional dependency (``pip install rntk_empirical[fast]``); without it
 :func:`available` is False and :func:`rntk_empirical.analytic_kernel_bank` uses torch.
@@ -46,21 +48,33 @@ _READOUT_SLOTS = ("last", "per_step", "avg")
 _FASTMATH = {"contract", "reassoc", "nsz"}  # not nnan/ninf: overflow is checked
 
 
+def disk_cached() -> dict[str, bool]:
+    """Whether each compiled entry point keeps its machine code in numba's on-disk cache
+    (``cache=True``): the ``__pycache__`` next to this file where it is writable, else the
+    user-wide cache directory; ``NUMBA_CACHE_DIR`` overrides both (numba's own rules). So
+    only the first process ever on a machine (or after this file changes) compiles."""
+    if numba is None:
+        return {}
+    names = ("_bank_rows", "_chain", "_mirror", "_asin_array", "_avg_pairs", "_half")
+    names += ("_diag_variances",)
+    names += tuple(f"_{kind}_{nl}" for kind in ("cells", "masked") for nl in NONLINEARITIES)
+    return {n: type(globals()[n]._cache).__name__ != "NullCache" for n in names}
+
+
 def available() -> bool:
     """Whether numba is installed (the compiled path can run at all)."""
     return numba is not None
 
 
 def supported(nonlinearity: str, equal_lengths: bool, device: torch.device) -> str | None:
-    """None if the compiled path can compute this bank, else the reason it cannot."""
+    """None if the compiled path can compute these kernels, else the reason it cannot.
+    (``equal_lengths`` is no longer a condition: mixed lengths run compiled too.)"""
     if numba is None:
         return "numba is not installed (pip install 'rntk_empirical[fast]')"
     if device.type != "cpu":
         return f"it runs on the CPU, not on {device.type}"
     if nonlinearity not in NONLINEARITIES:
         return f"nonlinearity {nonlinearity!r} has no closed form there ({NONLINEARITIES})"
-    if not equal_lengths:
-        return "the inputs have different lengths"
     return None
 
 
@@ -141,6 +155,9 @@ def _cells_for(dual):
 
         S = s_w^2 K(t-1,t'-1) + drive + s_b^2,  Q = S + s_w^2 G(t-1,t'-1) + s_u^2 G^{l-1}(t,t')
         K, G = dual(S, Q);  drive = s_u^2 K and glow = G for the layer above (SPEC section 3)
+
+    Returns (cells, masked cells): the second takes ``live`` ``(TILE,)`` (1.0 where the pair
+    is active at this cell) and holds the state of the other pairs, adding nothing for them.
     """
 
     @njit(fastmath=_FASTMATH, cache=True)
@@ -157,21 +174,50 @@ def _cells_for(dual):
                 sk[j] += k
                 st[j] += k + g
 
-    return cells
+    @njit(fastmath=_FASTMATH, cache=True)
+    def masked(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, acc, n, live):
+        for j in range(n):
+            S = sw2 * K[j] + drive[j] + sb2
+            Q = S + sw2 * G[j] + su2 * glow[j]
+            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j], lo[j])
+            on = live[j] > 0.0
+            k = k if on else K[j]
+            g = g if on else G[j]
+            K[j] = k
+            G[j] = g
+            drive[j] = su2 * k
+            glow[j] = g
+            if acc:
+                sk[j] += live[j] * k
+                st[j] += live[j] * (k + g)
+
+    return cells, masked
 
 
-_cells_relu, _cells_erf, _cells_identity = (_cells_for(f) for f in (_relu, _erf, _identity))
+(_cells_relu, _masked_relu), (_cells_erf, _masked_erf), (_cells_identity, _masked_identity) = (
+    _cells_for(f) for f in (_relu, _erf, _identity)
+)
 
 
 @njit(fastmath=_FASTMATH, cache=True)
-def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc):
+def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc, p0, s2, live):
     """Run chain k (x_i at p, x_j at p - k) of the tile of columns j0:j0+n; K, G ``(L, TILE)``
-    hold its boundary and end in its last cell; with ``acc`` every cell is added to sk, st;
-    ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on identical states)."""
+    hold its boundary and end in its last cell; with ``acc`` every active cell is added to
+    sk, st; ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on identical states).
+    Mixed lengths: the chain starts at p0 (row i started, some column started); column j is
+    active from q = s2[j] on (``s2`` ``(N2p,)`` its padded start), held at its boundary before.
+    """
     sw2, su2, sb2 = cst[0], cst[1], cst[2]
     L, T, m = f1.shape[1], f1.shape[3], x1.shape[2]
-    for p in range(max(k, 0), min(T, T + k)):
+    s_max = 0
+    for j in range(n):
+        s_max = max(s_max, s2[j0 + j])
+    for p in range(p0, min(T, T + k)):
         q = p - k
+        full = q >= s_max
+        if not full:
+            for j in range(n):
+                live[j] = 1.0 if q >= s2[j0 + j] else 0.0
         for j in range(n):
             dr[j] = 0.0
             gl[j] = 0.0
@@ -184,24 +230,33 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc):
             rj, fj, gj = f2[0, l, q, j0:], f2[1, l, q, j0:], f2[2, l, q, j0:]
             ri, fi, gi = f1[0, l, i, p], f1[1, l, i, p], f1[2, l, i, p]
             args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l], lo)
-            if nl == 0:
-                _cells_relu(*args, acc, n)
+            if full:
+                if nl == 0:
+                    _cells_relu(*args, acc, n)
+                elif nl == 1:
+                    _cells_erf(*args, acc, n)
+                else:
+                    _cells_identity(*args, acc, n)
+            elif nl == 0:
+                _masked_relu(*args, acc, n, live)
             elif nl == 1:
-                _cells_erf(*args, acc, n)
+                _masked_erf(*args, acc, n, live)
             else:
-                _cells_identity(*args, acc, n)
+                _masked_identity(*args, acc, n, live)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, out):
+def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, slots, sym, n_out, out):
     """Kernels of the given rows against all columns (from the row's lane block on if
     ``sym``; the caller mirrors).
 
     Shapes: x1 ``(N1, T, m)``, x2 ``(T, m, N2p)`` (N2p a multiple of LANES, zero-padded);
     f1 ``(3, L, N1, T)`` and f2 ``(3, L, T, N2p)`` the factors r, f, g of :func:`_factors`;
-    keys ``(N1,)``, ``(N2p,)``; ``cst`` = (s_w^2, s_u^2, s_b^2, s_v^2, boundary K^l(0, 0),
-    1.0 if the boundary needs equal keys); ``slots``: output slot of last, per_step, avg
-    (-1: not wanted); out ``(L, R, 2, N1, n_out)``, [:, :, 0] the NTK, [:, :, 1] the NNGP.
+    keys ``(N1,)``, ``(N2p,)``; s1 ``(N1,)``, s2 ``(N2p,)`` the first valid padded positions
+    (T - length; 0 for equal lengths); ``cst`` = (s_w^2, s_u^2, s_b^2, s_v^2, boundary
+    K^l(0, 0), 1.0 if the boundary needs equal keys); ``slots``: output slot of last,
+    per_step, avg (-1: not wanted); out ``(L, R, 2, N1, n_out)``, [:, :, 0] the NTK,
+    [:, :, 1] the NNGP.
     """
     sv2, kb, kb_keys = cst[3], cst[4], cst[5]
     L, T = f1.shape[1], f1.shape[3]
@@ -210,10 +265,12 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
     acc0 = s_ps >= 0 or s_avg >= 0
     for u in prange(rows.shape[0]):
         i = rows[u]
+        si = s1[i]
         K = np.empty((L, TILE))
         G = np.empty((L, TILE))
         dr = np.empty(TILE)
         gl = np.empty(TILE)
+        live = np.empty(TILE)
         pk = np.empty((L, TILE))  # shift 0 (per_step, and the diagonal of avg)
         pt = np.empty((L, TILE))
         sk = np.empty((L, TILE))  # the other shifts (avg)
@@ -224,9 +281,13 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
         for j0 in range(first, N2p, TILE):
             n = min(TILE, N2p - j0)
             w = min(n, n_out - j0)
+            s_min = T
             for j in range(n):
-                lo0[j] = 1.0 if (keys1[i] == keys2[j0 + j] and j0 + j < n_out) else -1.0
-                b = kb if (kb_keys == 0.0 or keys1[i] == keys2[j0 + j]) else 0.0
+                s_min = min(s_min, s2[j0 + j])
+            for j in range(n):
+                equal = keys1[i] == keys2[j0 + j] and si == s2[j0 + j]
+                lo0[j] = 1.0 if (equal and j0 + j < n_out) else -1.0
+                b = kb if (si == s2[j0 + j] and (kb_keys == 0.0 or equal)) else 0.0
                 for l in range(L):
                     K[l, j] = b
                     G[l, j] = 0.0
@@ -234,30 +295,229 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, cst, nl, slots, sym, n_out, o
                     pt[l, j] = 0.0
                     sk[l, j] = 0.0
                     st[l, j] = 0.0
-            _chain(nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, lo0, acc0)
+            p0 = max(si, s_min)
+            _chain(
+                nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, lo0, acc0, p0, s2, live
+            )
             for l in range(L):
                 for j in range(w):
                     if s_last >= 0:
                         out[l, s_last, 0, i, j0 + j] = sv2 * (K[l, j] + G[l, j])
                         out[l, s_last, 1, i, j0 + j] = sv2 * K[l, j]
                     if s_ps >= 0:
-                        out[l, s_ps, 0, i, j0 + j] = sv2 / T * pt[l, j]
-                        out[l, s_ps, 1, i, j0 + j] = sv2 / T * pk[l, j]
+                        scale = sv2 / math.sqrt((T - si) * (T - s2[j0 + j]))
+                        out[l, s_ps, 0, i, j0 + j] = scale * pt[l, j]
+                        out[l, s_ps, 1, i, j0 + j] = scale * pk[l, j]
             if s_avg < 0:
                 continue
             for k in range(1 - T, T):
                 if k == 0:
                     continue
-                for l in range(L):
-                    for j in range(n):
-                        K[l, j] = 0.0  # chains k != 0 start at t = 1 or t' = 1, never both
+                for j in range(n):
+                    # the boundary s_h^2 term: chain k where both sequences start together
+                    b = kb if (si - k == s2[j0 + j] and kb_keys == 0.0) else 0.0
+                    for l in range(L):
+                        K[l, j] = b
                         G[l, j] = 0.0
-                _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, True)
-            scale = sv2 / (T * T)
+                p0 = max(k, si, s_min + k)
+                _chain(
+                    nl,
+                    i,
+                    j0,
+                    n,
+                    k,
+                    x1,
+                    x2,
+                    f1,
+                    f2,
+                    cst,
+                    K,
+                    G,
+                    dr,
+                    gl,
+                    sk,
+                    st,
+                    lo,
+                    True,
+                    p0,
+                    s2,
+                    live,
+                )
             for l in range(L):
                 for j in range(w):
+                    scale = sv2 / ((T - si) * (T - s2[j0 + j]))
                     out[l, s_avg, 0, i, j0 + j] = scale * (st[l, j] + pt[l, j])
                     out[l, s_avg, 1, i, j0 + j] = scale * (sk[l, j] + pk[l, j])
+
+
+PAD = 32  # front padding of the per-pair layout: the vector loop may start up to LANES - 1 early
+
+
+@njit(fastmath=_FASTMATH, cache=True)
+def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo, lanes):
+    """Chains d = d0..Ta-1 of one pair (unpadded steps: a of length Ta, b of length Tb), all
+    at once: at step s chain d is at the cell (t_a, t_b) = (s + d, s), so the active chains
+    d < Ta - s are a prefix and their inputs contiguous in d; the loop over them runs on a
+    multiple of ``lanes`` (the extra chains below d0 are scratch, never read).
+
+    xa ``(m, PAD + T)``, fa ``(3, L, PAD + T)``: sequence a left-padded by PAD, its step t at
+    ``oa + t``; the same for b. K, G, ak, at ``(L, PAD + T)``, dr, gl, lo ``(PAD + T,)``:
+    state, cell sums (K and K + G) and correlation clamp of chain d at index PAD + d.
+    """
+    sw2, su2, sb2 = cst[0], cst[1], cst[2]
+    L, m = K.shape[0], xa.shape[0]
+    for s in range(min(Tb, Ta - d0)):
+        hi = PAD + Ta - s
+        n = -(-(Ta - s - d0) // lanes) * lanes
+        lo_i = hi - n
+        base = oa + s - PAD  # chain index u reads step s + u - PAD of a
+        for u in range(lo_i, hi):
+            dr[u] = 0.0
+            gl[u] = 0.0
+        for c in range(m):
+            xbv = xb[c, ob + s]
+            xs = xa[c, base + lo_i : base + hi]
+            dv = dr[lo_i:hi]
+            for u in range(n):
+                dv[u] += xs[u] * xbv
+        for l in range(L):
+            rb, fbv, gb = fb[0, l, ob + s], fb[1, l, ob + s], fb[2, l, ob + s]
+            ra = fa[0, l, base + lo_i : base + hi]
+            fav = fa[1, l, base + lo_i : base + hi]
+            ga = fa[2, l, base + lo_i : base + hi]
+            args = (K[l, lo_i:hi], G[l, lo_i:hi], dr[lo_i:hi], gl[lo_i:hi], ra, fav, ga)
+            args2 = (rb, fbv, gb, sw2, su2, sb2, ak[l, lo_i:hi], at[l, lo_i:hi], lo[lo_i:hi])
+            if nl == 0:
+                _cells_relu(*args, *args2, True, n)
+            elif nl == 1:
+                _cells_erf(*args, *args2, True, n)
+            else:
+                _cells_identity(*args, *args2, True, n)
+
+
+@njit(parallel=True, fastmath=_FASTMATH, cache=True)
+def _avg_pairs(pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, slots, chunks, lanes, out):
+    """Every readout of the pairs (pi[u], pj[u]) with ``avg`` among them, one pair at a time
+    (each chain runs in unpadded steps: mixed lengths need no mask). For few sequences or
+    long ones, where a tile of columns would be mostly padding.
+
+    x1 ``(N1, m, PAD + T)``, f1 ``(N1, 3, L, PAD + T)``: inputs and factors left-padded by
+    PAD (step p of the padded batch at PAD + p); s1 ``(N1,)`` starts; the same for x2, f2,
+    s2; ``chunks``: pair ranges, one per parallel task; ``cst``, ``slots``, ``out`` as in
+    :func:`_bank_rows`. Writes out[..., pi[u], pj[u]] only.
+    """
+    sv2, kb, kb_keys = cst[3], cst[4], cst[5]
+    L, W = f1.shape[2], f1.shape[3]
+    T = W - PAD
+    s_last, s_ps, s_avg = slots[0], slots[1], slots[2]
+    for ch in prange(chunks.shape[0] - 1):
+        K = np.empty((L, W))
+        G = np.empty((L, W))
+        ak = np.empty((L, W))
+        at = np.empty((L, W))
+        dr = np.empty(W)
+        gl = np.empty(W)
+        lo = np.empty(W)
+        tot_k = np.empty(L)
+        tot_t = np.empty(L)
+        end_k = np.empty(L)
+        end_t = np.empty(L)
+        sum_k = np.empty(L)
+        sum_t = np.empty(L)
+        for u in range(chunks[ch], chunks[ch + 1]):
+            i, j = pi[u], pj[u]
+            Ti, Tj = T - s1[i], T - s2[j]
+            equal = keys1[i] == keys2[j] and Ti == Tj
+            b0 = kb if (kb_keys == 0.0 or equal) else 0.0
+            tot_k[:] = 0.0
+            tot_t[:] = 0.0
+            for half in range(2):
+                if half == 0:  # chains t_i - t_j = d >= 0
+                    xa, fa, oa, Ta, xb, fb, ob, Tb = (
+                        x1[i],
+                        f1[i],
+                        PAD + s1[i],
+                        Ti,
+                        x2[j],
+                        f2[j],
+                        PAD + s2[j],
+                        Tj,
+                    )
+                else:  # chains t_j - t_i = d >= 1
+                    xa, fa, oa, Ta, xb, fb, ob, Tb = (
+                        x2[j],
+                        f2[j],
+                        PAD + s2[j],
+                        Tj,
+                        x1[i],
+                        f1[i],
+                        PAD + s1[i],
+                        Ti,
+                    )
+                K[:, :] = 0.0
+                G[:, :] = 0.0
+                ak[:, :] = 0.0
+                at[:, :] = 0.0
+                lo[:] = -1.0
+                if half == 0:
+                    K[:, PAD] = b0  # chain 0 starts with both sequences
+                    if equal:
+                        lo[PAD] = 1.0
+                _half(
+                    nl, xa, fa, oa, Ta, xb, fb, ob, Tb, half, cst, K, G, dr, gl, ak, at, lo, lanes
+                )
+                for l in range(L):
+                    for u2 in range(PAD + half, PAD + Ta):
+                        tot_k[l] += ak[l, u2]
+                        tot_t[l] += at[l, u2]
+                d_end = Ti - Tj if half == 0 else Tj - Ti  # the end-aligned chain
+                if (half == 0 and d_end >= 0) or (half == 1 and d_end >= 1):
+                    for l in range(L):
+                        end_k[l] = K[l, PAD + d_end]
+                        end_t[l] = K[l, PAD + d_end] + G[l, PAD + d_end]
+                        sum_k[l] = ak[l, PAD + d_end]
+                        sum_t[l] = at[l, PAD + d_end]
+            for l in range(L):
+                if s_last >= 0:
+                    out[l, s_last, 0, i, j] = sv2 * end_t[l]
+                    out[l, s_last, 1, i, j] = sv2 * end_k[l]
+                if s_ps >= 0:
+                    scale = sv2 / math.sqrt(Ti * Tj)
+                    out[l, s_ps, 0, i, j] = scale * sum_t[l]
+                    out[l, s_ps, 1, i, j] = scale * sum_k[l]
+                if s_avg >= 0:
+                    scale = sv2 / (Ti * Tj)
+                    out[l, s_avg, 0, i, j] = scale * tot_t[l]
+                    out[l, s_avg, 1, i, j] = scale * tot_k[l]
+
+
+@njit(parallel=True, cache=True)
+def _diag_variances(xs, starts, L, sw2, su2, sb2, kb, nl, out):
+    """out ``(L, N, T)``: S^l(x_i, x_i)(p, p), the pair recursion on (i, i) where the
+    correlation is 1 (relu: V_phi = S / 2; erf: (2/pi) arcsin(2S / (1 + 2S)); identity: S);
+    1.0 before the start; xs ``(N, T, m)`` already scaled by s_u / sqrt(m)."""
+    N, T, m = xs.shape
+    for i in prange(N):
+        K = np.full(L, kb)
+        for p in range(T):
+            if p < starts[i]:
+                for l in range(L):
+                    out[l, i, p] = 1.0
+                continue
+            drive = 0.0
+            for c in range(m):
+                drive += xs[i, p, c] * xs[i, p, c]
+            for l in range(L):
+                S = sw2 * K[l] + drive + sb2
+                out[l, i, p] = S
+                if nl == 0:
+                    K[l] = 0.5 * max(S, 0.0)
+                elif nl == 1:
+                    S0 = max(S, 0.0)
+                    K[l] = (2.0 / math.pi) * math.asin(min(2.0 * S0 / (1.0 + 2.0 * S0), 1.0))
+                else:
+                    K[l] = S
+                drive = su2 * K[l]
 
 
 @njit(parallel=True, cache=True)
@@ -321,6 +581,56 @@ def _pad_columns(a: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def pairwise(n_columns: int, T: int) -> bool:
+    """Whether mean pooling runs pair by pair (:func:`_avg_pairs`: all chains of a pair in
+    one vector loop) rather than by tiles of columns (:func:`_bank_rows`: all columns of a
+    tile in one vector loop). Pairs when the tile would be mostly padding (few columns) or
+    the chains are long enough to fill the vector loop; measured crossover below."""
+    return n_columns < PAIRWISE_BELOW_COLUMNS or T >= PAIRWISE_FROM_T
+
+
+PAIRWISE_BELOW_COLUMNS = 96
+PAIRWISE_FROM_T = 128
+PAIR_LANES = 16  # the chain loop of _avg_pairs runs on a multiple of this (<= PAD); 8-32 measured
+
+
+def _pad_front(a: np.ndarray) -> np.ndarray:
+    """PAD zeros before the last axis (contiguous)."""
+    out = np.zeros(a.shape[:-1] + (PAD + a.shape[-1],), dtype=np.float64)
+    out[..., PAD:] = a
+    return out
+
+
+def _pair_chunks(
+    rows: np.ndarray, len1: np.ndarray, len2: np.ndarray, symmetric: bool, tasks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of these rows (j >= i if symmetric) and ``tasks + 1`` bounds splitting them
+    into ranges of about equal cells (T_i T_j each)."""
+    n2 = len2.shape[0]
+    pi = np.concatenate([np.full(n2 - (r if symmetric else 0), r, np.int64) for r in rows])
+    pj = np.concatenate([np.arange(r if symmetric else 0, n2, dtype=np.int64) for r in rows])
+    cost = np.cumsum(len1[pi] * len2[pj], dtype=np.float64)
+    cuts = np.searchsorted(cost, cost[-1] * np.arange(1, tasks) / tasks)
+    return pi, pj, np.unique(np.concatenate([[0], cuts, [len(pi)]])).astype(np.int64)
+
+
+def variances(
+    nonlinearity: str, consts: tuple, depth: int, xs: torch.Tensor, starts: torch.Tensor
+) -> torch.Tensor:
+    """``(L, N, T)`` float64 per-sequence variances S^l(x_i, x_i)(p, p) (1.0 before the start
+    s_i), compiled: what :func:`rntk_empirical.analytic.common.sides` computes in torch one
+    time step at a time. ``consts`` as for :func:`kernel_bank`; xs ``(N, T, m)`` scaled by
+    s_u / sqrt(m); starts ``(N,)``."""
+    _require()
+    x = xs.detach().to("cpu", torch.float64).numpy()
+    st = starts.cpu().numpy().astype(np.int64)
+    out = np.empty((depth, x.shape[0], x.shape[1]))
+    sw2, su2, sb2, _, kb, _ = consts
+    nl = NONLINEARITIES.index(nonlinearity)
+    _diag_variances(x, st, depth, sw2, su2, sb2, kb, nl, out)
+    return torch.from_numpy(out)
+
+
 def _balanced_rows(n: int, symmetric: bool) -> np.ndarray:
     """Row order 0, n-1, 1, n-2, ... when row i costs ~ n - i (symmetric): any contiguous
     chunk of it, split evenly between threads, gives each thread the same work."""
@@ -349,7 +659,7 @@ def kernel_bank(
             whether sharing needs equal content keys (``per_input``)).
         side1, side2: the prepared rows and columns (:class:`~rntk_empirical.analytic.BatchSide`:
             ``xs (N, T, m)``,
-            ``var (L, N, T)``, ``keys (N,)``), equal lengths.
+            ``var (L, N, T)``, ``keys (N,)``, ``starts (N,)``), any lengths.
         readouts: a subset of last, per_step, avg.
         symmetric: side2 is side1; only j >= i is computed, the rest mirrored.
         dtype: of the returned kernels (the arithmetic is float64).
@@ -368,6 +678,11 @@ def kernel_bank(
     x2t = _pad_columns(x2.transpose(1, 2, 0), N2p)  # (T, m, N2p)
     keys1 = side1.keys.cpu().numpy()
     keys2 = _pad_columns(side2.keys.cpu().numpy(), N2p)
+    s1 = side1.starts.cpu().numpy().astype(np.int64)
+    s2 = side2.starts.cpu().numpy().astype(np.int64)
+    s2 = np.concatenate(
+        [s2, np.full(N2p - N2, s2.min(), np.int64)]
+    )  # padding: inside the tile's range
     sw2, su2, sb2, sv2, kb, kb_keys = consts
     packed = np.array([sw2, su2, sb2, sv2, kb, 1.0 if kb_keys else 0.0])
     wanted = [r for r in _READOUT_SLOTS if r in readouts]
@@ -376,10 +691,28 @@ def kernel_bank(
     out = np.zeros((L, len(wanted), 2, N1, N2), dtype=torch.empty((), dtype=dtype).numpy().dtype)
     nl = NONLINEARITIES.index(nonlinearity)
     order = _balanced_rows(N1, symmetric)
-    chunk = max(2 * numba.get_num_threads(), -(-N1 // 64))
+    pairs = "avg" in readouts and pairwise(N2, var1.shape[2])
+    # Each call is one parallel region, whose barrier costs milliseconds when the cores are
+    # shared (measured: 60-90 ns instead of 9 per cell for ``last`` in 64 calls): one call
+    # unless progress is reported (then up to 64), pair lists capped at ~1e6 pairs a call.
+    chunk = max(2 * numba.get_num_threads(), -(-N1 // 64)) if progress is not None else N1
+    if pairs:
+        chunk = min(chunk, max(1, 2**20 // N2))
+    if pairs:
+        f2n = np.stack(_factors(nonlinearity, var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
+        px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
+        px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
+        len1, len2 = var1.shape[2] - s1, var2.shape[2] - s2[:N2]
     for s in range(0, N1, chunk):
         rows = order[s : s + chunk]
-        _bank_rows(rows, x1, x2t, f1, f2, keys1, keys2, packed, nl, slots, symmetric, N2, out)
+        if pairs:
+            pi, pj, bounds = _pair_chunks(rows, len1, len2, symmetric, 4 * numba.get_num_threads())
+            args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, slots, bounds)
+            _avg_pairs(pi, pj, *args, PAIR_LANES, out)
+        else:
+            _bank_rows(
+                rows, x1, x2t, f1, f2, keys1, keys2, s1, s2, packed, nl, slots, symmetric, N2, out
+            )
         if progress is not None:
             progress(len(rows))
     if symmetric:

@@ -1,0 +1,204 @@
+"""analytic_kernels / analytic_ntk / analytic_nngp: the compiled (numba) path against the
+torch path, and how ``backend="auto"`` chooses between them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from rntk_empirical.analytic import analytic_kernels, analytic_nngp, analytic_ntk
+from rntk_empirical.analytic import numba_backend as analytic_numba
+from rntk_empirical.analytic.api import compiled_unsupported
+from rntk_empirical.analytic.bank import compiled_bank
+from rntk_empirical.analytic.common import setup
+from rntk_empirical.architecture import READOUTS, Architecture
+
+
+def _x(seed: int, n: int, T: int, m: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, T, m, generator=g, dtype=torch.float64) / T**0.5
+
+
+def _mixed(seed: int, n: int, lo: int, hi: int, m: int = 2) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(lo, hi + 1, (n,), generator=g).tolist()
+    return [torch.randn(t, m, generator=g, dtype=torch.float64) / t**0.5 for t in lengths]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest difference relative to the largest entry of the reference b."""
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def _both(arch: Architecture, x1, x2) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    fast = analytic_kernels(arch, x1, x2, backend="numba")
+    ref = analytic_kernels(arch, x1, x2, backend="torch")
+    return list(zip(fast, ref))
+
+
+@pytest.mark.parametrize("readout", ["last", "per_step", "avg"])
+@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("h0", ["zero", "shared", "per_input"])
+def test_numba_equals_torch_relu(readout: str, depth: int, bidirectional: bool, h0: str) -> None:
+    """Cross (x2 given, a repeated sequence in it) and symmetric (x2 None, a repeated row)."""
+    arch = Architecture(
+        readout=readout, depth=depth, bidirectional=bidirectional, h0=h0, sigma_h=0.7
+    )
+    x1, x2 = _x(0, 6, 5), _x(1, 4, 5)
+    x1[4] = x1[1]
+    x2[2] = x1[3]
+    for other in (x2, None):
+        for fast, ref in _both(arch, x1, other):
+            assert fast.dtype == ref.dtype == torch.float64
+            assert _rel(fast, ref) <= 1e-12
+        if other is None:
+            assert torch.equal(fast, fast.T)
+
+
+@pytest.mark.parametrize("nonlinearity", ["erf", "identity"])
+@pytest.mark.parametrize("readout", ["last", "per_step", "avg"])
+def test_numba_equals_torch_other_closed_forms(nonlinearity: str, readout: str) -> None:
+    arch = Architecture(
+        nonlinearity=nonlinearity, readout=readout, depth=2, sigma_w=0.9, h0="shared"
+    )
+    x1, x2 = _x(2, 5, 6), _x(3, 3, 6)
+    for other in (x2, None):
+        for fast, ref in _both(arch, x1, other):
+            assert _rel(fast, ref) <= 1e-12
+
+
+@pytest.mark.parametrize("readout", ["last", "per_step", "avg"])
+@pytest.mark.parametrize("h0", ["zero", "shared", "per_input"])
+def test_numba_mixed_lengths_equal_torch(readout: str, h0: str) -> None:
+    """Left-padded, end-aligned: lengths 2..9, a repeated sequence, cross and symmetric,
+    both directions (the reversed batch starts are what mixed lengths make non-trivial)."""
+    arch = Architecture(readout=readout, depth=2, bidirectional=True, h0=h0, sigma_h=0.6)
+    x1, x2 = _mixed(4, 7, 2, 9), _mixed(5, 4, 2, 9)
+    x1[5] = x1[2].clone()
+    x2[1] = x1[0].clone()
+    assert len({len(s) for s in x1}) > 2
+    for other in (x2, None):
+        for fast, ref in _both(arch, x1, other):
+            assert _rel(fast, ref) <= 1e-12
+
+
+def test_numba_float32_output_is_the_float64_result_rounded() -> None:
+    arch = Architecture(readout="avg", depth=2)
+    x = _mixed(6, 5, 3, 8)
+    t64 = analytic_ntk(arch, x, backend="torch")
+    t32 = analytic_ntk(arch, x, dtype=torch.float32, backend="numba")
+    assert t32.dtype == torch.float32
+    assert torch.equal(t32, t64.to(torch.float32)) or _rel(t32.double(), t64) <= 1.2e-7
+
+
+@pytest.fixture
+def compiled_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the calls into the compiled kernel code."""
+    calls: list[int] = []
+    real = analytic_numba.kernel_bank
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analytic_numba, "kernel_bank", spy)
+    return calls
+
+
+def test_auto_takes_numba_on_cpu_without_grad(compiled_calls: list[int]) -> None:
+    arch = Architecture(readout="avg", nonlinearity="erf", bidirectional=True)
+    x = _x(7, 4, 5)
+    auto = analytic_ntk(arch, x)
+    assert len(compiled_calls) == 2  # one call per direction
+    assert torch.equal(auto, analytic_ntk(arch, x, backend="numba"))
+    assert len(compiled_calls) == 4
+    analytic_nngp(arch, _mixed(8, 4, 2, 6))  # mixed lengths too
+    assert len(compiled_calls) == 6
+    # an input that requires grad, but with grad disabled: nothing to differentiate
+    with torch.no_grad():
+        analytic_ntk(arch, x.clone().requires_grad_())
+    assert len(compiled_calls) == 8
+
+
+def test_auto_takes_torch_for_grad(compiled_calls: list[int]) -> None:
+    arch = Architecture(readout="per_step", depth=2)
+    x = _x(9, 3, 4).requires_grad_()
+    theta = analytic_ntk(arch, x)
+    assert not compiled_calls
+    assert theta.requires_grad
+    (g,) = torch.autograd.grad(theta.sum(), x)
+    assert torch.isfinite(g).all() and g.abs().max() > 0
+    with pytest.raises(ValueError, match="requires grad"):
+        analytic_ntk(arch, x, backend="numba")
+    y = _x(10, 2, 4)
+    theta = analytic_ntk(arch, y, x)  # only x2 requires grad
+    assert not compiled_calls and theta.requires_grad
+
+
+def test_auto_takes_torch_for_other_nonlinearities(compiled_calls: list[int]) -> None:
+    arch = Architecture(readout="avg", nonlinearity="tanh")
+    x = _x(11, 3, 4)
+    auto = analytic_ntk(arch, x)
+    assert not compiled_calls
+    assert torch.equal(auto, analytic_ntk(arch, x, backend="torch"))
+    with pytest.raises(ValueError, match="closed form"):
+        analytic_ntk(arch, x, backend="numba")
+
+
+def test_auto_takes_torch_off_the_cpu() -> None:
+    """The device rule, on a device every machine has (meta); on CUDA when there is one."""
+    arch = Architecture()
+    meta = type("S", (), {"values": torch.empty(1, device="meta")})()
+    assert "CPU" in (compiled_unsupported(arch, meta, False) or "")
+    cpu = type("S", (), {"values": torch.empty(1)})()
+    assert compiled_unsupported(arch, cpu, False) is None
+    if torch.cuda.is_available():
+        x = _x(12, 3, 4)
+        out = analytic_ntk(arch, x, device="cuda")
+        assert out.device.type == "cuda"
+        with pytest.raises(ValueError, match="CPU"):
+            analytic_ntk(arch, x, device="cuda", backend="numba")
+
+
+def test_backend_errors_and_missing_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    arch = Architecture(readout="last")
+    x = _x(13, 3, 4)
+    with pytest.raises(ValueError, match="backend"):
+        analytic_ntk(arch, x, backend="cuda")
+    monkeypatch.setattr(analytic_numba, "numba", None)
+    assert torch.equal(analytic_ntk(arch, x), analytic_ntk(arch, x, backend="torch"))
+    with pytest.raises(ValueError, match=r"numba is not installed"):
+        analytic_ntk(arch, x, backend="numba")
+
+
+def test_compiled_code_is_cached_on_disk() -> None:
+    """Every compiled entry point has numba's on-disk cache (a new process loads it
+    instead of compiling: measured 32 s -> 1.0 s for its first call, contended)."""
+    cached = analytic_numba.disk_cached()
+    assert len(cached) == 13 and all(cached.values()), cached
+
+
+@pytest.mark.parametrize("mode", ["pairs", "tiles"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_both_mean_pooling_kernels_give_every_readout(
+    mode: str, symmetric: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pair-by-pair and the tile kernel (numba_backend.pairwise chooses) each compute
+    last, per_step and avg of every layer in one pass, mixed lengths included: against the
+    torch path one architecture at a time."""
+    monkeypatch.setattr(analytic_numba, "PAIRWISE_BELOW_COLUMNS", 10**9 if mode == "pairs" else 0)
+    monkeypatch.setattr(analytic_numba, "PAIRWISE_FROM_T", 0 if mode == "pairs" else 10**9)
+    arch = Architecture(depth=2, h0="shared", sigma_h=0.5)
+    x1 = _mixed(14, 6, 1, 8)
+    x1[3] = x1[0].clone()
+    x2 = None if symmetric else _mixed(15, 5, 1, 8)
+    c, _, s1, s2, _, _ = setup(arch, x1, x2, torch.float64, None, None, True, 20)
+    bank = compiled_bank(c, arch, s1, s2, READOUTS, torch.float64)
+    for (depth, readout), (theta, nngp) in bank.items():
+        one = replace(arch, depth=depth, readout=readout)
+        ref_t, ref_k = analytic_kernels(one, x1, x2, backend="torch")
+        assert _rel(theta, ref_t) <= 1e-12, (depth, readout)
+        assert _rel(nngp, ref_k) <= 1e-12, (depth, readout)
