@@ -4,8 +4,9 @@
 
 * agreement: every empirical-NTK method (float64) and both analytic backends (the
   per-architecture path :func:`analytic_kernels` and the kernel bank, torch backend) against
-  the CPU float64 result, within ``FLOAT64_TOL`` (relative, Frobenius); the same in float32
-  (IEEE, TF32 off) within ``FLOAT32_TOL``;
+  the CPU float64 result (for the analytic kernels the CPU's default backend: the compiled
+  numba path where installed, an independent implementation), within ``FLOAT64_TOL``
+  (relative, Frobenius); the same in float32 (IEEE, TF32 off) within ``FLOAT32_TOL``;
 * TF32: inside :func:`precision_scope` the flags read IEEE, a float32 matmul has IEEE float32
   error (TF32 would give ~1e-3), and the global flags are the same after the run as before;
 * timing and peak memory at full size: building the network, and the structured eNTK at the
