@@ -42,6 +42,8 @@ def test_files_and_index(made, root):
 def test_ntk_deviation_falls_with_width_and_longer_sequences_need_wider_nets(made, root):
     h = made["ntk_deviation"]["headline"]
     for name, fit in h["exponents"].items():
+        if "_T" in name:
+            continue  # the growing-T panel: checked below (T = 12 is far from the regime)
         # the claim is n^(-1/2); a kernel that does not converge (0) or a deviation that
         # falls like 1/n (a bias-only error) would leave this band (quick: -0.36 to -0.45)
         assert -0.8 < fit["exponent"] < -0.25, (name, fit)
