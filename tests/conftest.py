@@ -15,6 +15,11 @@ UCI_FIXTURE_ROOT = REPO / "tests" / "data" / "uci"
 UCI_FULL_ROOT = default_root()
 
 torch.set_default_dtype(torch.float64)
+# Under pytest-xdist every core runs a worker: one torch thread each (oversubscribed threads
+# make small kernels far slower), also in the subprocesses the tests start.
+XDIST_WORKER = "PYTEST_XDIST_WORKER" in os.environ
+if XDIST_WORKER:
+    torch.set_num_threads(1)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -64,7 +69,12 @@ def run_module(
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            **({"OMP_NUM_THREADS": "1"} if XDIST_WORKER else {}),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=timeout,

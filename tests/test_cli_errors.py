@@ -3,8 +3,14 @@ fails validation or is skipped leaves the provenance of finished runs and no emp
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from conftest import run_module
+
+from experiments.common.run import hydra_entry
+from experiments.convergence.run import main as convergence_main
 
 TINY = ["width=8", "seeds=1", "data.n=3", "data.T=3", "cache=false", "progress=false"]
 
@@ -18,14 +24,26 @@ TINY = ["width=8", "seeds=1", "data.n=3", "data.T=3", "cache=false", "progress=f
         ("arch=nope", "Could not find 'arch/nope'"),
     ],
 )
-def test_hydra_errors_are_one_line_exit_2_and_leave_no_folder(tmp_path, override, message):
-    out = run_module("experiments.convergence", *TINY, override, cwd=tmp_path, timeout=180)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
-    assert message in out.stderr
-    assert not (tmp_path / "outputs").exists() or not any(
-        p.is_file() for p in (tmp_path / "outputs").rglob("*")
-    )
+def test_hydra_errors_are_one_line_exit_2_and_leave_no_folder(
+    tmp_path, monkeypatch, capsys, override, message
+):
+    """In-process (the same entry as ``python -m experiments.convergence``), for speed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["convergence", *TINY, override])
+    with pytest.raises(SystemExit) as exc:
+        hydra_entry(convergence_main)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert "HYDRA_FULL_ERROR" not in os.environ  # restored for the next call
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_hydra_error_from_the_command_line(tmp_path):
+    out = run_module("experiments.convergence", *TINY, "+arch.sigmaw=1.0", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("error: unknown option 'arch.sigmaw'")
 
 
 def test_failed_or_skipped_runs_keep_the_provenance_of_finished_ones(tmp_path):

@@ -204,6 +204,11 @@ def hydra_entry(main: Callable[[], Any]) -> None:
         if user_full_error == "1":
             raise
         fail(one_line(err), EXIT_BAD_INPUT)
+    finally:
+        if user_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = user_full_error
 
 
 def one_line(err: BaseException) -> str:
