@@ -19,7 +19,7 @@ from rntk_empirical.analytic import analytic_kernels
 from rntk_empirical.empirical import empirical_kernels
 from rntk_empirical.network import ElmanRNN
 
-FAST = settings(max_examples=25, deadline=None, derandomize=True)
+FAST = settings(max_examples=12, deadline=None, derandomize=True)
 sigma = st.floats(0.5, 1.5)
 archs = st.builds(
     Architecture,
