@@ -3,40 +3,63 @@ fails validation or is skipped leaves the provenance of finished runs and no emp
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 
 import pytest
-from conftest import run_module
-
-from experiments.common.run import hydra_entry
-from experiments.convergence.run import main as convergence_main
+from conftest import REPO, run_module
 
 TINY = ["width=8", "seeds=1", "data.n=3", "data.T=3", "cache=false", "progress=false"]
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("width=abc", "could not be converted to Integer"),
-        ("foo=1", "Key 'foo' not in 'ConvergenceConfig'"),
-        ("+arch.sigmaw=1.0", "unknown option 'arch.sigmaw'"),
-        ("arch=nope", "Could not find 'arch/nope'"),
-    ],
-)
-def test_hydra_errors_are_one_line_exit_2_and_leave_no_folder(
-    tmp_path, monkeypatch, capsys, override, message
-):
-    """In-process (the same entry as ``python -m experiments.convergence``), for speed."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["convergence", *TINY, override])
-    with pytest.raises(SystemExit) as exc:
-        hydra_entry(convergence_main)
-    err = capsys.readouterr().err
-    assert exc.value.code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    assert message in err
-    assert "HYDRA_FULL_ERROR" not in os.environ  # restored for the next call
+HYDRA_ERRORS = {
+    "width=abc": "could not be converted to Integer",
+    "foo=1": "Key 'foo' not in 'ConvergenceConfig'",
+    "+arch.sigmaw=1.0": "unknown option 'arch.sigmaw'",
+    "arch=nope": "Could not find 'arch/nope'",
+}
+# The entry point of ``python -m experiments.convergence``, called once per override in one
+# subprocess (cheaper than a process each; Hydra's logging set-up stays out of pytest's).
+PROBE = """
+import contextlib, io, json, os, sys
+from experiments.common.run import hydra_entry
+from experiments.convergence.run import main
+out = {}
+overrides, tiny = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for override in overrides:
+    sys.argv = ["convergence", *tiny, override]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            hydra_entry(main)
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    out[override] = [code, err.getvalue(), "HYDRA_FULL_ERROR" in os.environ]
+print(json.dumps(out))
+"""
+
+
+def test_hydra_errors_are_one_line_exit_2_and_leave_no_folder(tmp_path):
+    args = [json.dumps(list(HYDRA_ERRORS)), json.dumps(TINY)]
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for override, message in HYDRA_ERRORS.items():
+        code, err, leaked = results[override]
+        assert code == 2, (override, err)
+        assert err.startswith("error: ") and err.count("\n") == 1, (override, err)
+        assert message in err, (override, err)
+        assert not leaked  # HYDRA_FULL_ERROR restored after each call
     assert not (tmp_path / "outputs").exists()
 
 
