@@ -39,6 +39,7 @@ from rntk_empirical.atomic import atomic_torch_save
 from rntk_empirical.kernel_machines import gradient_descent_mse, kernel_regression
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
+from rntk_empirical.tasks import aeon_sequences, load_aeon
 from rntk_empirical.training import TrainSettings
 
 # Diagonal regularizers tried on validation, relative to the mean diagonal tr(K)/N.
@@ -127,17 +128,7 @@ def load_classification_split(
         raise ValueError(f"val_fraction={val_fraction!r} must lie in (0, 1)")
     if max_len is not None and max_len < 2:
         raise ValueError(f"max_len={max_len!r} must be >= 2 or None")
-    try:
-        from aeon.datasets import load_classification
-    except ImportError as err:
-        raise ValueError(
-            f"dataset {name!r} needs the optional 'aeon' package: pip install -e '.[timeseries]'"
-        ) from err
-    try:
-        X_tr, y_tr = load_classification(name, split="train")
-        X_te, y_te = load_classification(name, split="test")
-    except Exception as err:  # noqa: BLE001 - aeon raises various errors for unknown names
-        raise ValueError(f"aeon could not load dataset {name!r}: {err}") from err
+    X_tr, y_tr, X_te, y_te = load_aeon(name)
     classes = tuple(sorted({str(c) for c in np.asarray(y_tr).tolist()}))
     index = {c: i for i, c in enumerate(classes)}
 
@@ -145,8 +136,7 @@ def load_classification_split(
         return np.array([index[str(c)] for c in np.asarray(y).tolist()], dtype=np.int64)
 
     def sequences(X) -> list[torch.Tensor]:
-        # aeon: (n, channels, length) array or a list of (channels, length_i) arrays
-        out = [torch.as_tensor(np.asarray(x, dtype=np.float64)).T.contiguous() for x in X]
+        out = aeon_sequences(X)
         if max_len is not None:
             out = [resample(x, max_len) if x.shape[0] > max_len else x for x in out]
         return out

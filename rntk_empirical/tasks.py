@@ -75,14 +75,9 @@ def synthetic_regression(
     return Task("synthetic_regression", xtr, ytr, xte, yte)
 
 
-def aeon_dataset(
-    name: str, n_train: int | None = None, n_test: int | None = None, seed: int = 0
-) -> Task:
-    """A UCR/UEA dataset bundled with ``aeon`` (``pip install -e .[timeseries]``).
-
-    Sequences are z-normalized per channel over the training set; optional subsampling
-    (``n_train``/``n_test``, stratification not attempted) keeps kernels small.
-    """
+def load_aeon(name: str) -> tuple:
+    """``(X_train, y_train, X_test, y_test)`` of a UCR/UEA dataset bundled with ``aeon``, as
+    aeon returns them; ValueError (one line) when aeon is missing or the name is unknown."""
     try:
         from aeon.datasets import load_classification
     except ImportError as err:
@@ -94,12 +89,25 @@ def aeon_dataset(
         X_te, y_te = load_classification(name, split="test")
     except Exception as err:  # noqa: BLE001 - aeon raises various errors for unknown names
         raise ValueError(f"aeon could not load dataset {name!r}: {err}") from err
+    return X_tr, y_tr, X_te, y_te
 
-    def to_list(X) -> list[torch.Tensor]:
-        # aeon: (n, channels, length) array or list of (channels, length_i) arrays
-        return [torch.as_tensor(np.asarray(x, dtype=np.float64)).T.contiguous() for x in X]
 
-    xtr, xte = to_list(X_tr), to_list(X_te)
+def aeon_sequences(X) -> list[torch.Tensor]:
+    """aeon's ``(n, channels, length)`` array or list of ``(channels, length_i)`` arrays as
+    float64 ``(length_i, channels)`` tensors."""
+    return [torch.as_tensor(np.asarray(x, dtype=np.float64)).T.contiguous() for x in X]
+
+
+def aeon_dataset(
+    name: str, n_train: int | None = None, n_test: int | None = None, seed: int = 0
+) -> Task:
+    """A UCR/UEA dataset bundled with ``aeon`` (``pip install -e .[timeseries]``).
+
+    Sequences are z-normalized per channel over the training set; optional subsampling
+    (``n_train``/``n_test``, stratification not attempted) keeps kernels small.
+    """
+    X_tr, y_tr, X_te, y_te = load_aeon(name)
+    xtr, xte = aeon_sequences(X_tr), aeon_sequences(X_te)
     allv = torch.cat(xtr)
     mu, sd = allv.mean(0), allv.std(0).clamp_min(1e-12)
     xtr = [(x - mu) / sd for x in xtr]
