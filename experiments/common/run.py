@@ -8,6 +8,7 @@ Exit codes of every entry point: 0 success (or skipped: already finished), 2 inv
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,12 +18,20 @@ import torch
 from omegaconf import DictConfig
 
 from experiments.common.cli import fail, settings_from
-from experiments.common.records import FINISHED, SCHEMA_VERSION, library_versions, utc_now
+from experiments.common.records import (
+    FINISHED,
+    SCHEMA_VERSION,
+    finished_record,
+    library_versions,
+    utc_now,
+)
 
 try:
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover - hydra is a dependency of the experiments
     Callback = object  # type: ignore[misc,assignment]
+
+log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
 EXIT_OUT_OF_MEMORY = 3
@@ -80,6 +89,18 @@ def guarded(
             raise
         fail(oom_hint(err), EXIT_OUT_OF_MEMORY)
     raise AssertionError("unreachable")  # fail() exits
+
+
+def already_finished(out_dir: Path, config_hash: str, force: bool) -> dict | None:
+    """The finished record of this configuration in ``out_dir`` (logged as skipped), or None
+    when the run must compute (``force``, or nothing finished there). A finished run of another
+    configuration raises FileExistsError (:func:`~experiments.common.records.finished_record`)."""
+    if force:
+        return None
+    done = finished_record(out_dir, config_hash)
+    if done is not None:
+        log.info("already finished: %s (force=true recomputes); skipping", out_dir)
+    return done
 
 
 def set_threads(num_threads: int | None) -> None:

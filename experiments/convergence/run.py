@@ -58,6 +58,7 @@ from experiments.common.records import (
 from experiments.common.run import (
     EXIT_BAD_INPUT,
     OutOfMemory,
+    already_finished,
     discard_if_empty,
     envelope,
     guarded,
@@ -236,11 +237,9 @@ def run_convergence(
     """
     s = prep.settings
     out_dir = Path(out_dir)
-    if not s.force:
-        done = finished_record(out_dir, prep.config_hash)
-        if done is not None:
-            log.info("already finished: %s (force=true recomputes); skipping", out_dir)
-            return done
+    done = already_finished(out_dir, prep.config_hash, s.force)
+    if done is not None:
+        return done
     set_threads(s.num_threads)
     started, t_start = utc_now(), time.perf_counter()
     cache_dir = None

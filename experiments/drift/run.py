@@ -51,6 +51,7 @@ from experiments.common.records import (
     utc_now,
 )
 from experiments.common.run import (
+    already_finished,
     envelope,
     guarded,
     hydra_entry,
@@ -90,11 +91,9 @@ def run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None = Non
 
 def _run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None) -> dict:
     chash = identity_hash(cfg.identity())
-    if not cfg.force:
-        done = finished_record(out_dir, chash)
-        if done is not None:
-            log.info("already finished: %s (force=true recomputes); skipping", out_dir)
-            return done
+    done = already_finished(out_dir, chash, cfg.force)
+    if done is not None:
+        return done
     set_threads(cfg.num_threads)
     from rntk_empirical.analytic import analytic_ntk
     from rntk_empirical.empirical import empirical_ntk

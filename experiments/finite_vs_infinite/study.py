@@ -33,12 +33,11 @@ from experiments.common.records import (
     atomic_save_npz,
     atomic_torch_save,
     atomic_write_json,
-    finished_record,
     identity_hash,
     read_json,
     utc_now,
 )
-from experiments.common.run import envelope, set_threads
+from experiments.common.run import already_finished, envelope, set_threads
 from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
 from rntk_empirical.devices import resolve_device, resolve_dtype
 from rntk_empirical.finite_vs_infinite import (
@@ -382,11 +381,9 @@ def run_study(
 ) -> dict:
     """Run (or resume, or skip when finished) the study; returns the record."""
     chash = identity_hash(cfg.identity())
-    if not cfg.force:
-        done = finished_record(out_dir, chash)
-        if done is not None:
-            log.info("already finished: %s (force=true recomputes); skipping", out_dir)
-            return done
+    done = already_finished(out_dir, chash, cfg.force)
+    if done is not None:
+        return done
     set_threads(cfg.num_threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     started, t0 = utc_now(), time.perf_counter()
