@@ -2,6 +2,7 @@
 matches the closed-form kernel GD, checkpoints resume exactly, divergence is recorded."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -58,12 +59,21 @@ def test_linearized_network_equals_closed_form_kernel_gd():
 
 
 def test_drift_and_weight_change_shrink_with_width():
-    small = [run(32, seed=s) for s in range(2)]
-    large = [run(512, seed=s) for s in range(2)]
-    for key in ("ntk_drift", "weight_change_total", "dist_linearized"):
-        d_small = sum(h.__dict__[key][-1] for h in small) / 2
-        d_large = sum(h.__dict__[key][-1] for h in large) / 2
-        assert d_large < 0.6 * d_small, key
+    """The lazy-training claim on widths 32 -> 512 (4 seeds each), as exponents of the seed
+    means: the NTK drift falls between the n^-1/2 bound and the n^-1 prediction (measured on
+    disjoint seed sets: -0.65 to -0.91), the relative weight change like n^-1 (||dtheta|| is
+    O(1) while ||theta_0|| grows with n; measured -0.84 to -1.14). Drift that does not shrink
+    (0), or a weight change at the n^-1/2 rate, leaves these bands."""
+    widths = (32, 512)
+    runs = {w: [run(w, seed=s) for s in range(4)] for w in widths}
+
+    def exponent(key):
+        mean = {w: sum(h.__dict__[key][-1] for h in runs[w]) / 4 for w in widths}
+        return math.log(mean[512] / mean[32]) / math.log(512 / 32)
+
+    assert -1.25 < exponent("ntk_drift") < -0.5
+    assert -1.3 < exponent("weight_change_total") < -0.7
+    assert exponent("dist_linearized") < -0.25
 
 
 def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
@@ -118,9 +128,9 @@ def _drift(tmp_path, *args):
 def test_drift_sweep_end_to_end_and_resume(tmp_path):
     args = [
         "-m",
-        "width=16,64",
-        "seeds=2",
-        "steps=20",
+        "width=32,256",
+        "seeds=4",
+        "steps=40",
         "task.n_train=6",
         "task.n_test=4",
         "task.max_len=5",
@@ -131,8 +141,13 @@ def test_drift_sweep_end_to_end_and_resume(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     report = tmp_path / "sweep" / "report"
     summ = json.loads((report / "summary.json").read_text())
-    fit = summ["groups"][0]["fits"]["ntk_drift"]
-    assert fit["widths"] == [16, 64] and fit["exponent"] < 0
+    fits = summ["groups"][0]["fits"]
+    # the figure's claim, in bands a wrong result leaves: the drift shrinks (0 is outside;
+    # five disjoint 4-seed sets measured -0.49 to -0.98), the weight change like n^-1
+    # (measured -0.81 to -1.01; the n^-1/2 rate is outside)
+    assert fits["ntk_drift"]["widths"] == [32, 256]
+    assert -1.4 < fits["ntk_drift"]["exponent"] < -0.3, fits["ntk_drift"]
+    assert -1.3 < fits["weight_change_total"]["exponent"] < -0.65, fits["weight_change_total"]
     for name in (
         "drift_vs_width.png",
         "drift_vs_width.pdf",
