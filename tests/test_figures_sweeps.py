@@ -61,23 +61,36 @@ def test_ntk_deviation_falls_with_width_and_longer_sequences_need_wider_nets(mad
 
 
 def test_kernel_drift_vanishes_with_width(made, root):
-    h = made["kernel_drift"]["headline"]
-    assert h["exponents"]["ntk_drift"]["exponent"] < -0.3
-    assert h["exponents"]["weight_change_total"]["exponent"] < -0.5
-    d = {int(w): v for w, v in h["final_drift_by_width"].items()}
-    assert d[max(d)] < 0.5 * d[min(d)]
+    """The figure's claim: drift and weight change vanish, the weight change like n^-1
+    (quick grid, 2 seeds: drift -0.75 [-1.03, -0.46], weight change -0.91 [-1.08, -0.77]).
+    A drift that does not shrink, or a weight change at the n^-1/2 rate, leaves the bands."""
+    ex = made["kernel_drift"]["headline"]["exponents"]
+    drift, weights = ex["ntk_drift"], ex["weight_change_total"]
+    assert -1.4 < drift["exponent"] < -0.3 and drift["ci95"][1] < 0, drift
+    assert -1.3 < weights["exponent"] < -0.65 and weights["ci95"][1] < -0.55, weights
+    assert ex["dist_linearized"]["ci95"][1] < 0
+    d = {int(w): v for w, v in made["kernel_drift"]["headline"]["final_drift_by_width"].items()}
+    assert d[max(d)] < 0.3 * d[min(d)]
     loss = read_csv(root / "figures" / "kernel_drift-loss.csv")
     widest = sorted(select(loss, width=max(d)), key=lambda r: r["step"])
     assert widest[-1]["network"] < 0.5 * widest[0]["network"]  # it trained
 
 
 def test_orthogonal_and_gaussian_share_the_limit(made):
+    """Both inits approach the analytic (Gaussian-init) RNTK at the n^-1/2 rate (quick grid:
+    Gaussian -0.35 [-0.48, -0.23], orthogonal -0.46 [-0.67, -0.29]) and drift alike. An
+    orthogonal network with another limit plateaus: its interval would reach 0."""
     h = made["orthogonal_vs_gaussian"]["headline"]
     for init in ("gaussian", "orthogonal"):
-        assert h[f"deviation_exponent_{init}"][0] < -0.1
-        assert h[f"drift_exponent_{init}"][0] < -0.1
+        exponent, low, high = h[f"deviation_exponent_{init}"]
+        assert -0.9 < exponent < -0.2 and high < -0.1, (init, exponent, low, high)
+        exponent, low, high = h[f"drift_exponent_{init}"]
+        assert -1.4 < exponent < -0.3 and high < 0, (init, exponent, low, high)
+    # the same rate: the two deviation intervals overlap
+    g, o = h["deviation_exponent_gaussian"], h["deviation_exponent_orthogonal"]
+    assert max(g[1], o[1]) < min(g[2], o[2])
     ratio = h["deviation_at_largest_width_orthogonal"] / h["deviation_at_largest_width_gaussian"]
-    assert 0.4 < ratio < 2.5
+    assert 0.6 < ratio < 1.6  # measured 0.87 (3 seeds at n = 512)
     # both trained outside the kernel regime; which is faster is measured, not assumed
     assert h["relative_loss_gaussian"] < 1 and h["relative_loss_orthogonal"] < 1
 
