@@ -6,7 +6,7 @@ from conftest import DEVICES, random_sequences, rel_err
 from torch.func import functional_call, jacrev
 
 from rntk_empirical import Architecture
-from rntk_empirical.empirical import empirical_nngp, empirical_ntk
+from rntk_empirical.empirical import empirical_nngp, empirical_ntk, per_example_jacobians
 from rntk_empirical.network import ElmanRNN
 
 OPTIONS = [
@@ -63,6 +63,29 @@ def test_agrees_with_finite_differences(kw, rng):
     model = ElmanRNN(Architecture(nonlinearity="tanh", **kw), 2, 3, seed=2)
     theta = empirical_ntk(model, x)
     assert rel_err(finite_difference_ntk(model, x), theta) < 1e-7
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(h0="per_input", sigma_h=0.6), dict(readout="per_step", bidirectional=True)],
+    ids=str,
+)
+def test_per_example_jacobians_equal_autograd_on_each_sequence_alone(kw):
+    """The vmapped, padded Jacobians (mixed lengths, out_dim 2) against plain autograd of
+    the module called on one unpadded sequence at a time."""
+    x = random_sequences((5, 2, 4), 2, seed=6)
+    model = ElmanRNN(Architecture(**kw), 2, 5, seed=3, out_dim=2, max_len=5)
+    got = per_example_jacobians(model, model.prepare(x))
+    params = dict(model.named_parameters())
+    assert list(got) == list(params)
+    for i, xi in enumerate(x):
+        out = model([xi])[0]
+        for k in range(2):
+            grads = torch.autograd.grad(out[k], list(params.values()), retain_graph=True)
+            for (name, p), g in zip(params.items(), grads):
+                assert got[name].shape == (3, 2, p.numel())
+                err = (got[name][i, k] - g.reshape(-1)).abs().max()
+                assert err < 1e-12 * (1 + g.abs().max()), (i, k, name)
 
 
 def test_nngp_is_readout_block(rng):
