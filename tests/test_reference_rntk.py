@@ -3,7 +3,7 @@
 The paths: ``analytic_kernels`` with inputs that require grad (the differentiable path),
 without (the in-place path), one row per block (the block bookkeeping), and
 ``analytic_kernel_bank`` with the torch backend (both its all-shifts-at-once branch and its
-shift-by-shift branch, forced with ``block_size=1``) and the numba backend (equal lengths).
+shift-by-shift branch, forced with ``block_size=1``) and the numba backend.
 Depth 1-3 (the bank and the reference both give every depth of one depth-3 network), every
 readout, every h0 mode, both directions, mixed and equal lengths, x2 = None and a second
 batch, with s_w, s_u, s_b, s_h, s_v all distinct and != 1 so that a missing or swapped
@@ -136,7 +136,7 @@ def test_torch_bank_equals_reference(config, kind, cross):
             _check(bank[key][1], nngp_ref, same, relu, ("bank", block, key, "nngp"))
 
 
-@pytest.mark.parametrize("config,kind,cross", _cases(kinds=("equal",)))
+@pytest.mark.parametrize("config,kind,cross", _cases())
 def test_numba_bank_equals_reference(config, kind, cross):
     """Fails (does not skip) without numba: CI installs the ``fast`` extra."""
     assert numba_backend.available(), "numba is missing: pip install -e '.[fast]'"

@@ -55,11 +55,9 @@ def analytic_kernel_bank(
     deepest network with the most expensive readout requested: O(N1 N2 T L) without
     ``avg``, O(N1 N2 T^2 L) with it. No autograd (see :func:`analytic_kernels` for that).
 
-    Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, equal lengths, relu /
+    Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, any lengths, relu /
     erf / identity; each pair's chains run in registers, 10x the torch path (measured) with mean
-    pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies). The
-    compiled code handles mixed lengths too (:func:`analytic_kernels` uses it for them); the
-    bank still sends them to torch (docs/analytic_backends.md).
+    pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies).
     ``compile=True`` runs the torch path's time steps through ``torch.compile`` (needs a C++
     compiler on CPU, Triton on CUDA; one compilation per nonlinearity and process):
     measured 1.3-2.8x faster on CPU. Steps where some pair is still padding stay eager.
@@ -81,10 +79,6 @@ def analytic_kernel_bank(
     weighted = [r for r in readouts if r != "last"]
     if backend != "torch":
         why_not = numba_backend.supported(arch.nonlinearity, equal, s1.values.device)
-        if why_not is None and not equal:
-            # the compiled code handles them (analytic_kernels uses it); the bank keeps
-            # mixed lengths on torch until tests/test_analytic_numba.py expects otherwise
-            why_not = "the inputs have different lengths (the bank runs them on torch)"
         if why_not is None:
             raw = compiled_bank(c, arch, s1, s2, readouts, out_dtype, progress)
             return _finish_bank(out_dtype, c, T, raw)
