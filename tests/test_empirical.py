@@ -5,8 +5,15 @@ import torch
 from conftest import DEVICES, random_sequences, rel_err
 from torch.func import functional_call, jacrev
 
-from rntk_empirical import Architecture
-from rntk_empirical.empirical import empirical_nngp, empirical_ntk, per_example_jacobians
+from rntk_empirical import Architecture, empirical
+from rntk_empirical.empirical import (
+    check_finite_kernels,
+    empirical_kernels,
+    empirical_nngp,
+    empirical_ntk,
+    per_example_jacobians,
+    structured_plan,
+)
 from rntk_empirical.network import ElmanRNN
 
 OPTIONS = [
@@ -152,3 +159,51 @@ def test_bad_arguments(rng):
         empirical_ntk(torch.nn.Linear(2, 2), x)
     with pytest.raises(ValueError, match="NaN"):
         empirical_ntk(model, torch.tensor([[[1.0, float("inf"), 0.0]]]))
+
+
+def test_every_method_returns_the_same_nngp():
+    x1, x2 = random_sequences((4, 6, 5), 3, seed=9), random_sequences((3, 6), 3, seed=10)
+    model = ElmanRNN(Architecture(readout="avg", h0="shared", sigma_h=0.5), 3, 8, seed=2)
+    for other in (None, x2):
+        ref = empirical_nngp(model, x1, other)
+        for method in ("structured", "jacobian", "ntk_vp"):
+            theta, nngp = empirical_kernels(model, x1, other, method=method)
+            assert rel_err(nngp, ref) < 1e-12, method
+            assert rel_err(theta, empirical_ntk(model, x1, other)) < 1e-10, method
+
+
+def test_structured_gram_blocks_mirror_with_output_pairs_swapped(monkeypatch):
+    """A memory budget so small that every Gram block holds one sequence: the symmetric
+    kernel's lower blocks come from the upper ones with both the sequence and the output
+    axes transposed (k = 2 outputs, whose (o, o') blocks are not symmetric)."""
+    x = random_sequences((4, 6, 5), 3, seed=11)
+    model = ElmanRNN(Architecture(depth=2), 3, 6, seed=5, out_dim=2)
+    ref = empirical_ntk(model, x, method="jacobian")
+    assert (ref[0, 1] - ref[0, 1].T).abs().max() > 1e-3 * ref[0, 1].abs().max()
+    monkeypatch.setattr(empirical, "memory_budget", lambda device: 1000)
+    small = empirical_ntk(model, x)
+    assert rel_err(small, ref) < 1e-12
+    assert torch.equal(small, small.transpose(0, 1).transpose(2, 3))
+
+
+def test_structured_plan_counts_passes_and_traffic():
+    """n = 100, T = 10, depth 2, 2 directions, float32: 4 + 3 * 2 * 2 = 16 tensors of T n
+    per sequence = 64 000 bytes; a 200 000-byte budget holds 3 sequences, so 7 of them take
+    3 passes, each reading every W (2 x 2 of 100 x 100) twice per step."""
+    plan = structured_plan(
+        100, 7, 10, depth=2, directions=2, dtype=torch.float32, budget_bytes=200_000
+    )
+    assert plan == {"chunk": 3, "passes": 3, "w_traffic_bytes": 3 * 2 * 10 * 4 * 10_000 * 4}
+    assert structured_plan(100, 2, 10, budget_bytes=10**9)["chunk"] == 2
+
+
+@pytest.mark.parametrize("dtype,advice", [(torch.float32, True), (torch.float64, False)])
+def test_overflow_message_names_the_kernel_and_the_fix(dtype, advice):
+    model = ElmanRNN(Architecture(sigma_w=3.0), 1, 4, seed=0)
+    bad = torch.tensor([[1.0, float("nan")], [0.0, 1.0]], dtype=dtype)
+    with pytest.raises(OverflowError) as err:
+        check_finite_kernels(model, 40, NTK=bad, NNGP=None)
+    msg = str(err.value)
+    assert "empirical NTK" in msg and "T=40" in msg and "sigma_w=3" in msg and "1 entries" in msg
+    assert ("dtype=float64" in msg) == advice
+    check_finite_kernels(model, 40, NTK=torch.eye(2, dtype=dtype), NNGP=None)  # finite: silent
