@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pytest
 import torch
 
@@ -22,6 +23,30 @@ if XDIST_WORKER:
     torch.set_num_threads(1)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, the controller fills numba's on-disk cache before the workers
+    start (every compiled entry point, float64 and float32 outputs, tiles and pairs, equal
+    and mixed lengths), so no worker compiles: on a fresh machine each worker otherwise
+    spent 20-40 s compiling the same code."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
+        return
+    from rntk_empirical.analytic import analytic_kernel_bank, numba_backend
+    from rntk_empirical.architecture import Architecture
+
+    if not numba_backend.available():
+        return
+    pairs = [[torch.ones(3, 1), torch.ones(2, 1)], [torch.ones(3, 1)] * 2]  # pairwise avg
+    tiles = [[torch.ones(2, 1)] * 100, [torch.ones(2, 1), torch.ones(1, 1)] * 50]
+    numba_backend.asin(numpy.zeros(1))
+    for nl in numba_backend.NONLINEARITIES:
+        for dtype in (torch.float64, torch.float32):
+            for x in pairs + tiles:
+                for x2 in (None, x[:3]):
+                    analytic_kernel_bank(
+                        Architecture(nonlinearity=nl), x, x2, dtype=dtype, backend="numba"
+                    )
 
 
 @pytest.fixture
