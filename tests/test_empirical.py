@@ -207,3 +207,17 @@ def test_overflow_message_names_the_kernel_and_the_fix(dtype, advice):
     assert "empirical NTK" in msg and "T=40" in msg and "sigma_w=3" in msg and "1 entries" in msg
     assert ("dtype=float64" in msg) == advice
     check_finite_kernels(model, 40, NTK=torch.eye(2, dtype=dtype), NNGP=None)  # finite: silent
+
+
+@pytest.mark.parametrize("readout", ["per_step", "last"])
+def test_cross_kernel_with_shorter_second_batch_is_a_block_of_the_joint_kernel(readout):
+    """x2's longest sequence is shorter than x1's: both sides are padded to a common length
+    (per_step readouts are end-aligned), so K(x1, x2) is the x1-x2 block of K(x1 + x2)."""
+    x1, x2 = random_sequences((6, 3, 5), 2, seed=12), random_sequences((4, 2), 2, seed=13)
+    model = ElmanRNN(Architecture(readout=readout), 2, 7, seed=1, max_len=6)
+    joint_t, joint_k = empirical_kernels(model, x1 + x2)
+    first, second = slice(0, 3), slice(3, 5)
+    for a, b, rows, cols in ((x1, x2, first, second), (x2, x1, second, first)):
+        theta, nngp = empirical_kernels(model, a, b)
+        assert rel_err(theta, joint_t[rows, cols]) < 1e-12
+        assert rel_err(nngp, joint_k[rows, cols]) < 1e-12

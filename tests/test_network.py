@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import random_sequences
 
-from rntk_empirical import Architecture
+from rntk_empirical import Architecture, network
 from rntk_empirical.network import ElmanRNN
 
 PHI = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh, "identity": lambda z: z}
@@ -112,8 +112,12 @@ def test_output_independent_of_batch_and_padding(kw):
 
 
 def test_standard_parameterization_is_same_function_at_init():
+    """(sigma_b = 2 exactly: the draw's scale-1 shortcut must not swallow other scales)"""
     x = torch.randn(4, 6, 3)
-    for kw in (dict(), dict(readout="per_step", depth=2, bidirectional=True)):
+    for kw in (
+        dict(sigma_b=2.0, sigma_w=0.7),
+        dict(readout="per_step", depth=2, bidirectional=True, sigma_u=2.0 * math.sqrt(3)),
+    ):
         f_ntk = ElmanRNN(Architecture(**kw), 3, 16, seed=5, max_len=6)(x)
         f_std = ElmanRNN(Architecture(parameterization="standard", **kw), 3, 16, seed=5, max_len=6)(
             x
@@ -121,12 +125,40 @@ def test_standard_parameterization_is_same_function_at_init():
         torch.testing.assert_close(f_ntk, f_std, rtol=1e-12, atol=1e-12)
 
 
-def test_seed_reproducible_and_distinct():
+@pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
+def test_seed_reproducible_and_distinct(init):
     x = torch.randn(3, 4, 2)
-    a = Architecture(h0="per_input", sigma_h=1.0)
+    a = Architecture(h0="per_input", sigma_h=1.0, init=init)
     f1 = ElmanRNN(a, 2, 32, seed=7)(x)
     torch.testing.assert_close(ElmanRNN(a, 2, 32, seed=7)(x), f1, rtol=0, atol=0)
     assert (ElmanRNN(a, 2, 32, seed=8)(x) - f1).abs().max() > 1e-3
+    for name, p in ElmanRNN(a, 2, 32, seed=8).named_parameters():  # every tensor is redrawn
+        assert not torch.equal(p, getattr(ElmanRNN(a, 2, 32, seed=7), name)), name
+
+
+def test_parameters_do_not_depend_on_the_default_dtype_or_the_draw_blocks(monkeypatch):
+    """Draws are float64 whatever torch's default dtype, and drawing in row blocks (the
+    host-memory bound, forced here with 1 KiB blocks) is bit-identical to one draw, in
+    float64 (in place) and float32 (through the float64 buffer)."""
+    a = Architecture(h0="shared", sigma_h=0.5, sigma_b=2.0, parameterization="standard")
+    ref = ElmanRNN(a, 3, 40, seed=4)
+    ref32 = ElmanRNN(a, 3, 40, seed=4, dtype=torch.float32)
+    monkeypatch.setattr(network, "DRAW_BLOCK_BYTES", 1024)
+    torch.set_default_dtype(torch.float32)
+    try:
+        blocked = ElmanRNN(a, 3, 40, seed=4, dtype=torch.float64)
+        blocked32 = ElmanRNN(a, 3, 40, seed=4, dtype=torch.float32)
+    finally:
+        torch.set_default_dtype(torch.float64)
+    for name, t in [*ref.named_parameters(), *ref.named_buffers()]:
+        assert torch.equal(getattr(blocked, name), t), name
+        assert torch.equal(getattr(blocked32, name), getattr(ref32, name)), name
+        assert torch.equal(getattr(ref32, name), t.float()), name
+
+
+def test_arch_must_be_an_architecture():
+    with pytest.raises(TypeError, match="arch must be an Architecture, got str"):
+        ElmanRNN("relu", 2, 4)
 
 
 def test_per_input_state_depends_on_sequence_not_position():
