@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import random_sequences
+from conftest import random_sequences, rel_err
 
 from rntk_empirical.analytic import (
     analytic_kernel_bank,
@@ -222,7 +222,7 @@ def test_long_sequences_and_large_sigma_w():
         analytic_kernels(Architecture(sigma_w=3.0), x)
     # erf with s_w = 4: bounded K, but s_w^2 V_dphi > 1 makes the NTK grow geometrically,
     # ~10^0.43 per step, so ~1e425 at T = 1000 (s_w = 3 reaches ~1e301: too close to call)
-    with pytest.raises(OverflowError, match="NTK overflows"):
+    with pytest.raises(OverflowError, match=r"NTK overflows.*s_w\^2 V_dphi > 1 \(exploding"):
         analytic_kernels(Architecture(nonlinearity="erf", sigma_w=4.0), x)
     theta, _ = analytic_kernels(Architecture(sigma_w=3.0), x[:, :100])
     assert torch.isfinite(theta).all()
@@ -238,3 +238,21 @@ def test_bank_compiled_equals_eager() -> None:
         # ReLU's V_dphi amplifies rounding near correlation 1 (docs/spec.md): 1e-6 relative
         assert torch.allclose(compiled[key][0], theta, rtol=1e-6, atol=0), key
         assert torch.allclose(compiled[key][1], nngp, rtol=1e-6, atol=0), key
+
+
+def test_explicit_backends_agree_and_identical_states_are_exact():
+    """backend="numba" and "torch" by name; the autograd path (inputs requiring grad) and the
+    in-place path agree to round-off on every entry, the pairs of identical sequences
+    included (correlation exactly 1 there in both, where ReLU's arccos is not smooth)."""
+    x = random_sequences((5, 3, 5, 4), 2, seed=21)
+    x[2] = x[0].clone()
+    arch = Architecture(depth=2, readout="avg", sigma_w=1.1, sigma_b=0.3)
+    ref_t, ref_k = analytic_kernels(arch, x, backend="torch")
+    for backend in ("numba", "auto"):
+        theta, nngp = analytic_kernels(arch, x, backend=backend)
+        assert rel_err(theta, ref_t) < 1e-12 and rel_err(nngp, ref_k) < 1e-12, backend
+    xg = [s.clone().requires_grad_(True) for s in x]
+    grad_t, grad_k = analytic_kernels(arch, xg)
+    assert grad_t.requires_grad
+    assert (grad_t.detach() - ref_t).abs().max() < 1e-13 * ref_t.abs().max()
+    assert (grad_k.detach() - ref_k).abs().max() < 1e-13 * ref_k.abs().max()

@@ -141,3 +141,30 @@ def test_broadcasting_and_errors():
         dual_activations("nope", a, b, c)
     with pytest.raises(ValueError):
         quadrature_dual(get_nonlinearity("tanh"), a, b, c, points=1)
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh"])
+def test_same_makes_the_correlation_exactly_one(name):
+    """same=True: the value at c = sqrt(ab) exactly, whatever c's rounding (here off by 1e-9,
+    which moves ReLU's V_dphi by ~1e-5 and tanh's quadrature by ~1e-9 without the flag; erf's
+    closed form is well conditioned there and takes c as it is)."""
+    a = torch.tensor([1.3], dtype=F64)
+    exact = dual_activations(name, a, a, a.clone())
+    off = a * (1 - 1e-9)
+    flagged = dual_activations(name, a, a, off, same=torch.tensor([True]))
+    plain = dual_activations(name, a, a, off)
+    for e, f, p in zip(exact, flagged, plain):
+        assert torch.equal(f, e)
+        assert (p - e).abs().max() > 1e-12
+    for q, e in zip(get_dual(name)(a, a, off, torch.tensor([True])), exact):
+        assert torch.equal(q, e)
+
+
+def test_quad_points_reaches_the_quadrature():
+    a, b, c = (torch.tensor([v], dtype=F64) for v in (1.1, 0.8, 0.5))
+    coarse = dual_activations("tanh", a, b, c, quad_points=4)
+    ref = quadrature_dual(get_nonlinearity("tanh"), a, b, c, 4)
+    fine = dual_activations("tanh", a, b, c)
+    for x, r, f in zip(coarse, ref, fine):
+        assert torch.equal(x, r)
+        assert (x - f).abs().max() > 1e-6  # 4 points are visibly worse than 64
