@@ -75,9 +75,19 @@ def use_tests_from(rev: str, work: Path) -> list[str]:
 
 
 def mutmut(work: Path, *args: str) -> None:
+    """Run mutmut in ``work``; exit with its log's path if the unmutated tests fail (mutmut
+    then scores nothing). Exit code 1 alone is not an error: mutmut asserts when the name
+    filter of the generation call below matches no mutant."""
     log = work / "mutmut.log"
+    start = log.stat().st_size if log.exists() else 0
     with open(log, "a") as fh:
         rc = subprocess.run(["mutmut", *args], cwd=work, stdout=fh, stderr=subprocess.STDOUT)
+    with open(log, errors="replace") as fh:
+        fh.seek(start)
+        text = fh.read()
+    for failure in ("failed to collect stats", "Failed to run clean test"):
+        if failure in text:
+            sys.exit(f"error: mutmut: {failure} (the unmutated test subset fails); see {log}")
     if rc.returncode not in (0, 1):
         sys.exit(f"error: mutmut {args[0]} exited with {rc.returncode}; see {log}")
 
