@@ -27,9 +27,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, the controller fills numba's on-disk cache before the workers
-    start (every compiled entry point, float64 and float32 outputs, tiles and pairs, equal
-    and mixed lengths), so no worker compiles: on a fresh machine each worker otherwise
-    spent 20-40 s compiling the same code."""
+    start (every compiled entry point: tiles and pairs, equal and mixed lengths), so no
+    worker compiles: on a fresh machine each worker otherwise spent 20-40 s compiling the
+    same code (the one compile here: ~40 s, once per machine)."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
     from rntk_empirical.analytic import analytic_kernel_bank, numba_backend
@@ -41,12 +41,9 @@ def pytest_configure(config: pytest.Config) -> None:
     tiles = [[torch.ones(2, 1)] * 100, [torch.ones(2, 1), torch.ones(1, 1)] * 50]
     numba_backend.asin(numpy.zeros(1))
     for nl in numba_backend.NONLINEARITIES:
-        for dtype in (torch.float64, torch.float32):
-            for x in pairs + tiles:
-                for x2 in (None, x[:3]):
-                    analytic_kernel_bank(
-                        Architecture(nonlinearity=nl), x, x2, dtype=dtype, backend="numba"
-                    )
+        for x in pairs + tiles:
+            for x2 in (None, x[:3]):
+                analytic_kernel_bank(Architecture(nonlinearity=nl), x, x2, backend="numba")
 
 
 @pytest.fixture

@@ -688,7 +688,9 @@ def kernel_bank(
     wanted = [r for r in _READOUT_SLOTS if r in readouts]
     slots = np.array([wanted.index(r) if r in wanted else -1 for r in _READOUT_SLOTS], np.int64)
     L = var1.shape[0]
-    out = np.zeros((L, len(wanted), 2, N1, N2), dtype=torch.empty((), dtype=dtype).numpy().dtype)
+    # float64 whatever ``dtype``: one compiled specialization (a float32 output would double
+    # the compile time, ~70 s on first use); cast once at the end
+    out = np.zeros((L, len(wanted), 2, N1, N2))
     nl = NONLINEARITIES.index(nonlinearity)
     order = _balanced_rows(N1, symmetric)
     pairs = "avg" in readouts and pairwise(N2, var1.shape[2])
@@ -717,7 +719,7 @@ def kernel_bank(
             progress(len(rows))
     if symmetric:
         _mirror(out)
-    t = torch.from_numpy(out)
+    t = torch.from_numpy(out).to(dtype)
     return {
         (l + 1, r): (t[l, wanted.index(r), 0], t[l, wanted.index(r), 1])
         for l in range(L)
