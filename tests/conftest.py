@@ -3,9 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy
 import pytest
 import torch
+from numba_warmup import PARTS
 
 from rntk_empirical.uci import default_root
 
@@ -27,23 +27,20 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, the controller fills numba's on-disk cache before the workers
-    start (every compiled entry point: tiles and pairs, equal and mixed lengths), so no
+    start (``tests/numba_warmup.py``: every compiled entry point, in two processes), so no
     worker compiles: on a fresh machine each worker otherwise spent 20-40 s compiling the
-    same code (the one compile here: ~40 s, once per machine)."""
+    same code (the warm-up: ~27 s once per machine, under a second once cached)."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
-    from rntk_empirical.analytic import analytic_kernel_bank, numba_backend
-    from rntk_empirical.architecture import Architecture
+    from rntk_empirical.analytic import numba_backend
 
     if not numba_backend.available():
         return
-    pairs = [[torch.ones(3, 1), torch.ones(2, 1)], [torch.ones(3, 1)] * 2]  # pairwise avg
-    tiles = [[torch.ones(2, 1)] * 100, [torch.ones(2, 1), torch.ones(1, 1)] * 50]
-    numba_backend.asin(numpy.zeros(1))
-    for nl in numba_backend.NONLINEARITIES:
-        for x in pairs + tiles:
-            for x2 in (None, x[:3]):
-                analytic_kernel_bank(Architecture(nonlinearity=nl), x, x2, backend="numba")
+    script = str(REPO / "tests" / "numba_warmup.py")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, script, part], env=env) for part in PARTS]
+    if any(p.wait() != 0 for p in procs):
+        raise pytest.UsageError("tests/numba_warmup.py failed (see its traceback above)")
 
 
 @pytest.fixture
