@@ -49,3 +49,8 @@ fi
 "${PIP[@]}" -e ".[${EXTRAS:-dev}]"
 "$PY" -c "import torch, rntk_empirical; print('setup: torch', torch.__version__, \
 'cuda' if torch.cuda.is_available() else 'cpu', '| rntk_empirical ready')" >&2
+# the compiled kernel bank (fast extra): compile it now, once per machine, not in the first job
+if "$PY" -c "import numba" 2>/dev/null; then
+    echo "setup: compiling the numba kernel bank (once per machine, ~30 s)" >&2
+    "$PY" -m rntk_empirical.analytic.warmup
+fi

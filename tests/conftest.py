@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from numba_warmup import PARTS
 
 from rntk_empirical.uci import default_root
 
@@ -26,21 +25,17 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, the controller fills numba's on-disk cache before the workers
-    start (``tests/numba_warmup.py``: every compiled entry point, in two processes), so no
-    worker compiles: on a fresh machine each worker otherwise spent 20-40 s compiling the
-    same code (the warm-up: ~27 s once per machine, under a second once cached)."""
+    """Under pytest-xdist, the controller makes sure numba's on-disk cache is filled before
+    the workers start (:mod:`rntk_empirical.analytic.warmup`, which ``scripts/setup.sh``
+    already ran: under a second then), so no worker compiles: on a cold cache each worker
+    otherwise spent 20-40 s compiling the same code."""
     if hasattr(config, "workerinput") or not config.getoption("numprocesses", None):
         return
-    from rntk_empirical.analytic import numba_backend
+    from rntk_empirical.analytic import numba_backend, warmup
 
-    if not numba_backend.available():
-        return
-    script = str(REPO / "tests" / "numba_warmup.py")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NUMBA_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, script, part], env=env) for part in PARTS]
-    if any(p.wait() != 0 for p in procs):
-        raise pytest.UsageError("tests/numba_warmup.py failed (see its traceback above)")
+    if numba_backend.available():  # in-process: about a second with the cache filled
+        for part in warmup.PARTS:
+            warmup.warm(part)
 
 
 @pytest.fixture

@@ -153,3 +153,16 @@ def test_backend_choice_and_its_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         assert torch.equal(auto[key][1], ref[key][1])
     with pytest.raises(ValueError, match=r"numba is not installed.*\[fast\]"):
         analytic_kernel_bank(arch, x, backend="numba")
+
+
+def test_warmup_entry_point(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m rntk_empirical.analytic.warmup [part]``: a bad part is a usage error; a
+    part compiles (here: loads from the cache the suite filled) and leaves every entry
+    point disk-cached."""
+    from rntk_empirical.analytic import warmup
+
+    assert warmup.main(["bogus"]) == 2 and "usage" in capsys.readouterr().out
+    assert warmup.main(["pairs"]) == 0
+    assert all(analytic_numba.disk_cached().values())
+    with pytest.raises(ValueError, match="part="):
+        warmup.warm("all")
