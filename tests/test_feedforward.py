@@ -8,9 +8,9 @@ from rntk_empirical.feedforward import relu_mlp_ntk
 
 
 def test_relu_mlp_ntk_is_the_limit_of_wide_mlps(rng):
-    """Seed-averaged empirical NTK of 24 width-2048 MLPs (2 hidden layers) within 3%."""
+    """Seed-averaged empirical NTK of 96 width-512 MLPs (2 hidden layers) within 3%."""
     x = torch.randn(5, 3, generator=rng)
-    sw, sb, n, depth = 1.3, 0.2, 2048, 2
+    sw, sb, n, depth = 1.3, 0.2, 512, 2
     dims = [3] + [n] * depth
 
     def f(p, xi):
@@ -20,7 +20,7 @@ def test_relu_mlp_ntk_is_the_limit_of_wide_mlps(rng):
         return sw / math.sqrt(n) * p["v"] @ h + sb * p["c"]
 
     kernels = []
-    for s in range(24):
+    for s in range(96):
         g = torch.Generator().manual_seed(s)
         p = {f"W{l}": torch.randn(n, dims[l], generator=g) for l in range(depth)}
         p |= {f"b{l}": torch.randn(n, generator=g) for l in range(depth)}
@@ -28,7 +28,7 @@ def test_relu_mlp_ntk_is_the_limit_of_wide_mlps(rng):
         J = vmap(jacrev(f), in_dims=(None, 0))(p, x)
         kernels.append(sum(j.reshape(5, -1) @ j.reshape(5, -1).T for j in J.values()))
     theta = relu_mlp_ntk(x, depth=depth, sigma_w=sw, sigma_b=sb)
-    # entries share each network's random scale, so the seed count matters: 24 gives ~1%
+    # entries share each network's random scale, so the seed count matters: 96 give ~1%
     assert rel_err(torch.stack(kernels).mean(0), theta) < 0.03
     # cross-kernel consistency
     torch.testing.assert_close(
