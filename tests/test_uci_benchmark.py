@@ -15,8 +15,10 @@ import torch
 from conftest import run_module
 
 from experiments.common.schema import UCIConfig
+from experiments.uci import benchmark
 from experiments.uci import report as report_uci
 from experiments.uci.benchmark import (
+    DEFAULT_CS,
     FAMILIES,
     FamilySelection,
     KernelGrid,
@@ -290,3 +292,22 @@ def test_multirun_builds_the_table_at_the_end(tmp_path: Path) -> None:
     assert (out / "latest").resolve() == root.resolve()
     rows = (root / "report" / "uci_per_dataset.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("fertility") and rows[2].startswith("iris")
+
+
+def test_kernel_svm_threads_change_nothing_but_the_time() -> None:
+    """The fits of one call run on threads; accuracies and the unconverged count are those
+    of one thread (libsvm is deterministic), iteration cap included."""
+    ds = _toy_dataset(n=60, d=4, seed=5)
+    K = ds.X @ ds.X.T + 0.5 * np.exp(-((ds.X[:, None] - ds.X[None]) ** 2).sum(-1))
+    one, two = KernelSVM(ds, DEFAULT_CS, workers=1), KernelSVM(ds, DEFAULT_CS, workers=2)
+    assert one.validation(K) == two.validation(K)
+    assert one.test(K, 1e6) == two.test(K, 1e6)
+    assert (one.fits, one.unconverged) == (two.fits, two.unconverged) == (9, 0)
+
+
+def test_kernel_svm_counts_fits_stopped_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = _toy_dataset(n=60, d=4, seed=5)
+    monkeypatch.setattr(benchmark, "SVM_MAX_ITER", 2)  # every fit stops at the cap
+    svm = KernelSVM(ds, (1e6, 1e4), workers=2)
+    svm.validation(ds.X @ ds.X.T + 1.0)
+    assert (svm.fits, svm.unconverged) == (2, 2)

@@ -25,9 +25,11 @@ RBF and polynomial SVMs, the NTK of a ReLU MLP (closed form) and a random forest
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -247,44 +249,62 @@ class KernelSVM:
 
     ``validation(K)``: accuracy for every C (fit on the selection train split, scored on its
     validation split); ``test(K, C)``: accuracy on each of the four train/test pairs.
-    Fits that stop at the iteration cap are counted in ``unconverged``.
+    Fits that stop at the iteration cap are counted in ``unconverged`` (libsvm's
+    ``fit_status_``). The fits of one call run on ``workers`` threads (libsvm releases the
+    GIL; default: one per CPU core), each fit single-threaded and deterministic, so the
+    results do not depend on ``workers`` (tested); measured 1.9x on 2 cores.
     """
 
-    def __init__(self, ds: UCIDataset, Cs: tuple[float, ...] = DEFAULT_CS) -> None:
+    def __init__(
+        self, ds: UCIDataset, Cs: tuple[float, ...] = DEFAULT_CS, workers: int | None = None
+    ) -> None:
         self.ds, self.Cs = ds, tuple(float(c) for c in Cs)
+        self.workers = workers or os.cpu_count() or 1
         self.fits, self.unconverged, self.seconds = 0, 0, 0.0
 
-    def _scores(
-        self, K: np.ndarray, train: np.ndarray, test: np.ndarray, Cs: tuple[float, ...]
-    ) -> list[float]:
-        """Test-split accuracy of an SVM fitted on ``train`` for each C (the train and
-        cross blocks of K are cut once for all C)."""
+    def _fit_all(self, jobs: list[tuple[np.ndarray, np.ndarray, float]], K: np.ndarray):
+        """Test-split accuracy of an SVM fitted on ``train`` and scored on ``test`` for each
+        (train, test, C) of ``jobs``."""
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.svm import SVC
 
         y = self.ds.y
+        blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the train and cross blocks
+        for train, test, _ in jobs:  # of each split, cut once for all its C
+            if id(train) not in blocks:
+                blocks[id(train)] = (
+                    np.ascontiguousarray(K[np.ix_(train, train)]),
+                    np.ascontiguousarray(K[np.ix_(test, train)]),
+                )
+
+        def fit(job: tuple[np.ndarray, np.ndarray, float]) -> tuple[float, bool]:
+            train, test, C = job
+            if np.unique(y[train]).size < 2:  # degenerate split: predict its only class
+                return _accuracy(np.full(test.size, y[train][0]), y[test]), False
+            k_train, k_cross = blocks[id(train)]
+            clf = SVC(kernel="precomputed", C=C, max_iter=SVM_MAX_ITER, cache_size=500)
+            clf.fit(k_train, y[train])
+            return _accuracy(clf.predict(k_cross), y[test]), clf.fit_status_ != 0
+
         t0 = time.perf_counter()
-        if np.unique(y[train]).size < 2:  # degenerate split: predict its only class
-            accs = [_accuracy(np.full(test.size, y[train][0]), y[test])] * len(Cs)
-        else:
-            K_train, K_cross = K[np.ix_(train, train)], K[np.ix_(test, train)]
-            accs = []
-            for C in Cs:
-                clf = SVC(kernel="precomputed", C=C, max_iter=SVM_MAX_ITER, cache_size=500)
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ConvergenceWarning)
-                    clf.fit(K_train, y[train])
-                self.unconverged += any(issubclass(w.category, ConvergenceWarning) for w in caught)
-                accs.append(_accuracy(clf.predict(K_cross), y[test]))
-        self.fits += len(Cs)
+        with warnings.catch_warnings():  # counted from fit_status_ instead (thread-safe)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if self.workers > 1 and len(jobs) > 1:
+                with ThreadPoolExecutor(min(self.workers, len(jobs))) as pool:
+                    done = list(pool.map(fit, jobs))
+            else:
+                done = [fit(job) for job in jobs]
+        self.fits += len(jobs)
+        self.unconverged += sum(bad for _, bad in done)
         self.seconds += time.perf_counter() - t0
-        return accs
+        return [acc for acc, _ in done]
 
     def validation(self, K: np.ndarray) -> list[float]:
-        return self._scores(K, *self.ds.select, self.Cs)
+        train, test = self.ds.select
+        return self._fit_all([(train, test, C) for C in self.Cs], K)
 
     def test(self, K: np.ndarray, C: float) -> list[float]:
-        return [self._scores(K, tr, te, (C,))[0] for tr, te in self.ds.folds]
+        return self._fit_all([(tr, te, C) for tr, te in self.ds.folds], K)
 
 
 def forest_candidates(
