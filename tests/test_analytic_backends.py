@@ -196,7 +196,7 @@ def test_both_mean_pooling_kernels_give_every_readout(
     x1[3] = x1[0].clone()
     x2 = None if symmetric else _mixed(15, 5, 1, 8)
     c, _, s1, s2, _, _ = setup(arch, x1, x2, torch.float64, None, None, True, 20)
-    bank = compiled_bank(c, arch, s1, s2, READOUTS, torch.float64)
+    bank = compiled_bank(c, arch, s1, s2, READOUTS)
     for (depth, readout), (theta, nngp) in bank.items():
         one = replace(arch, depth=depth, readout=readout)
         ref_t, ref_k = analytic_kernels(one, x1, x2, backend="torch")

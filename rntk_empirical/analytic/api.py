@@ -77,7 +77,7 @@ def analytic_kernels(
         why_not = compiled_unsupported(arch, s1, differentiable)
         if why_not is None:
             with torch.no_grad():
-                raw = compiled_bank(c, arch, s1, s2, (arch.readout,), out_dtype)
+                raw = compiled_bank(c, arch, s1, s2, (arch.readout,))
             theta, k = raw[(arch.depth, arch.readout)]
             done = finish(
                 out_dtype, c, s1.max_len, NTK=theta if ntk else None, NNGP=k if nngp else None

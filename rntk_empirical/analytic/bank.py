@@ -80,7 +80,7 @@ def analytic_kernel_bank(
     if backend != "torch":
         why_not = numba_backend.supported(arch.nonlinearity, equal, s1.values.device)
         if why_not is None:
-            raw = compiled_bank(c, arch, s1, s2, readouts, out_dtype, progress)
+            raw = compiled_bank(c, arch, s1, s2, readouts, progress)
             return _finish_bank(out_dtype, c, T, raw)
         if backend == "numba":
             raise ValueError(f"backend='numba' cannot compute this bank: {why_not}")
@@ -153,10 +153,9 @@ def compiled_bank(
     s1: Sequences,
     s2: Sequences | None,
     readouts: tuple[str, ...],
-    dtype: torch.dtype,
     progress=None,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
-    """``{(l, readout): (theta, nngp)}``, each ``(N1, N2)`` in ``dtype`` on the CPU, both
+    """``{(l, readout): (theta, nngp)}``, each ``(N1, N2)`` float64 on the CPU, both
     directions summed, through :func:`numba_backend.kernel_bank` (float64 arithmetic
     throughout, the variances included; identical sequences get correlation exactly 1, as
     in the torch path); any lengths. Not yet checked finite (see :func:`finish`).
@@ -178,7 +177,6 @@ def compiled_bank(
             side2,
             readouts,
             s2 is None,
-            dtype,
             progress,
         )
         if out is None:

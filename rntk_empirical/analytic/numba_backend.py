@@ -649,10 +649,13 @@ def kernel_bank(
     side2,
     readouts: tuple[str, ...],
     symmetric: bool,
-    dtype: torch.dtype,
     progress=None,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
-    """``{(l, readout): (theta, nngp)}`` of one direction, each ``(N1, N2)`` on the CPU.
+    """``{(l, readout): (theta, nngp)}`` of one direction, each ``(N1, N2)`` float64 on the
+    CPU (whatever dtype the caller returns: one compiled specialization; a float32 output
+    would double the compile time, ~70 s on first use, and the caller's
+    :func:`~rntk_empirical.analytic.common.finish` casts and tells a float64 overflow from a
+    float32 one).
 
     Args:
         consts: (s_w^2, s_u^2, s_b^2, s_v^2, boundary K^l(0, 0) of pairs that share h0,
@@ -662,7 +665,6 @@ def kernel_bank(
             ``var (L, N, T)``, ``keys (N,)``, ``starts (N,)``), any lengths.
         readouts: a subset of last, per_step, avg.
         symmetric: side2 is side1; only j >= i is computed, the rest mirrored.
-        dtype: of the returned kernels (the arithmetic is float64).
         progress: optional callable, called with the number of rows finished after each
             chunk of rows.
     """
@@ -688,8 +690,6 @@ def kernel_bank(
     wanted = [r for r in _READOUT_SLOTS if r in readouts]
     slots = np.array([wanted.index(r) if r in wanted else -1 for r in _READOUT_SLOTS], np.int64)
     L = var1.shape[0]
-    # float64 whatever ``dtype``: one compiled specialization (a float32 output would double
-    # the compile time, ~70 s on first use); cast once at the end
     out = np.zeros((L, len(wanted), 2, N1, N2))
     nl = NONLINEARITIES.index(nonlinearity)
     order = _balanced_rows(N1, symmetric)
@@ -719,7 +719,7 @@ def kernel_bank(
             progress(len(rows))
     if symmetric:
         _mirror(out)
-    t = torch.from_numpy(out).to(dtype)
+    t = torch.from_numpy(out)
     return {
         (l + 1, r): (t[l, wanted.index(r), 0], t[l, wanted.index(r), 1])
         for l in range(L)
