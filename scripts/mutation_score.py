@@ -12,10 +12,9 @@ there are dropped from the subset), which measures an older suite against the sa
 
 The sample: ``--sample`` mutants drawn without replacement with ``--seed``, stratified by
 module in proportion to its mutant count. Output: a table per module, the score
-(killed + timeout) / checked (a mutant
-no test covers counts as missed), a 95% Wilson interval for the score of all
-mutants, the survivors (``mutmut show NAME`` in the workdir prints each diff) and
-``mutation_score.json`` in the workdir.
+(killed + timeout) / checked (a mutant no test covers counts as missed), a 95% Wilson
+interval for the score of all mutants, the survivors (``mutmut show NAME`` in the workdir
+prints each diff) and ``mutation_score.json`` in the workdir.
 """
 
 from __future__ import annotations
@@ -151,10 +150,10 @@ def main() -> None:
     t0 = time.perf_counter()
     # a name that matches no mutant: mutmut generates every mutant and its test map, runs none
     mutmut(work, "run", "--max-children", str(args.max_children), "no_such_module.x_none")
-    names = list(exit_codes(work))
-    sample = stratified(names, args.sample, args.seed)
-    todo = [n for n in sample if exit_codes(work).get(n) is None]
-    print(f"{len(names)} mutants; sample {len(sample)}, {len(todo)} to run", flush=True)
+    codes = exit_codes(work)
+    sample = stratified(list(codes), args.sample, args.seed)
+    todo = [n for n in sample if codes.get(n) is None]
+    print(f"{len(codes)} mutants; sample {len(sample)}, {len(todo)} to run", flush=True)
     if todo:
         mutmut(work, "run", "--max-children", str(args.max_children), *todo)
     codes = exit_codes(work)

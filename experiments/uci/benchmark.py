@@ -252,7 +252,8 @@ class KernelSVM:
     Fits that stop at the iteration cap are counted in ``unconverged`` (libsvm's
     ``fit_status_``). The fits of one call run on ``workers`` threads (libsvm releases the
     GIL; default: one per CPU core), each fit single-threaded and deterministic, so the
-    results do not depend on ``workers`` (tested); measured 1.9x on 2 cores.
+    results do not depend on ``workers`` (tested); on 2 cores the SVM time of a dataset
+    fell 1.45x (pima, statlog-vehicle; docs/uci.md).
     """
 
     def __init__(
