@@ -88,14 +88,25 @@ def _tensors(xs, grad: bool) -> list[torch.Tensor] | None:
     return [torch.tensor(x, requires_grad=grad) for x in xs]
 
 
-@pytest.mark.parametrize("config,kind,cross", _cases(kinds=("mixed",)))
-def test_analytic_kernels_paths_equal_reference(config, kind, cross):
+def _case(config: str, kind: str, cross: bool):
+    """(arch, x1, x2 or None, the reference bank, check(got, want, what)): ``check`` is
+    :func:`_check` with this case's identical pairs (ReLU: the looser bound there)."""
     arch = CONFIGS[config]
     x1, x2 = _data(kind)
     x2 = x2 if cross else None
-    ref = _reference(config, kind, cross)
-    same = _identical(x1, x2)
-    relu = arch.nonlinearity == "relu"
+    same, relu = _identical(x1, x2), arch.nonlinearity == "relu"
+    return (
+        arch,
+        x1,
+        x2,
+        _reference(config, kind, cross),
+        functools.partial(_check, same=same, relu=relu),
+    )
+
+
+@pytest.mark.parametrize("config,kind,cross", _cases(kinds=("mixed",)))
+def test_analytic_kernels_paths_equal_reference(config, kind, cross):
+    arch, x1, x2, ref, check = _case(config, kind, cross)
     for readout in READOUTS:  # depth 3 runs layers 1-3; the bank checks each depth's output
         theta_ref, nngp_ref = ref[(arch.depth, readout)]
         a = replace(arch, readout=readout)
@@ -107,18 +118,13 @@ def test_analytic_kernels_paths_equal_reference(config, kind, cross):
                 a, _tensors(x1, grad), _tensors(x2, grad), block_size=block
             )
             assert theta.requires_grad == grad
-            _check(theta, theta_ref, same, relu, (path, readout, "ntk"))
-            _check(nngp, nngp_ref, same, relu, (path, readout, "nngp"))
+            check(theta, theta_ref, what=(path, readout, "ntk"))
+            check(nngp, nngp_ref, what=(path, readout, "nngp"))
 
 
 @pytest.mark.parametrize("config,kind,cross", _cases())
 def test_torch_bank_equals_reference(config, kind, cross):
-    arch = CONFIGS[config]
-    x1, x2 = _data(kind)
-    x2 = x2 if cross else None
-    ref = _reference(config, kind, cross)
-    same = _identical(x1, x2)
-    relu = arch.nonlinearity == "relu"
+    arch, x1, x2, ref, check = _case(config, kind, cross)
     # equal lengths: all shifts at once, or (block_size=1) the shift-by-shift branch that
     # mixed lengths always take
     for block in (None, 1) if kind == "equal" else (None,):
@@ -132,25 +138,20 @@ def test_torch_bank_equals_reference(config, kind, cross):
         )
         assert set(bank) == set(ref)
         for key, (theta_ref, nngp_ref) in ref.items():
-            _check(bank[key][0], theta_ref, same, relu, ("bank", block, key, "ntk"))
-            _check(bank[key][1], nngp_ref, same, relu, ("bank", block, key, "nngp"))
+            check(bank[key][0], theta_ref, what=("bank", block, key, "ntk"))
+            check(bank[key][1], nngp_ref, what=("bank", block, key, "nngp"))
 
 
 @pytest.mark.parametrize("config,kind,cross", _cases())
 def test_numba_bank_equals_reference(config, kind, cross):
     """Fails (does not skip) without numba: CI installs the ``fast`` extra."""
     assert numba_backend.available(), "numba is missing: pip install -e '.[fast]'"
-    arch = CONFIGS[config]
-    x1, x2 = _data(kind)
-    x2 = x2 if cross else None
-    ref = _reference(config, kind, cross)
-    same = _identical(x1, x2)
+    arch, x1, x2, ref, check = _case(config, kind, cross)
     bank = analytic_kernel_bank(arch, _tensors(x1, False), _tensors(x2, False), backend="numba")
     assert set(bank) == set(ref)
     for key, (theta_ref, nngp_ref) in ref.items():
-        relu = arch.nonlinearity == "relu"
-        _check(bank[key][0], theta_ref, same, relu, ("numba", key, "ntk"))
-        _check(bank[key][1], nngp_ref, same, relu, ("numba", key, "nngp"))
+        check(bank[key][0], theta_ref, what=("numba", key, "ntk"))
+        check(bank[key][1], nngp_ref, what=("numba", key, "nngp"))
 
 
 def test_reference_is_sensitive_to_each_multiplier():
