@@ -162,7 +162,7 @@ def identity_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
 
 
 @lru_cache(maxsize=16)
-def _hermite_rule(points: int) -> tuple[np.ndarray, np.ndarray]:
+def hermite_rule(points: int) -> tuple[np.ndarray, np.ndarray]:
     """Probabilists' Gauss-Hermite nodes and weights normalized to sum to 1 (E over N(0,1))."""
     from scipy.special import roots_hermitenorm
 
@@ -191,7 +191,7 @@ def quadrature_dual(
         raise ValueError(f"quad_points={points!r} is not valid; expected an integer >= 2")
     shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
     dtype, device = c.dtype, c.device
-    z_np, w_np = _hermite_rule(points)
+    z_np, w_np = hermite_rule(points)
     z = torch.as_tensor(z_np, dtype=dtype, device=device)
     w = torch.as_tensor(w_np, dtype=dtype, device=device)
     rho, sa, sb, _, _ = _correlation(a, b, c, same)

@@ -47,12 +47,13 @@ def analytic_kernels(
         ntk, nngp: which kernels to return (the other is None).
         quad_points: Gauss-Hermite points per dimension for nonlinearities without closed form.
         backend: ``numba`` (the compiled CPU recursion of
-            :mod:`~rntk_empirical.analytic.numba_backend`: relu / erf / identity, any lengths,
-            no autograd; ``block_size`` and ``quad_points`` do not apply), ``torch`` (any
-            case, CPU or CUDA, differentiable), or ``auto`` (default): numba when numba is
-            installed, the inputs are on the CPU, no input requires grad (with grad enabled)
-            and the nonlinearity has a closed form there; torch otherwise. Both agree to
-            ~1e-12 relative in float64 (tests/test_analytic_backends.py).
+            :mod:`~rntk_empirical.analytic.numba_backend`: every nonlinearity, any lengths,
+            no autograd; ``block_size`` does not apply), ``torch`` (any case, CPU or CUDA,
+            differentiable), or ``auto`` (default): numba when numba is installed, the
+            inputs are on the CPU and no input requires grad (with grad enabled); torch
+            otherwise. Both agree to ~1e-12 relative in float64 for relu / erf / identity
+            and, for quadrature duals (tanh, registered), to the interpolation error of
+            numba's table of phi (~1e-11 for tanh; tests/test_analytic_backends.py).
 
     Raises:
         ValueError: bad inputs (see :func:`rntk_empirical.sequences.as_sequences`), x1 and x2
@@ -77,7 +78,7 @@ def analytic_kernels(
         why_not = compiled_unsupported(arch, s1, differentiable)
         if why_not is None:
             with torch.no_grad():
-                raw = compiled_bank(c, arch, s1, s2, (arch.readout,))
+                raw = compiled_bank(c, arch, s1, s2, (arch.readout,), None, quad_points)
             theta, k = raw[(arch.depth, arch.readout)]
             done = finish(
                 out_dtype, c, s1.max_len, NTK=theta if ntk else None, NNGP=k if nngp else None

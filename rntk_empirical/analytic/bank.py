@@ -55,9 +55,10 @@ def analytic_kernel_bank(
     deepest network with the most expensive readout requested: O(N1 N2 T L) without
     ``avg``, O(N1 N2 T^2 L) with it. No autograd (see :func:`analytic_kernels` for that).
 
-    Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, any lengths, relu /
-    erf / identity; each pair's chains run in registers, 10x the torch path (measured) with mean
-    pooling), ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies).
+    Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, any lengths, every
+    nonlinearity (closed forms for relu / erf / identity, a tabulated quadrature otherwise);
+    each pair's chains run in registers, 10x the torch path (measured) with mean pooling),
+    ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies).
     ``compile=True`` runs the torch path's time steps through ``torch.compile`` (needs a C++
     compiler on CPU, Triton on CUDA; one compilation per nonlinearity and process):
     measured 1.3-2.8x faster on CPU. Steps where some pair is still padding stay eager.
@@ -80,7 +81,7 @@ def analytic_kernel_bank(
     if backend != "torch":
         why_not = numba_backend.supported(arch.nonlinearity, equal, s1.values.device)
         if why_not is None:
-            raw = compiled_bank(c, arch, s1, s2, readouts, progress)
+            raw = compiled_bank(c, arch, s1, s2, readouts, progress, quad_points)
             return _finish_bank(out_dtype, c, T, raw)
         if backend == "numba":
             raise ValueError(f"backend='numba' cannot compute this bank: {why_not}")
@@ -154,6 +155,7 @@ def compiled_bank(
     s2: Sequences | None,
     readouts: tuple[str, ...],
     progress=None,
+    quad_points: int = DEFAULT_QUAD_POINTS,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
     """``{(l, readout): (theta, nngp)}``, each ``(N1, N2)`` float64 on the CPU, both
     directions summed, through :func:`numba_backend.kernel_bank` (float64 arithmetic
@@ -161,15 +163,17 @@ def compiled_bank(
     in the torch path); any lengths. Not yet checked finite (see :func:`finish`).
 
     ``s1``, ``s2`` as returned by :func:`setup` (``s2`` None: symmetric)."""
-    dual = get_dual(arch.nonlinearity)
+    dual = get_dual(arch.nonlinearity, quad_points)
     consts = (c.sw2, c.su2, c.sb2, c.sv2, boundary_value(c), c.h0 == "per_input")
     out = None
 
     def variances(xs: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         return numba_backend.variances(arch.nonlinearity, consts, c.depth, xs, starts)
 
+    closed = numba_backend.nonlinearity_code(arch.nonlinearity) != numba_backend.QUADRATURE
     for d in range(arch.directions):
-        side1, side2 = sides(c, dual, s1, s2, d, (), variances)
+        # quadrature duals: the diagonal through the torch dual (O(N T L) cells, same rule)
+        side1, side2 = sides(c, dual, s1, s2, d, (), variances if closed else None)
         bank = numba_backend.kernel_bank(
             consts,
             arch.nonlinearity,
@@ -178,6 +182,7 @@ def compiled_bank(
             readouts,
             s2 is None,
             progress,
+            quad_points,
         )
         if out is None:
             out = bank

@@ -12,11 +12,13 @@ AVX-512). arcsin, the only transcendental of the ReLU and erf duals, is a polyno
 
 Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
 1.35 ns per cell and layer on 2 cores (AVX-512), 10x the torch path, for one mean-pooling
-unit of the UCI grid (``python -m experiments.bench_bank``). ``relu``, ``erf`` and
-``identity`` only (:func:`supported` says why not otherwise); float64 arithmetic whatever the
-output dtype. Mixed lengths as in the torch path (left-padded, end-aligned): a chain starts
-once the row and some column of the tile have started, and a column that has not started
-yet holds its boundary value (a masked copy of the cell loop, used only on those steps).
+unit of the UCI grid (``python -m experiments.bench_bank``; 4.2 ns on an AVX2 machine).
+Closed forms for ``relu``, ``erf`` and ``identity``; any other nonlinearity through the
+torch path's Gauss-Hermite rule with phi tabulated (:func:`quadrature_table`, :func:`_rule`);
+float64 arithmetic whatever the output dtype. Mixed lengths as in the torch path
+(left-padded, end-aligned): a chain starts once the row and some column of the tile have
+started, and a column that has not started yet holds its boundary value (a masked copy of
+the cell loop, used only on those steps).
 
 numba is an optional dependency (``pip install rntk_empirical[fast]``); without it
 :func:`available` is False and :func:`rntk_empirical.analytic_kernel_bank` uses torch.
@@ -30,6 +32,9 @@ from math import comb
 import numpy as np
 import torch
 
+from rntk_empirical.activations import get_nonlinearity
+from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
+
 try:  # optional dependency
     import numba
     from numba import njit, prange
@@ -41,7 +46,13 @@ except ImportError:  # pragma: no cover - exercised by the torch fallback tests
         return lambda f: f
 
 
-NONLINEARITIES = ("relu", "erf", "identity")
+NONLINEARITIES = ("relu", "erf", "identity")  # closed forms; anything else: QUADRATURE
+QUADRATURE = 3  # code of a tabulated quadrature dual (tanh, registered nonlinearities)
+TABLE_STEP = 2.0**-9  # spacing of the phi table: cubic Hermite error ~h^4/384 max|d^4 f|
+TABLE_MAX_NODES = 2**21  # beyond this the spacing grows (very large variances)
+# Gauss-Hermite nodes whose weight is below this add nothing a float64 sum can hold; dropping
+# them (46 of 64 kept) halves the Q^2 work of a quadrature cell
+NODE_WEIGHT_FLOOR = 1e-20
 LANES = 32  # columns are padded to a multiple of this: the vector loop has no scalar tail
 TILE = 128  # columns whose state stays in L1 while one chain runs
 _READOUT_SLOTS = ("last", "per_step", "avg")
@@ -58,7 +69,7 @@ def disk_cached() -> dict[str, bool]:
     names = ("_bank_rows", "_chain", "_mirror", "_asin_array", "_avg_pairs", "_half")
     names += ("_diag_variances",)
     kinds = ("cells", "masked", "step2")
-    names += tuple(f"_{kind}_{nl}" for kind in kinds for nl in NONLINEARITIES)
+    names += tuple(f"_{kind}_{nl}" for kind in kinds for nl in (*NONLINEARITIES, "quadrature"))
     return {n: type(globals()[n]._cache).__name__ != "NullCache" for n in names}
 
 
@@ -74,9 +85,50 @@ def supported(nonlinearity: str, equal_lengths: bool, device: torch.device) -> s
         return "numba is not installed (pip install 'rntk_empirical[fast]')"
     if device.type != "cpu":
         return f"it runs on the CPU, not on {device.type}"
-    if nonlinearity not in NONLINEARITIES:
-        return f"nonlinearity {nonlinearity!r} has no closed form there ({NONLINEARITIES})"
+    get_nonlinearity(nonlinearity)  # unknown names: the registry's own error
     return None
+
+
+def nonlinearity_code(nonlinearity: str) -> int:
+    """0, 1, 2 for the closed forms relu, erf, identity; QUADRATURE for any other."""
+    return NONLINEARITIES.index(nonlinearity) if nonlinearity in NONLINEARITIES else QUADRATURE
+
+
+def quadrature_table(nonlinearity: str, var_max: float, points: int) -> np.ndarray:
+    """The packed table of a quadrature dual for variances up to ``var_max``: [Q, x0, 1/h,
+    n, the Gauss-Hermite nodes z (Q) and weights w (Q) of
+    :func:`rntk_empirical.dual.hermite_rule` with weight >= NODE_WEIGHT_FLOOR, then
+    (phi, phi', phi'') at x_k = x0 + k h, k < n, interleaved]. It covers every argument
+    of the rule, |x| <= sqrt(2 var_max) max|z|, with h = TABLE_STEP (larger only past
+    TABLE_MAX_NODES nodes); phi and phi' are the registered functions themselves, phi''
+    is autograd of phi' (a central difference where phi' has no graph)."""
+    nl = get_nonlinearity(nonlinearity)
+    z, w = hermite_rule(points)
+    keep = w >= NODE_WEIGHT_FLOOR
+    z, w = z[keep], w[keep]
+    reach = math.sqrt(2.0 * max(var_max, 1e-12)) * float(np.abs(z).max())
+    h = max(TABLE_STEP, 2.0 * reach / (TABLE_MAX_NODES - 4))
+    n = int(math.ceil(2.0 * reach / h)) + 4
+    x = torch.arange(n, dtype=torch.float64) * h - (reach + 2.0 * h)
+    with torch.no_grad():
+        phi = nl.phi(x)
+    with torch.enable_grad():
+        xg = x.clone().requires_grad_(True)
+        dphi = nl.dphi(xg)
+        ddphi = None
+        if dphi.requires_grad:
+            (ddphi,) = torch.autograd.grad(dphi.sum(), xg, allow_unused=True)
+    dphi = dphi.detach()
+    if ddphi is None:
+        e = 1e-5 * torch.clamp(x.abs(), min=1.0)
+        with torch.no_grad():
+            ddphi = (nl.dphi(x + e) - nl.dphi(x - e)) / (2.0 * e)
+    head = np.array([z.size, float(x[0]), 1.0 / h, n], dtype=np.float64)
+    body = torch.stack([phi, dphi, ddphi], dim=1).reshape(-1).numpy()
+    return np.concatenate([head, z, w, body]).astype(np.float64)
+
+
+_NO_TABLE = np.zeros(4)  # the closed forms ignore their table
 
 
 def _asin_coefficients(degree: int = 11) -> tuple[float, ...]:
@@ -133,21 +185,78 @@ def _asin(x):
 # lo: the lower clamp of the correlation, 1.0 for identical states (rho = 1 exactly, see
 # rntk_empirical.dual), else -1.0.
 @njit(inline="always", fastmath=_FASTMATH)
-def _relu(S, Q, ri, rj, fi, fj, gi, gj, lo):
+def _relu(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
     rho = min(max(S * ri * rj, lo), 1.0)
     j0 = _HALF_PI + _asin(rho)  # pi - arccos(rho)
     return (math.sqrt(max(1.0 - rho * rho, 0.0)) + j0 * rho) * fi * fj, j0 * Q * gi * gj
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _erf(S, Q, ri, rj, fi, fj, gi, gj, lo):
+def _erf(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
     x = min(max(S * ri * rj, -1.0), 1.0)
     return (2.0 / math.pi) * _asin(x), Q * gi * gj / math.sqrt(max(1.0 - x * x, 1e-300))
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _identity(S, Q, ri, rj, fi, fj, gi, gj, lo):
+def _identity(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
     return S, Q
+
+
+# Quadrature duals (tanh, registered nonlinearities): the tensor-product Gauss-Hermite rule of
+# rntk_empirical.dual.quadrature_dual (same nodes, mean of both orders), with phi and phi'
+# read from a table (:func:`quadrature_table`): ``tab`` = [Q, x0, 1/h, n, z (Q), w (Q),
+# then (phi, phi', phi'') at x0 + k h for k = 0..n-1, interleaved], interpolated by cubic
+# Hermite polynomials on [x_k, x_k+1]. Factors: f = sqrt(a), r = 1/sqrt(a) (0 if a = 0).
+_TAB_HEAD = 4  # header of the packed table: Q, x0, 1/h, n
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _lookup(tab, x, base, x0, ih, n):
+    """(phi(x), phi'(x)) from the table: cubic Hermite interpolation (x clamped to it)."""
+    t = min(max((x - x0) * ih, 0.0), n - 1.000001)
+    k = int(t)
+    t -= k
+    t2 = t * t
+    t3 = t2 * t
+    h01 = 3.0 * t2 - 2.0 * t3
+    h00 = 1.0 - h01
+    h11 = (t3 - t2) / ih
+    h10 = (t3 - 2.0 * t2 + t) / ih
+    o = base + 3 * k
+    p = h00 * tab[o] + h10 * tab[o + 1] + h01 * tab[o + 3] + h11 * tab[o + 4]
+    d = h00 * tab[o + 1] + h10 * tab[o + 2] + h01 * tab[o + 4] + h11 * tab[o + 5]
+    return p, d
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _rule(tab, sa, sb, rho, tau):
+    """One order of the rule: sum_i w_i f(s_a z_i) sum_j w_j f(s_b (rho z_i + tau z_j)) for
+    f = phi and f = phi'."""
+    nq = int(tab[0])
+    x0, ih, n = tab[1], tab[2], int(tab[3])
+    zb, wb, base = _TAB_HEAD, _TAB_HEAD + nq, _TAB_HEAD + 2 * nq
+    vp, vd = 0.0, 0.0
+    for i in range(nq):
+        zi = tab[zb + i]
+        pu, du = _lookup(tab, sa * zi, base, x0, ih, n)
+        m, s = sb * rho * zi, sb * tau
+        ip, idd = 0.0, 0.0
+        for j in range(nq):
+            pv, dv = _lookup(tab, m + s * tab[zb + j], base, x0, ih, n)
+            ip += tab[wb + j] * pv
+            idd += tab[wb + j] * dv
+        vp += tab[wb + i] * pu * ip
+        vd += tab[wb + i] * du * idd
+    return vp, vd
+
+
+@njit(inline="always", fastmath=_FASTMATH)
+def _quadrature(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
+    rho = min(max(S * ri * rj, lo), 1.0)
+    tau = math.sqrt(max(1.0 - rho * rho, 0.0))
+    p1, d1 = _rule(tab, fi, fj, rho, tau)
+    p2, d2 = _rule(tab, fj, fi, rho, tau)
+    return 0.5 * (p1 + p2), 0.5 * (d1 + d2) * Q
 
 
 def _cells_for(dual):
@@ -165,11 +274,11 @@ def _cells_for(dual):
     """
 
     @njit(fastmath=_FASTMATH, cache=True)
-    def cells(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, acc, n):
+    def cells(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, tab, acc, n):
         for j in range(n):
             S = sw2 * K[j] + drive[j] + sb2
             Q = S + sw2 * G[j] + su2 * glow[j]
-            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j], lo[j])
+            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j], lo[j], tab)
             K[j] = k
             G[j] = g
             drive[j] = su2 * k
@@ -178,11 +287,13 @@ def _cells_for(dual):
             st[j] += acc * (k + g)
 
     @njit(fastmath=_FASTMATH, cache=True)
-    def masked(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, acc, n, live):
+    def masked(
+        K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, tab, acc, n, live
+    ):
         for j in range(n):
             S = sw2 * K[j] + drive[j] + sb2
             Q = S + sw2 * G[j] + su2 * glow[j]
-            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j], lo[j])
+            k, g = dual(S, Q, ri, rj[j], fi, fj[j], gi, gj[j], lo[j], tab)
             on = live[j] > 0.0
             k = k if on else K[j]
             g = g if on else G[j]
@@ -195,7 +306,7 @@ def _cells_for(dual):
             st[j] += w * (k + g)
 
     @njit(fastmath=_FASTMATH, cache=True)
-    def step2(K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, acc, n):
+    def step2(K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, tab, acc, n):
         """Both layers of a depth-2 recursion at one cell of the tile, in one loop (the
         drive and tangent of layer 2 stay in registers: no drive/glow arrays, one pass)."""
         ri0, fi0, gi0 = f1[0, 0, i, p], f1[1, 0, i, p], f1[2, 0, i, p]
@@ -206,11 +317,13 @@ def _cells_for(dual):
         sk0, st0, sk1, st1 = sk[0], st[0], sk[1], st[1]
         for j in range(n):
             S = sw2 * K0[j] + dr[j] + sb2
-            k, g = dual(S, S + sw2 * G0[j], ri0, r0[j], fi0, h0[j], gi0, g0[j], lo[j])
+            k, g = dual(S, S + sw2 * G0[j], ri0, r0[j], fi0, h0[j], gi0, g0[j], lo[j], tab)
             K0[j] = k
             G0[j] = g
             S = sw2 * K1[j] + su2 * k + sb2
-            k1, g1v = dual(S, S + sw2 * G1[j] + su2 * g, ri1, r1[j], fi1, h1[j], gi1, g1[j], lo[j])
+            k1, g1v = dual(
+                S, S + sw2 * G1[j] + su2 * g, ri1, r1[j], fi1, h1[j], gi1, g1[j], lo[j], tab
+            )
             K1[j] = k1
             G1[j] = g1v
             sk0[j] += acc * k
@@ -225,11 +338,12 @@ def _cells_for(dual):
     (_cells_relu, _masked_relu, _step2_relu),
     (_cells_erf, _masked_erf, _step2_erf),
     (_cells_identity, _masked_identity, _step2_identity),
-) = (_cells_for(f) for f in (_relu, _erf, _identity))
+    (_cells_quadrature, _masked_quadrature, _step2_quadrature),
+) = (_cells_for(f) for f in (_relu, _erf, _identity, _quadrature))
 
 
 @njit(fastmath=_FASTMATH, cache=True)
-def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc, p0, s2, live):
+def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, acc, p0, s2, live):
     """Run chain k (x_i at p, x_j at p - k) of the tile of columns j0:j0+n; K, G ``(L, TILE)``
     hold its boundary and end in its last cell; every active cell is added to sk, st times
     ``acc`` (1.0 or 0.0); ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on
@@ -256,13 +370,15 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc, 
             for j in range(n):
                 dr[j] += xi * xj[j]
         if full and L == 2:
-            a2 = (K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, acc, n)
+            a2 = (K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, tab, acc, n)
             if nl == 0:
                 _step2_relu(*a2)
             elif nl == 1:
                 _step2_erf(*a2)
-            else:
+            elif nl == 2:
                 _step2_identity(*a2)
+            else:
+                _step2_quadrature(*a2)
             continue
         for j in range(n):
             gl[j] = 0.0
@@ -272,21 +388,25 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, acc, 
             args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l], lo)
             if full:
                 if nl == 0:
-                    _cells_relu(*args, acc, n)
+                    _cells_relu(*args, tab, acc, n)
                 elif nl == 1:
-                    _cells_erf(*args, acc, n)
+                    _cells_erf(*args, tab, acc, n)
+                elif nl == 2:
+                    _cells_identity(*args, tab, acc, n)
                 else:
-                    _cells_identity(*args, acc, n)
+                    _cells_quadrature(*args, tab, acc, n)
             elif nl == 0:
-                _masked_relu(*args, acc, n, live)
+                _masked_relu(*args, tab, acc, n, live)
             elif nl == 1:
-                _masked_erf(*args, acc, n, live)
+                _masked_erf(*args, tab, acc, n, live)
+            elif nl == 2:
+                _masked_identity(*args, tab, acc, n, live)
             else:
-                _masked_identity(*args, acc, n, live)
+                _masked_quadrature(*args, tab, acc, n, live)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, slots, sym, n_out, out):
+def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, sym, n_out, out):
     """Kernels of the given rows against all columns (from the row's lane block on if
     ``sym``; the caller mirrors).
 
@@ -337,7 +457,28 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, slots, sym, 
                     st[l, j] = 0.0
             p0 = max(si, s_min)
             _chain(
-                nl, i, j0, n, 0, x1, x2, f1, f2, cst, K, G, dr, gl, pk, pt, lo0, acc0, p0, s2, live
+                nl,
+                i,
+                j0,
+                n,
+                0,
+                x1,
+                x2,
+                f1,
+                f2,
+                cst,
+                K,
+                G,
+                dr,
+                gl,
+                pk,
+                pt,
+                lo0,
+                tab,
+                acc0,
+                p0,
+                s2,
+                live,
             )
             for l in range(L):
                 for j in range(w):
@@ -378,6 +519,7 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, slots, sym, 
                     sk,
                     st,
                     lo,
+                    tab,
                     1.0,
                     p0,
                     s2,
@@ -394,7 +536,7 @@ PAD = 32  # front padding of the per-pair layout: the vector loop may start up t
 
 
 @njit(fastmath=_FASTMATH, cache=True)
-def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo, lanes):
+def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo, tab, lanes):
     """Chains d = d0..Ta-1 of one pair (unpadded steps: a of length Ta, b of length Tb), all
     at once: at step s chain d is at the cell (t_a, t_b) = (s + d, s), so the active chains
     d < Ta - s are a prefix and their inputs contiguous in d; the loop over them runs on a
@@ -428,15 +570,19 @@ def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo,
             args = (K[l, lo_i:hi], G[l, lo_i:hi], dr[lo_i:hi], gl[lo_i:hi], ra, fav, ga)
             args2 = (rb, fbv, gb, sw2, su2, sb2, ak[l, lo_i:hi], at[l, lo_i:hi], lo[lo_i:hi])
             if nl == 0:
-                _cells_relu(*args, *args2, 1.0, n)
+                _cells_relu(*args, *args2, tab, 1.0, n)
             elif nl == 1:
-                _cells_erf(*args, *args2, 1.0, n)
+                _cells_erf(*args, *args2, tab, 1.0, n)
+            elif nl == 2:
+                _cells_identity(*args, *args2, tab, 1.0, n)
             else:
-                _cells_identity(*args, *args2, 1.0, n)
+                _cells_quadrature(*args, *args2, tab, 1.0, n)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _avg_pairs(pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, slots, chunks, lanes, out):
+def _avg_pairs(
+    pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, tab, slots, chunks, lanes, out
+):
     """Every readout of the pairs (pi[u], pj[u]) with ``avg`` among them, one pair at a time
     (each chain runs in unpadded steps: mixed lengths need no mask). For few sequences or
     long ones, where a tile of columns would be mostly padding.
@@ -504,7 +650,26 @@ def _avg_pairs(pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, slots, chu
                     if equal:
                         lo[PAD] = 1.0
                 _half(
-                    nl, xa, fa, oa, Ta, xb, fb, ob, Tb, half, cst, K, G, dr, gl, ak, at, lo, lanes
+                    nl,
+                    xa,
+                    fa,
+                    oa,
+                    Ta,
+                    xb,
+                    fb,
+                    ob,
+                    Tb,
+                    half,
+                    cst,
+                    K,
+                    G,
+                    dr,
+                    gl,
+                    ak,
+                    at,
+                    lo,
+                    tab,
+                    lanes,
                 )
                 for l in range(L):
                     for u2 in range(PAD + half, PAD + Ta):
@@ -602,7 +767,8 @@ def _factors(nonlinearity: str, var: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     (r = 1/sqrt(a), f = sqrt(a / 2 pi), g = [a > 0] / sqrt(2 pi) for relu, the degenerate
     a = 0 giving 0 as in :mod:`rntk_empirical.dual`; r = sqrt(2 / (1 + 2a)),
-    g = sqrt(4 / pi) / sqrt(1 + 2a) for erf; unused for identity)."""
+    g = sqrt(4 / pi) / sqrt(1 + 2a) for erf; unused for identity; r = 1/sqrt(a) (0 if
+    a = 0), f = sqrt(a) for a quadrature dual)."""
     ones = np.ones_like(var)
     if nonlinearity == "relu":
         pos = var > 0
@@ -611,6 +777,10 @@ def _factors(nonlinearity: str, var: np.ndarray) -> tuple[np.ndarray, np.ndarray
     if nonlinearity == "erf":
         d = 1.0 / np.sqrt(1.0 + 2.0 * np.maximum(var, 0.0))
         return math.sqrt(2.0) * d, ones, math.sqrt(4.0 / math.pi) * d
+    if nonlinearity_code(nonlinearity) == QUADRATURE:
+        pos = var > 0
+        r = np.where(pos, 1.0 / np.sqrt(np.where(pos, var, 1.0)), 0.0)
+        return r, np.sqrt(np.maximum(var, 0.0)), ones
     return ones, ones, ones
 
 
@@ -690,6 +860,7 @@ def kernel_bank(
     readouts: tuple[str, ...],
     symmetric: bool,
     progress=None,
+    quad_points: int = DEFAULT_QUAD_POINTS,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
     """``{(l, readout): (theta, nngp)}`` of one direction, each ``(N1, N2)`` float64 on the
     CPU (whatever dtype the caller returns: one compiled specialization; a float32 output
@@ -707,6 +878,8 @@ def kernel_bank(
         symmetric: side2 is side1; only j >= i is computed, the rest mirrored.
         progress: optional callable, called with the number of rows finished after each
             chunk of rows.
+        quad_points: Gauss-Hermite points per dimension of a quadrature dual (nonlinearities
+            without a closed form: :func:`quadrature_table`).
     """
     _require()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -731,7 +904,11 @@ def kernel_bank(
     slots = np.array([wanted.index(r) if r in wanted else -1 for r in _READOUT_SLOTS], np.int64)
     L = var1.shape[0]
     out = np.zeros((L, len(wanted), 2, N1, N2))
-    nl = NONLINEARITIES.index(nonlinearity)
+    nl = nonlinearity_code(nonlinearity)
+    tab = _NO_TABLE
+    if nl == QUADRATURE:
+        var_max = max(float(var1.max(initial=0.0)), float(var2.max(initial=0.0)))
+        tab = quadrature_table(nonlinearity, var_max, quad_points)
     order = _balanced_rows(N1, symmetric)
     pairs = "avg" in readouts and pairwise(N2, var1.shape[2])
     # Each call is one parallel region, whose barrier costs milliseconds when the cores are
@@ -749,11 +926,26 @@ def kernel_bank(
         rows = order[s : s + chunk]
         if pairs:
             pi, pj, bounds = _pair_chunks(rows, len1, len2, symmetric, 4 * numba.get_num_threads())
-            args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, slots, bounds)
+            args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, tab, slots, bounds)
             _avg_pairs(pi, pj, *args, PAIR_LANES, out)
         else:
             _bank_rows(
-                rows, x1, x2t, f1, f2, keys1, keys2, s1, s2, packed, nl, slots, symmetric, N2, out
+                rows,
+                x1,
+                x2t,
+                f1,
+                f2,
+                keys1,
+                keys2,
+                s1,
+                s2,
+                packed,
+                nl,
+                tab,
+                slots,
+                symmetric,
+                N2,
+                out,
             )
         if progress is not None:
             progress(len(rows))
