@@ -168,7 +168,7 @@ def api_table(with_torch: bool, quick: bool) -> None:
         gap = f"  {rate * FLOPS_PER_CELL / peak:6.1%} of peak" if peak and closed else ""
         print(
             f"analytic_ntk {nl:>4s} {readout:>4s} N={N:>4d} {lens:>11s} {dtype} {backend:>5s}: "
-            f"{dt:8.3f} s  {rate / 1e6:8.1f} M cells/s{gap}",
+            f"{dt:8.3f} s  {rate / 1e6:9.3f} M cells/s{gap}",
             flush=True,
         )
 
