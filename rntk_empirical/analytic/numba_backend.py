@@ -456,30 +456,8 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, 
                     sk[l, j] = 0.0
                     st[l, j] = 0.0
             p0 = max(si, s_min)
-            _chain(
-                nl,
-                i,
-                j0,
-                n,
-                0,
-                x1,
-                x2,
-                f1,
-                f2,
-                cst,
-                K,
-                G,
-                dr,
-                gl,
-                pk,
-                pt,
-                lo0,
-                tab,
-                acc0,
-                p0,
-                s2,
-                live,
-            )
+            run = (x1, x2, f1, f2, cst, K, G, dr, gl)  # what every chain of the tile shares
+            _chain(nl, i, j0, n, 0, *run, pk, pt, lo0, tab, acc0, p0, s2, live)
             for l in range(L):
                 for j in range(w):
                     if s_last >= 0:
@@ -501,30 +479,7 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, 
                         K[l, j] = b
                         G[l, j] = 0.0
                 p0 = max(k, si, s_min + k)
-                _chain(
-                    nl,
-                    i,
-                    j0,
-                    n,
-                    k,
-                    x1,
-                    x2,
-                    f1,
-                    f2,
-                    cst,
-                    K,
-                    G,
-                    dr,
-                    gl,
-                    sk,
-                    st,
-                    lo,
-                    tab,
-                    1.0,
-                    p0,
-                    s2,
-                    live,
-                )
+                _chain(nl, i, j0, n, k, *run, sk, st, lo, tab, 1.0, p0, s2, live)
             for l in range(L):
                 for j in range(w):
                     scale = sv2 / ((T - si) * (T - s2[j0 + j]))
