@@ -51,6 +51,6 @@ fi
 'cuda' if torch.cuda.is_available() else 'cpu', '| rntk_empirical ready')" >&2
 # the compiled kernel bank (fast extra): compile it now, once per machine, not in the first job
 if "$PY" -c "import numba" 2>/dev/null; then
-    echo "setup: compiling the numba kernel bank (once per machine, ~30 s)" >&2
+    echo "setup: compiling the numba kernel bank (once per machine, ~1 min)" >&2
     "$PY" -m rntk_empirical.analytic.warmup
 fi
