@@ -13,6 +13,8 @@ and the kernel is Theta^L (Jacot et al. 2018; Arora et al. 2019), with the arc-c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from rntk_empirical.dual import relu_dual
@@ -26,22 +28,36 @@ def relu_mlp_ntk(
     Args:
         x1: ``(N1, d)``; x2: ``(N2, d)`` or None for x1.
     """
+    if depth < 1:
+        raise ValueError(f"depth={depth!r}; expected >= 1")
+    for theta in relu_mlp_ntk_layers(x1, x2, sigma_w, sigma_b):
+        depth -= 1
+        if depth == 0:
+            return theta
+    raise AssertionError("unreachable: the layers never end")
+
+
+def relu_mlp_ntk_layers(
+    x1, x2=None, sigma_w: float = 2**0.5, sigma_b: float = 0.0
+) -> Iterator[torch.Tensor]:
+    """The NTKs ``(N1, N2)`` of ReLU MLPs with 1, 2, 3, ... hidden layers, one recursion
+    (depth L is one step past depth L - 1): what a sweep over depths should iterate
+    instead of calling :func:`relu_mlp_ntk` once per depth (L (L + 1) / 2 layer steps
+    instead of L). Endless: the caller stops."""
     a = torch.as_tensor(x1, dtype=torch.float64)
     b = a if x2 is None else torch.as_tensor(x2, dtype=torch.float64)
     if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(
             f"expected (N1, d) and (N2, d) inputs, got {tuple(a.shape)}, {tuple(b.shape)}"
         )
-    if depth < 1:
-        raise ValueError(f"depth={depth!r}; expected >= 1")
     sw2, sb2, d = sigma_w**2, sigma_b**2, a.shape[1]
     sigma = sw2 * (a @ b.T) / d + sb2
     va = sw2 * (a * a).sum(1) / d + sb2  # Sigma^l(x, x) for the rows and the columns
     vb = sw2 * (b * b).sum(1) / d + sb2
     theta = sigma.clone()
-    for _ in range(depth):
+    while True:
         k, kd = relu_dual(va[:, None], vb[None, :], sigma)
         theta = sw2 * k + sb2 + sw2 * kd * theta
         sigma = sw2 * k + sb2
         va, vb = sw2 * va / 2 + sb2, sw2 * vb / 2 + sb2  # V_relu(a, a, a) = a / 2
-    return theta
+        yield theta

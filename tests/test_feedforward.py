@@ -4,7 +4,7 @@ import torch
 from conftest import rel_err
 from torch.func import jacrev, vmap
 
-from rntk_empirical.feedforward import relu_mlp_ntk
+from rntk_empirical.feedforward import relu_mlp_ntk, relu_mlp_ntk_layers
 
 
 def test_relu_mlp_ntk_is_the_limit_of_wide_mlps(rng):
@@ -37,3 +37,14 @@ def test_relu_mlp_ntk_is_the_limit_of_wide_mlps(rng):
         rtol=1e-12,
         atol=1e-12,
     )
+
+
+def test_layers_of_one_recursion_are_the_kernels_of_each_depth(rng):
+    """relu_mlp_ntk_layers yields depth 1, 2, ... of one recursion: each equal (bitwise) to
+    relu_mlp_ntk at that depth, for a cross kernel; a depth's kernel differs from the next."""
+    x, y = torch.randn(6, 4, generator=rng), torch.randn(3, 4, generator=rng)
+    layers = relu_mlp_ntk_layers(x, y, sigma_w=1.2, sigma_b=0.3)
+    got = [next(layers) for _ in range(4)]
+    for depth, theta in enumerate(got, start=1):
+        assert torch.equal(theta, relu_mlp_ntk(x, y, depth=depth, sigma_w=1.2, sigma_b=0.3))
+    assert all(rel_err(a, b) > 1e-3 for a, b in zip(got, got[1:]))

@@ -20,15 +20,18 @@ from experiments.uci import report as report_uci
 from experiments.uci.benchmark import (
     DEFAULT_CS,
     FAMILIES,
+    BaselineGrid,
     FamilySelection,
     KernelGrid,
     KernelSVM,
+    forest_candidates,
     offer_kernel,
     recurrent_kernels,
 )
 from rntk_empirical import uci
 from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.feedforward import relu_mlp_ntk
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("uci_fixture_root")
@@ -303,6 +306,43 @@ def test_kernel_svm_threads_change_nothing_but_the_time() -> None:
     assert one.validation(K) == two.validation(K)
     assert one.test(K, 1e6) == two.test(K, 1e6)
     assert (one.fits, one.unconverged) == (two.fits, two.unconverged) == (9, 0)
+
+
+def test_mlp_baselines_come_from_one_recursion_in_the_grid_order() -> None:
+    """The ReLU-MLP NTK baselines, computed by one recursion per sigma_b, are those of
+    relu_mlp_ntk at each depth (bitwise), in the grid's order (depth, then sigma_b); a grid
+    whose depths go down restarts the recursion."""
+    ds = _toy_dataset(n=30, d=4, seed=2)
+    for depths in ((1, 2, 3), (3, 1, 2)):
+        grid = BaselineGrid(methods=("mlp_ntk",), mlp_depths=depths, mlp_sigma_bs=(0.0, 0.1))
+        got = list(benchmark.baseline_kernels(ds, grid))
+        order = [(d, sb) for d in depths for sb in (0.0, 0.1)]
+        assert [(s["depth"], s["sigma_b"]) for s, _ in got] == order
+        for (d, sb), (_, K) in zip(order, got):
+            assert np.array_equal(K, relu_mlp_ntk(ds.X, depth=d, sigma_b=sb).numpy())
+
+
+def test_forest_processes_change_nothing_but_the_time() -> None:
+    """The forests' independent fits run in worker processes; every validation and test
+    accuracy is that of one process, and each is the accuracy of a plain sklearn forest
+    with the same seed (checked for one fold)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    base = _toy_dataset(n=80, d=5, seed=7)
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(80) < 0.25, 0, base.y)  # label noise: accuracies below 1
+    folds = tuple((p[:40], p[40:]) for p in (rng.permutation(80) for _ in range(4)))
+    ds = uci.UCIDataset("toy", base.X, y, base.select, folds)
+    grid = BaselineGrid(forest_trees=20)
+    one = [(s, v, t()) for s, v, t in forest_candidates(ds, grid, seed=3, workers=1)]
+    two = [(s, v, t()) for s, v, t in forest_candidates(ds, grid, seed=3, workers=2)]
+    assert one == two
+    assert [s["max_features"] for s, _, _ in one] == list(grid.forest_max_features)
+    tr, te = ds.folds[1]
+    clf = RandomForestClassifier(n_estimators=20, max_features="sqrt", random_state=3)
+    expected = float(np.mean(clf.fit(ds.X[tr], ds.y[tr]).predict(ds.X[te]) == ds.y[te]))
+    assert one[0][2][1] == expected
+    assert len({a for _, _, folds in one for a in folds}) > 1
 
 
 def test_kernel_svm_counts_fits_stopped_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:

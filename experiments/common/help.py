@@ -133,7 +133,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "force": "recompute finished data sets",
         "progress": "show progress bars",
         "report": "build the table at the end",
-        "num_threads": "torch threads (null: torch's default)",
+        "num_threads": (
+            "torch threads, SVM fit threads and forest processes (null: torch's default; "
+            "one per CPU core for the SVMs and forests)"
+        ),
     },
 }
 DESCRIPTIONS["FiniteVsInfiniteConfig"] = {

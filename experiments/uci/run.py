@@ -137,7 +137,7 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
     dtype = resolve_dtype(settings.dtype.value)
     device = resolve_device(settings.device.value)
     grid = settings.kernel_grid
-    svm = KernelSVM(ds, tuple(settings.Cs))
+    svm = KernelSVM(ds, tuple(settings.Cs), workers=settings.num_threads)
     sel = FamilySelection()
     kernels: list[dict] = []
     elements = settings.block_elements or (
@@ -216,7 +216,10 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
     for spec, K in baseline_kernels(ds, settings.baseline_grid):
         kernels.append(offer_kernel(sel, svm, spec, K))
     if "random_forest" in settings.baseline_grid.methods:
-        for spec, val, test in forest_candidates(ds, settings.baseline_grid, settings.seed):
+        forests = forest_candidates(
+            ds, settings.baseline_grid, settings.seed, workers=settings.num_threads
+        )
+        for spec, val, test in forests:
             sel.offer(spec, None, val, test)
             kernels.append({"spec": spec, "val_acc": [val], "best_C": None})
     rec = envelope(
