@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
-from rntk_empirical.dual import relu_dual
+from rntk_empirical.dual import get_fused_dual, relu_dual
 
 
 def relu_mlp_ntk(
@@ -55,9 +55,19 @@ def relu_mlp_ntk_layers(
     va = sw2 * (a * a).sum(1) / d + sb2  # Sigma^l(x, x) for the rows and the columns
     vb = sw2 * (b * b).sum(1) / d + sb2
     theta = sigma.clone()
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        while True:  # differentiable
+            k, kd = relu_dual(va[:, None], vb[None, :], sigma)
+            theta = sw2 * k + sb2 + sw2 * kd * theta
+            sigma = sw2 * k + sb2
+            va, vb = sw2 * va / 2 + sb2, sw2 * vb / 2 + sb2  # V_relu(a, a, a) = a / 2
+            yield theta
+    # in place (no temporaries of N1 x N2 but the kernel it yields): 2.5x faster at N = 5000
+    fused = get_fused_dual("relu")
+    k, kd_theta, scratch, s = (torch.empty_like(sigma) for _ in range(4))
     while True:
-        k, kd = relu_dual(va[:, None], vb[None, :], sigma)
-        theta = sw2 * k + sb2 + sw2 * kd * theta
-        sigma = sw2 * k + sb2
-        va, vb = sw2 * va / 2 + sb2, sw2 * vb / 2 + sb2  # V_relu(a, a, a) = a / 2
+        fused(va[:, None], vb[None, :], s.copy_(sigma), theta, k, kd_theta, scratch)
+        theta = torch.add(k, kd_theta).mul_(sw2).add_(sb2)
+        sigma.copy_(k).mul_(sw2).add_(sb2)
+        va, vb = sw2 * va / 2 + sb2, sw2 * vb / 2 + sb2
         yield theta

@@ -48,3 +48,17 @@ def test_layers_of_one_recursion_are_the_kernels_of_each_depth(rng):
     for depth, theta in enumerate(got, start=1):
         assert torch.equal(theta, relu_mlp_ntk(x, y, depth=depth, sigma_w=1.2, sigma_b=0.3))
     assert all(rel_err(a, b) > 1e-3 for a, b in zip(got, got[1:]))
+
+
+def test_in_place_layers_equal_the_differentiable_ones(rng):
+    """Without grad the recursion runs in place (fused dual); with an input that requires
+    grad it runs through relu_dual. Same kernels to round-off, and the grad path has one."""
+    x = torch.randn(7, 3, generator=rng, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    fast, slow = relu_mlp_ntk_layers(x, sigma_b=0.2), relu_mlp_ntk_layers(xg, sigma_b=0.2)
+    for _ in range(4):
+        a, b = next(fast), next(slow)
+        assert not a.requires_grad and b.requires_grad
+        assert rel_err(a, b.detach()) < 1e-14
+    (g,) = torch.autograd.grad(b.sum(), xg)
+    assert torch.isfinite(g).all() and g.abs().max() > 0
