@@ -14,6 +14,7 @@ and the kernel is Theta^L (Jacot et al. 2018; Arora et al. 2019), with the arc-c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 import torch
 
@@ -30,11 +31,7 @@ def relu_mlp_ntk(
     """
     if depth < 1:
         raise ValueError(f"depth={depth!r}; expected >= 1")
-    for theta in relu_mlp_ntk_layers(x1, x2, sigma_w, sigma_b):
-        depth -= 1
-        if depth == 0:
-            return theta
-    raise AssertionError("unreachable: the layers never end")
+    return next(islice(relu_mlp_ntk_layers(x1, x2, sigma_w, sigma_b), depth - 1, None))
 
 
 def relu_mlp_ntk_layers(

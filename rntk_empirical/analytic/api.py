@@ -110,9 +110,8 @@ def analytic_kernels(
 
 def compiled_unsupported(arch: Architecture, s1, differentiable: bool) -> str | None:
     """None if :func:`analytic_kernels` can take the compiled (numba) path, else why not:
-    gradients are asked for (``differentiable``), numba is missing, the inputs ``s1`` (a
-    :class:`~rntk_empirical.sequences.Sequences`) are not on the CPU, or the nonlinearity
-    has no closed form there."""
+    gradients are asked for (``differentiable``), numba is missing, or the inputs ``s1`` (a
+    :class:`~rntk_empirical.sequences.Sequences`) are not on the CPU."""
     if differentiable:
         return "an input requires grad (the compiled path has no autograd; use torch)"
     return numba_backend.supported(arch.nonlinearity, True, s1.values.device)

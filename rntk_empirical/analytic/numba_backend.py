@@ -53,6 +53,7 @@ TABLE_MAX_NODES = 2**21  # beyond this the spacing grows (very large variances)
 # Gauss-Hermite nodes whose weight is below this add nothing a float64 sum can hold; dropping
 # them (46 of 64 kept) halves the Q^2 work of a quadrature cell
 NODE_WEIGHT_FLOOR = 1e-20
+_TAB_HEAD = 4  # header of the packed table: Q, x0, 1/h, n
 LANES = 32  # columns are padded to a multiple of this: the vector loop has no scalar tail
 TILE = 128  # columns whose state stays in L1 while one chain runs
 _READOUT_SLOTS = ("last", "per_step", "avg")
@@ -85,8 +86,7 @@ def supported(nonlinearity: str, equal_lengths: bool, device: torch.device) -> s
         return "numba is not installed (pip install 'rntk_empirical[fast]')"
     if device.type != "cpu":
         return f"it runs on the CPU, not on {device.type}"
-    get_nonlinearity(nonlinearity)  # unknown names: the registry's own error
-    return None
+    return None  # every nonlinearity: closed form or tabulated quadrature
 
 
 def nonlinearity_code(nonlinearity: str) -> int:
@@ -123,12 +123,12 @@ def quadrature_table(nonlinearity: str, var_max: float, points: int) -> np.ndarr
         e = 1e-5 * torch.clamp(x.abs(), min=1.0)
         with torch.no_grad():
             ddphi = (nl.dphi(x + e) - nl.dphi(x - e)) / (2.0 * e)
-    head = np.array([z.size, float(x[0]), 1.0 / h, n], dtype=np.float64)
+    head = np.array([z.size, float(x[0]), 1.0 / h, n], dtype=np.float64)  # _TAB_HEAD
     body = torch.stack([phi, dphi, ddphi], dim=1).reshape(-1).numpy()
     return np.concatenate([head, z, w, body]).astype(np.float64)
 
 
-_NO_TABLE = np.zeros(4)  # the closed forms ignore their table
+_NO_TABLE = np.zeros(_TAB_HEAD)  # the closed forms ignore their table
 
 
 def _asin_coefficients(degree: int = 11) -> tuple[float, ...]:
@@ -207,7 +207,6 @@ def _identity(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
 # read from a table (:func:`quadrature_table`): ``tab`` = [Q, x0, 1/h, n, z (Q), w (Q),
 # then (phi, phi', phi'') at x0 + k h for k = 0..n-1, interleaved], interpolated by cubic
 # Hermite polynomials on [x_k, x_k+1]. Factors: f = sqrt(a), r = 1/sqrt(a) (0 if a = 0).
-_TAB_HEAD = 4  # header of the packed table: Q, x0, 1/h, n
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -565,6 +564,7 @@ def _avg_pairs(
         end_t = np.empty(L)
         sum_k = np.empty(L)
         sum_t = np.empty(L)
+        work = (cst, K, G, dr, gl, ak, at, lo, tab, lanes)  # what every _half call shares
         for u in range(chunks[ch], chunks[ch + 1]):
             i, j = pi[u], pj[u]
             Ti, Tj = T - s1[i], T - s2[j]
@@ -604,28 +604,7 @@ def _avg_pairs(
                     K[:, PAD] = b0  # chain 0 starts with both sequences
                     if equal:
                         lo[PAD] = 1.0
-                _half(
-                    nl,
-                    xa,
-                    fa,
-                    oa,
-                    Ta,
-                    xb,
-                    fb,
-                    ob,
-                    Tb,
-                    half,
-                    cst,
-                    K,
-                    G,
-                    dr,
-                    gl,
-                    ak,
-                    at,
-                    lo,
-                    tab,
-                    lanes,
-                )
+                _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, half, *work)
                 for l in range(L):
                     for u2 in range(PAD + half, PAD + Ta):
                         tot_k[l] += ak[l, u2]
