@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -40,8 +41,14 @@ from rntk_empirical.kernel_machines import gradient_descent_mse, kernel_regressi
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
 from rntk_empirical.tasks import aeon_sequences, load_aeon
-from rntk_empirical.training import TrainSettings
+from rntk_empirical.training import (
+    CheckpointError,
+    CheckpointWarning,
+    TrainSettings,
+    load_checkpoint,
+)
 
+CLASSIFIER_CHECKPOINT_KEYS = ("step", "params", "opt", "offsets", "run", "best")
 # Diagonal regularizers tried on validation, relative to the mean diagonal tr(K)/N.
 DEFAULT_RIDGES = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -415,6 +422,8 @@ def train_classifier(
     centered: bool = False,
     checkpoint_path: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
+    config_hash: str | None = None,
+    strict_checkpoint: bool = False,
 ) -> NetworkRun:
     """Train ``model`` in place on ``data`` and return its :class:`NetworkRun`.
 
@@ -425,7 +434,10 @@ def train_classifier(
     best-validation predictions are kept. A loss that is NaN/Inf or exceeds
     ``settings.diverge_factor`` times the initial loss ends the run as diverged. Every
     ``settings.checkpoint_every`` steps the state is saved atomically to
-    ``checkpoint_path``; an existing checkpoint is resumed.
+    ``checkpoint_path``; an existing checkpoint is resumed when it is readable, complete and
+    was written by the same ``config_hash`` (:func:`~rntk_empirical.training.load_checkpoint`,
+    no pickle); otherwise the run starts afresh with a one-line ``CheckpointWarning``
+    (``strict_checkpoint``: raises ``CheckpointError``).
     """
     if settings.optimizer not in ("gd", "adam"):
         raise ValueError(f"optimizer={settings.optimizer!r}; the study trains with gd or adam")
@@ -449,8 +461,18 @@ def train_classifier(
         opt = torch.optim.SGD(list(params.values()), lr=settings.lr)
     run = NetworkRun(lr=settings.lr, centered=centered)
     start, best = 0, None
+    ck = None
     if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        ck = torch.load(checkpoint_path, weights_only=False)
+        ck, why = load_checkpoint(checkpoint_path, config_hash, params, CLASSIFIER_CHECKPOINT_KEYS)
+        if ck is None:
+            if strict_checkpoint:
+                raise CheckpointError(f"checkpoint {checkpoint_path}: {why}")
+            warnings.warn(
+                f"checkpoint {checkpoint_path}: {why}; starting this seed afresh",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+    if ck is not None:
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(ck["params"][n])
@@ -512,6 +534,7 @@ def train_classifier(
                     "offsets": offsets,
                     "run": run.state(),
                     "best": best,
+                    "config_hash": config_hash,
                 },
             )
     run.seconds = time.perf_counter() - t_start

@@ -31,22 +31,22 @@ import torch
 from torch.func import jvp, vjp
 
 from rntk_empirical.atomic import atomic_torch_save
-from rntk_empirical.data import unpickle_failure
 from rntk_empirical.empirical import empirical_ntk, per_example_jacobians
 from rntk_empirical.metrics import kernel_distance, relative_drift
 from rntk_empirical.network import ElmanRNN
+from rntk_empirical.safe_io import ReadBackWarning, UnreadableFile, load_torch
 from rntk_empirical.sequences import Sequences
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 CHECKPOINT_KEYS = ("step", "params", "lin", "theta0", "opt", "gen", "history", "ntk0")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UnreadableFile):
     """A checkpoint that cannot be resumed (damaged, not a checkpoint, or written by another
     configuration), raised instead of a warning when the caller asks for strictness."""
 
 
-class CheckpointWarning(UserWarning):
+class CheckpointWarning(ReadBackWarning):
     """A checkpoint was ignored (the seed starts afresh); the message says why, in one line."""
 
 
@@ -393,21 +393,23 @@ def load_checkpoint(
     path: str | os.PathLike,
     config_hash: str | None = None,
     params: dict[str, torch.Tensor] | None = None,
+    keys: tuple[str, ...] = CHECKPOINT_KEYS,
 ) -> tuple[dict | None, str | None]:
     """Read a training checkpoint without running code from it: ``(checkpoint, None)``, or
     ``(None, reason)`` with a one-line reason when it cannot be resumed.
 
-    The file is loaded with ``torch.load(weights_only=True, map_location="cpu")`` (tensors and
-    plain containers only: a pickled object is refused, never executed; a checkpoint written
-    on CUDA loads on any machine). It is refused when it is damaged or not a checkpoint, lacks
-    one of :data:`CHECKPOINT_KEYS`, was written with another ``config_hash`` (when one is
-    given), or its parameters do not match ``params`` (``{name: tensor}``) in names and shapes.
+    The file is loaded with :func:`rntk_empirical.safe_io.load_torch` (tensors and plain
+    containers only: a pickled object is refused, never executed; a checkpoint written on CUDA
+    loads on any machine). It is refused when it is damaged or not a checkpoint, lacks one of
+    ``keys`` (default :data:`CHECKPOINT_KEYS`), was written with another ``config_hash`` (when
+    one is given), or its parameters do not match ``params`` (``{name: tensor}``) in names and
+    shapes.
     """
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure of a damaged or hostile file
-        return None, unpickle_failure(err)
-    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        ck = load_torch(path)
+    except UnreadableFile as err:
+        return None, str(err).removeprefix(f"{path}: ")
+    if not isinstance(ck, dict) or any(k not in ck for k in keys):
         return None, "not a complete training checkpoint"
     if config_hash is not None and ck.get("config_hash") != config_hash:
         return None, (
