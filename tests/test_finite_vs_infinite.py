@@ -10,10 +10,7 @@ import pytest
 import torch
 
 from experiments.common.schema import DeviceChoice, DTypeChoice
-from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
-from experiments.finite_vs_infinite.study import run_study
-from rntk_empirical.architecture import Architecture
-from rntk_empirical.finite_vs_infinite import (
+from experiments.finite_vs_infinite.methods import (
     ensemble_distance,
     kernel_gd_path,
     load_classification_split,
@@ -24,6 +21,9 @@ from rntk_empirical.finite_vs_infinite import (
     single_distance,
     train_classifier,
 )
+from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
+from experiments.finite_vs_infinite.study import run_study
+from rntk_empirical.architecture import Architecture
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.training import TrainSettings
 from tests.conftest import run_module

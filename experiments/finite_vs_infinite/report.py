@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 
 from experiments.common.records import atomic_write_json, find_records
 from experiments.common.run import record_kind
-from rntk_empirical.finite_vs_infinite import distance_power_laws
+from experiments.finite_vs_infinite.methods import distance_power_laws
 from rntk_empirical.safe_io import UnreadableFile, load_npz
 
 log = logging.getLogger(__name__)

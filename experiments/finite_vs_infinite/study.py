@@ -37,9 +37,7 @@ from experiments.common.records import (
     utc_now,
 )
 from experiments.common.run import already_finished, envelope, set_threads
-from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
-from rntk_empirical.devices import resolve_device, resolve_dtype
-from rntk_empirical.finite_vs_infinite import (
+from experiments.finite_vs_infinite.methods import (
     ClassificationSplit,
     accuracy,
     distance_power_laws,
@@ -54,6 +52,8 @@ from rntk_empirical.finite_vs_infinite import (
     single_distance,
     train_classifier,
 )
+from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
+from rntk_empirical.devices import resolve_device, resolve_dtype
 from rntk_empirical.safe_io import load_json, load_npz, load_torch, reuse, written_by
 from rntk_empirical.training import TrainSettings
 
@@ -227,8 +227,10 @@ def _lambdas(path: Path, chash: str, compute) -> dict:
         if (why := written_by(chash, ("values",))(obj)) is not None:
             return why
         values = obj["values"]
-        if not isinstance(values, list) or not values or not all(
-            isinstance(v, float) and math.isfinite(v) and v > 0 for v in values
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in values)
         ):
             return "not a list of eigenvalues"
         return None
