@@ -38,12 +38,10 @@ from experiments.common.records import (
 )
 from experiments.common.run import already_finished, envelope, set_threads
 from experiments.finite_vs_infinite.methods import (
-    ClassificationSplit,
     accuracy,
     distance_power_laws,
     ensemble_distance,
     kernel_gd_path,
-    load_classification_split,
     mse_loss,
     ntk_lambda_max,
     rms,
@@ -55,7 +53,8 @@ from experiments.finite_vs_infinite.methods import (
 from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
 from rntk_empirical.devices import resolve_device, resolve_dtype
 from rntk_empirical.safe_io import load_json, load_npz, load_torch, reuse, written_by
-from rntk_empirical.training import TrainSettings
+from rntk_empirical.tasks import ClassificationSplit, load_classification_split
+from rntk_empirical.training import TrainSettings, learning_rate
 
 log = logging.getLogger(__name__)
 KERNELS = ("ntk", "nngp")
@@ -318,7 +317,7 @@ def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) 
             lams = _lambdas(
                 wdir / "lambda_ntk.json", chash, lambda: [lam(arch, s) for s in range(cfg.seeds)]
             )
-            lr = cfg.lr_scale * n_tr / max(lams["values"])
+            lr = learning_rate(max(lams["values"]), n_tr, cfg.lr_scale)
             # kernel GD with the analytic RNTK at the networks' learning rate and steps
             paths = {
                 k: kernel_gd_path(kernels[k], data.sizes, y_tr, lr, eval_steps) for k in KERNELS
@@ -360,7 +359,7 @@ def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) 
             )
             sweep = {}
             for c in cfg.sp_lr_scales:
-                lr = c * n_tr / max(lams["values"])
+                lr = learning_rate(max(lams["values"]), n_tr, c)
                 entries = [
                     _train_seed(
                         cfg,
