@@ -13,8 +13,8 @@ User files (``.npz``, ``.npy`` or ``.pt``) hold N sequences of m features in one
 * ``.npz`` keys ``x_0, x_1, ...`` (one ``(T_i, m)`` array each) or a ``.pt`` list of
   ``(T_i, m)`` tensors.
 
-Files are read without unpickling arbitrary objects (``allow_pickle=False``,
-``torch.load(weights_only=True)``: a pickled object is refused, never run) and checked before
+Files are read through :mod:`rntk_empirical.safe_io` (no pickle: a pickled object is refused,
+never run) and checked before
 any work starts: the layout and shape, finite values and a sane range (|x| <= ``max_abs``,
 1e6 by default). Every problem is one :class:`ValueError` line naming the file.
 """
@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rntk_empirical.safe_io import UnreadableFile, load_npy, load_npz, load_torch
 from rntk_empirical.sequences import Sequences, as_sequences
 
 DEFAULT_MAX_ABS = 1e6
@@ -36,23 +36,6 @@ FILE_FORMATS = (
     "a (N, T, m) array under key 'x'; a packed (sum T_i, m) array 'x' with 'lengths' (N,); "
     "or keys x_0, x_1, ... with one (T_i, m) array each"
 )
-
-
-def unpickle_failure(err: BaseException) -> str:
-    """One line saying why a ``torch.load(weights_only=True)`` / ``np.load(allow_pickle=False)``
-    of a file failed: a refused pickled object (named) or an unreadable file."""
-    msg = str(err)
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", msg)
-    if found:
-        return f"refused to unpickle it (it holds the pickled object {found.group(1)!r})"
-    if isinstance(err, ValueError) and "Object arrays" in msg and "allow_pickle" in msg:
-        return "refused to unpickle it (it holds pickled Python objects)"
-    if isinstance(err, ValueError) and "allow_pickle" in msg:
-        return "refused to unpickle it (not an array file: numpy would read it as a pickle)"
-    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", msg, flags=re.S)
-    detail = (found.group(1) if found else msg).strip().splitlines()
-    detail = detail[0] if detail else ""
-    return f"unreadable ({type(err).__name__}: {detail})" if detail else "unreadable"
 
 
 def _check_int(name: str, value: int, minimum: int = 1) -> int:
@@ -163,17 +146,11 @@ def load_sequences(
     suffix = p.suffix.lower()
     try:
         if suffix == ".npz":
-            if not zipfile.is_zipfile(p):
-                raise OSError("not a .npz (zip) archive")
-            with np.load(p, allow_pickle=False) as z:
-                raw = _from_mapping({k: z[k] for k in z.files}, where)
+            raw = _from_mapping(load_npz(p), where)
         elif suffix == ".npy":
-            raw = np.load(p, allow_pickle=False)
+            raw = load_npy(p)
         elif suffix == ".pt":
-            try:
-                obj = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as err:  # noqa: BLE001 - pickled code, damaged file, ...
-                raise ValueError(f"{where}: {unpickle_failure(err)}") from None
+            obj = load_torch(p)
             raw = _from_mapping(obj, where) if isinstance(obj, dict) else obj
         else:
             raise ValueError(f"{where} has an unknown type {suffix!r}; use .npz, .npy or .pt")
@@ -181,15 +158,14 @@ def load_sequences(
         if isinstance(raw, (list, tuple)):
             raw = [torch.as_tensor(np.asarray(r)) if isinstance(r, np.ndarray) else r for r in raw]
         seqs = as_sequences(raw, dtype=torch.float64, name=where)
+    except UnreadableFile as err:
+        raise ValueError(f"{where} could not be read: {str(err).removeprefix(f'{p}: ')}") from None
     except ValueError as err:
-        msg = str(err)
-        if "allow_pickle" in msg:
-            msg = unpickle_failure(err)
-        msg = msg.strip().splitlines()[0] if msg.strip() else type(err).__name__
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(msg if where in msg else f"{where}: {msg}") from None
     except TypeError as err:
         raise ValueError(f"{where} is malformed ({err}); expected {FILE_FORMATS}") from None
-    except (OSError, EOFError, RuntimeError, KeyError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, RuntimeError, KeyError) as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ValueError(f"{where} could not be read ({type(err).__name__}: {msg})") from None
     if n is not None:

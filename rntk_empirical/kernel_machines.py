@@ -72,8 +72,9 @@ def kernel_regression(
     y_train,
     k_test_train=None,
     ridge: float = 0.0,
+    dtype: torch.dtype = torch.float64,
 ):
-    """Kernel (ridge) regression predictions.
+    """Kernel (ridge) regression predictions, solved in ``dtype``.
 
     Args:
         k_train_train: ``(N, N)`` PSD kernel on the training inputs.
@@ -83,16 +84,20 @@ def kernel_regression(
         ridge: lambda >= 0 added to the diagonal. With ridge = 0 a singular kernel is
             pseudo-inverted (eigenvalues <= N eps lambda_max dropped): the minimum-norm
             interpolant, which is also the t -> infinity limit of :func:`gradient_descent_mse`.
+        dtype: the precision of the solve (Cholesky, or the eigendecomposition with the
+            cutoff N eps(dtype) lambda_max when Cholesky fails or ridge is 0); float64 by
+            default, float32 to measure what single precision loses.
 
     Returns:
-        ``(N*, ...)`` (or ``(N, ...)``) predictions, same container type as ``k_train_train``.
+        ``(N*, ...)`` (or ``(N, ...)``) predictions in ``dtype``, same container type as
+        ``k_train_train``.
     """
     if ridge < 0 or not np.isfinite(ridge):
         raise ValueError(f"ridge={ridge!r} is not valid; expected a finite number >= 0")
-    K = _as_tensor(k_train_train, "k_train_train")
+    K = _as_tensor(k_train_train, "k_train_train", dtype)
     n = _check_square(K, "k_train_train")
-    y = _check_targets(_as_tensor(y_train, "y_train", device=K.device), n)
-    Kx = None if k_test_train is None else _as_tensor(k_test_train, "k_test_train", device=K.device)
+    y = _check_targets(_as_tensor(y_train, "y_train", dtype, K.device), n)
+    Kx = None if k_test_train is None else _as_tensor(k_test_train, "k_test_train", dtype, K.device)
     _check_cross(Kx, n, "k_test_train")
     A = 0.5 * (K + K.T) + ridge * torch.eye(n, dtype=K.dtype, device=K.device)
     L, info = torch.linalg.cholesky_ex(A)

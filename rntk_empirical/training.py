@@ -31,22 +31,22 @@ import torch
 from torch.func import jvp, vjp
 
 from rntk_empirical.atomic import atomic_torch_save
-from rntk_empirical.data import unpickle_failure
 from rntk_empirical.empirical import empirical_ntk, per_example_jacobians
 from rntk_empirical.metrics import kernel_distance, relative_drift
 from rntk_empirical.network import ElmanRNN
+from rntk_empirical.safe_io import ReadBackWarning, UnreadableFile, load_torch
 from rntk_empirical.sequences import Sequences
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 CHECKPOINT_KEYS = ("step", "params", "lin", "theta0", "opt", "gen", "history", "ntk0")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UnreadableFile):
     """A checkpoint that cannot be resumed (damaged, not a checkpoint, or written by another
     configuration), raised instead of a warning when the caller asks for strictness."""
 
 
-class CheckpointWarning(UserWarning):
+class CheckpointWarning(ReadBackWarning):
     """A checkpoint was ignored (the seed starts afresh); the message says why, in one line."""
 
 
@@ -105,16 +105,22 @@ class History:
     seconds: float = 0.0
 
 
-def kernel_learning_rate(theta_train: torch.Tensor, scale: float = 1.0) -> float:
-    """eta = scale * N / lambda_max(Theta_train).
+def learning_rate(lambda_max: float, n: int, scale: float = 1.0) -> float:
+    """The one learning-rate rule: eta = scale * N / lambda_max.
 
-    GD on L = 1/(2N)||f - y||^2 in the kernel regime is stable for eta < 2N / lambda_max;
+    GD on L = 1/(2N) sum_i ||f(x_i) - y_i||^2 in the kernel regime is stable for
+    eta < 2N / lambda_max (lambda_max of the NTK on the N training inputs, all outputs);
     ``scale`` = 1 is half that bound, the same relative step at every width.
     """
+    if not (lambda_max > 0 and math.isfinite(lambda_max)):
+        raise ValueError(f"the training-set NTK has largest eigenvalue {lambda_max}; cannot set lr")
+    return scale * n / lambda_max
+
+
+def kernel_learning_rate(theta_train: torch.Tensor, scale: float = 1.0) -> float:
+    """:func:`learning_rate` with lambda_max of the ``(N, N)`` kernel ``theta_train``."""
     lam = float(torch.linalg.eigvalsh(theta_train.double()).max())
-    if not (lam > 0 and math.isfinite(lam)):
-        raise ValueError(f"the training-set NTK has largest eigenvalue {lam}; cannot set lr")
-    return scale * theta_train.shape[0] / lam
+    return learning_rate(lam, theta_train.shape[0], scale)
 
 
 def mse(f: torch.Tensor, y: torch.Tensor) -> float:
@@ -282,17 +288,9 @@ def train_and_track(
     gen = torch.Generator().manual_seed(settings.seed)
     lin_state = None
 
-    ck = None
-    if checkpoint_path and os.path.exists(checkpoint_path):
-        ck, why = load_checkpoint(checkpoint_path, config_hash, dict(model.named_parameters()))
-        if ck is None:
-            if strict_checkpoint:
-                raise CheckpointError(f"checkpoint {checkpoint_path}: {why}")
-            warnings.warn(
-                f"checkpoint {checkpoint_path}: {why}; starting this seed afresh",
-                CheckpointWarning,
-                stacklevel=2,
-            )
+    ck = resume_checkpoint(
+        checkpoint_path, config_hash, dict(model.named_parameters()), strict=strict_checkpoint
+    )
     if ck is not None:
         dev = next(iter(theta0.values())).device
         with torch.no_grad():
@@ -393,21 +391,23 @@ def load_checkpoint(
     path: str | os.PathLike,
     config_hash: str | None = None,
     params: dict[str, torch.Tensor] | None = None,
+    keys: tuple[str, ...] = CHECKPOINT_KEYS,
 ) -> tuple[dict | None, str | None]:
     """Read a training checkpoint without running code from it: ``(checkpoint, None)``, or
     ``(None, reason)`` with a one-line reason when it cannot be resumed.
 
-    The file is loaded with ``torch.load(weights_only=True, map_location="cpu")`` (tensors and
-    plain containers only: a pickled object is refused, never executed; a checkpoint written
-    on CUDA loads on any machine). It is refused when it is damaged or not a checkpoint, lacks
-    one of :data:`CHECKPOINT_KEYS`, was written with another ``config_hash`` (when one is
-    given), or its parameters do not match ``params`` (``{name: tensor}``) in names and shapes.
+    The file is loaded with :func:`rntk_empirical.safe_io.load_torch` (tensors and plain
+    containers only: a pickled object is refused, never executed; a checkpoint written on CUDA
+    loads on any machine). It is refused when it is damaged or not a checkpoint, lacks one of
+    ``keys`` (default :data:`CHECKPOINT_KEYS`), was written with another ``config_hash`` (when
+    one is given), or its parameters do not match ``params`` (``{name: tensor}``) in names and
+    shapes.
     """
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any failure of a damaged or hostile file
-        return None, unpickle_failure(err)
-    if not isinstance(ck, dict) or any(k not in ck for k in CHECKPOINT_KEYS):
+        ck = load_torch(path)
+    except UnreadableFile as err:
+        return None, str(err).removeprefix(f"{path}: ")
+    if not isinstance(ck, dict) or any(k not in ck for k in keys):
         return None, "not a complete training checkpoint"
     if config_hash is not None and ck.get("config_hash") != config_hash:
         return None, (
@@ -425,6 +425,28 @@ def load_checkpoint(
     ):
         return None, "its parameters do not match this network (names or shapes)"
     return ck, None
+
+
+def resume_checkpoint(
+    path: str | os.PathLike | None,
+    config_hash: str | None,
+    params: dict[str, torch.Tensor],
+    keys: tuple[str, ...] = CHECKPOINT_KEYS,
+    strict: bool = False,
+) -> dict | None:
+    """The checkpoint a trainer resumes from, or None (no ``path``, no file, or a file that
+    :func:`load_checkpoint` refuses: then a one-line :class:`CheckpointWarning` says why and
+    the seed starts afresh; with ``strict`` a :class:`CheckpointError` is raised instead)."""
+    if not path or not os.path.exists(path):
+        return None
+    ck, why = load_checkpoint(path, config_hash, params, keys)
+    if ck is None:
+        if strict:
+            raise CheckpointError(f"checkpoint {path}: {why}")
+        warnings.warn(
+            f"checkpoint {path}: {why}; starting this seed afresh", CheckpointWarning, stacklevel=3
+        )
+    return ck
 
 
 def _make_optimizer(settings: TrainSettings, params: list[torch.Tensor]) -> torch.optim.Optimizer:

@@ -8,7 +8,7 @@ every row by the largest row norm of its dataset.
 
 The data root is configurable (``data_root`` argument / the ``RNTK_UCI_ROOT`` environment
 variable); the default is ``../shared/data/uci`` beside the repository where it exists (the CI
-layout), else ``data/uci`` inside it, where ``rntk_empirical.uci_data.download`` puts the
+layout), else ``data/uci`` inside it, where ``experiments.uci.data.download`` puts the
 collection (``python -m experiments.uci.data download``).
 """
 

@@ -10,21 +10,19 @@ import pytest
 import torch
 
 from experiments.common.schema import DeviceChoice, DTypeChoice
-from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
-from experiments.finite_vs_infinite.study import run_study
-from rntk_empirical.architecture import Architecture
-from rntk_empirical.finite_vs_infinite import (
+from experiments.finite_vs_infinite.methods import (
     ensemble_distance,
     kernel_gd_path,
-    load_classification_split,
     ntk_lambda_max,
-    one_hot_targets,
-    resample,
     select_ridge,
     single_distance,
     train_classifier,
 )
+from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
+from experiments.finite_vs_infinite.study import run_study
+from rntk_empirical.architecture import Architecture
 from rntk_empirical.network import ElmanRNN
+from rntk_empirical.tasks import load_classification_split, one_hot_targets, resample
 from rntk_empirical.training import TrainSettings
 from tests.conftest import run_module
 

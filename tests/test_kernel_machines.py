@@ -44,6 +44,22 @@ def test_kernel_regression_interpolates_and_ridge():
         kernel_regression(K, y, ridge=-1.0)
 
 
+def test_kernel_regression_solves_in_the_dtype_asked():
+    """float32: the same solve in single precision (Cholesky with a ridge, the eigenvalue
+    cutoff at ridge 0): its result is the float32 solve, and within float32 error of float64."""
+    K, Kx = _psd(10, seed=3), torch.randn(4, 10, dtype=F64)
+    y = torch.randn(10, 3, dtype=F64)
+    for ridge in (0.0, 1e-2):
+        p64 = kernel_regression(K, y, Kx, ridge)
+        p32 = kernel_regression(K, y, Kx, ridge, dtype=torch.float32)
+        assert p64.dtype == F64 and p32.dtype == torch.float32
+        A = K.float() + ridge * torch.eye(10, dtype=torch.float32)
+        ref = Kx.float() @ torch.linalg.solve(A, y.float())
+        torch.testing.assert_close(p32, ref, rtol=1e-4, atol=1e-4)
+        err32 = float((p32.double() - p64).norm() / p64.norm())
+        assert 1e-12 < err32 < 1e-3  # single precision, not float64 relabelled
+
+
 def test_gd_matches_explicit_iteration():
     n, eta = 10, 0.7
     K = _psd(n, seed=1)

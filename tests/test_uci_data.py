@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import UCI_FIXTURE_ROOT
 
-from rntk_empirical import uci, uci_data
+from experiments.uci import data as uci_data
+from rntk_empirical import uci
 
 FIXTURE = ["fertility", "iris", "wine"]
 UNREACHABLE = "http://127.0.0.1:9/data.tar.gz"  # the discard port on this machine: refused

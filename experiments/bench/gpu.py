@@ -1,5 +1,5 @@
 """GPU acceptance in one command: does a device reproduce the CPU float64 results, and how
-fast is it? (:func:`rntk_empirical.acceptance.run_gpu_acceptance`.)
+fast is it? (:func:`experiments.bench.acceptance.run_gpu_acceptance`.)
 
     python -m experiments.bench.gpu                  # on CUDA: full sizes, about 5 minutes
     python -m experiments.bench.gpu --quick          # tiny sizes (any device; the tests run it)
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rntk_empirical.acceptance import run_gpu_acceptance
+from experiments.bench.acceptance import run_gpu_acceptance
 from rntk_empirical.atomic import atomic_write_json
 
 

@@ -27,20 +27,15 @@ from rntk_empirical.atomic import (  # noqa: F401 - re-exported for the experime
     atomic_write_json,
     jsonable,
 )
+from rntk_empirical.safe_io import load_json, read_json, reuse  # read_json: re-exported
 
 RECORD_NAME = "record.json"
 SCHEMA_VERSION = 1
 FINISHED = "finished"
 
 
-def read_json(path: str | os.PathLike) -> dict | None:
-    """The JSON object in ``path``, or None if it is missing or not a valid JSON object."""
-    try:
-        with open(path) as fh:
-            obj = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
+def _json_object(obj: Any) -> str | None:
+    return None if isinstance(obj, dict) else "not a JSON object"
 
 
 def finished_record(run_dir: str | os.PathLike, config_hash: str | None = None) -> dict | None:
@@ -51,7 +46,7 @@ def finished_record(run_dir: str | os.PathLike, config_hash: str | None = None) 
             ``FileExistsError`` (the folder belongs to another experiment), so that a
             re-run never silently reuses or overwrites results it does not own.
     """
-    rec = read_json(Path(run_dir) / RECORD_NAME)
+    rec = reuse(Path(run_dir) / RECORD_NAME, load_json, _json_object)  # damaged: warned
     if rec is None or rec.get("status") != FINISHED:
         return None
     if config_hash is not None and config_hash not in (rec.get("config_hash"), record_hash(rec)):

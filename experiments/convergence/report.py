@@ -45,6 +45,7 @@ from experiments.common.reporting import (
 )
 from experiments.common.style import PALETTE, describe_arch, fit_label, paper_style
 from rntk_empirical.metrics import debiased_bias, mean_kernel_error
+from rntk_empirical.safe_io import UnreadableFile, load_npz
 from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
 
 log = logging.getLogger(__name__)
@@ -149,9 +150,8 @@ def _group_identity(identity: dict[str, Any]) -> dict[str, Any]:
 
 def _load_kernels(path: Path) -> dict[str, np.ndarray] | None:
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except Exception:  # noqa: BLE001 - missing, truncated (BadZipFile, EOFError), pickled
+        return load_npz(path)
+    except UnreadableFile:  # missing, truncated, pickled
         return None
 
 

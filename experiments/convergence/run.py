@@ -77,6 +77,7 @@ from rntk_empirical.metrics import (
     kernel_summary,
     mean_kernel_error,
 )
+from rntk_empirical.safe_io import load_torch, reuse
 from rntk_empirical.sequences import Sequences
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,19 @@ def analytic_kernels(
         }
     )
     path = None if cache_dir is None else cache_dir / f"{key}.pt"
-    if path is not None and path.is_file():
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            log.info("analytic kernels: cached %s", path)
-            return obj["ntk"], obj["nngp"], {"cache_file": str(path), "cached": True}
-        except Exception as err:  # noqa: BLE001 - a damaged cache entry is recomputed
-            log.warning("ignoring unreadable cache file %s (%s)", path, err)
+
+    def check(obj: Any) -> str | None:
+        n = seqs.n
+        ok = isinstance(obj, dict) and all(
+            isinstance(obj.get(k), torch.Tensor) and tuple(obj[k].shape) == (n, n)
+            for k in ("ntk", "nngp")
+        )
+        return None if ok else f"not a cache of two ({n}, {n}) kernels"
+
+    obj = None if path is None else reuse(path, load_torch, check)  # damaged: recomputed
+    if obj is not None:
+        log.info("analytic kernels: cached %s", path)
+        return obj["ntk"], obj["nngp"], {"cache_file": str(path), "cached": True}
     t0 = time.perf_counter()
     x = _inputs(seqs)
     theta, nngp = (k.cpu() for k in both_kernels(arch, x, dtype=torch.float64, device=device))

@@ -47,7 +47,6 @@ from experiments.common.records import (
     finished_record,
     identity_hash,
     library_versions,
-    read_json,
     utc_now,
 )
 from experiments.common.run import (
@@ -62,6 +61,7 @@ from experiments.common.run import (
 from experiments.common.schema import DriftConfig, register_configs
 from experiments.drift.summary import summarize
 from rntk_empirical.devices import precision_scope, resolve_device, resolve_dtype
+from rntk_empirical.safe_io import load_json, reuse, written_by
 from rntk_empirical.tasks import Task
 from rntk_empirical.training import (
     CheckpointError,
@@ -134,8 +134,8 @@ def _run_drift(cfg: DriftConfig, out_dir: Path, overrides: list[str] | None) -> 
     )
     for i in range(cfg.seeds):
         seed_file = out_dir / f"seed{i}.json"
-        prev = read_json(seed_file)
-        if prev is not None and prev.get("config_hash") == chash and not cfg.force:
+        prev = None if cfg.force else reuse(seed_file, load_json, written_by(chash, ("history",)))
+        if prev is not None:
             per_seed.append(prev)
             bar.update(cfg.steps)
             continue

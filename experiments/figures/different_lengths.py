@@ -45,6 +45,7 @@ from experiments.figures.common import (
 from rntk_empirical import Architecture
 from rntk_empirical.analytic import analytic_ntk
 from rntk_empirical.feedforward import relu_mlp_ntk
+from rntk_empirical.tasks import resample as resample_sequence
 
 METHODS = {
     "rntk_last": "RNTK, last readout (raw lengths)",
@@ -120,15 +121,9 @@ def zero_pad(xs: list[torch.Tensor], T: int) -> np.ndarray:
 
 
 def resample(xs: list[torch.Tensor], T: int) -> np.ndarray:
-    """``(N, T * m)``: each sequence linearly interpolated onto T equally spaced points."""
-    out = np.empty((len(xs), T, xs[0].shape[1]))
-    grid = np.linspace(0.0, 1.0, T)
-    for i, s in enumerate(xs):
-        a = s.numpy()
-        src = np.linspace(0.0, 1.0, a.shape[0])
-        for j in range(a.shape[1]):
-            out[i, :, j] = np.interp(grid, src, a[:, j])
-    return out.reshape(len(xs), -1)
+    """``(N, T * m)``: each sequence linearly interpolated onto T equally spaced points
+    (:func:`rntk_empirical.tasks.resample`), flattened."""
+    return np.stack([resample_sequence(s, T).numpy() for s in xs]).reshape(len(xs), -1)
 
 
 def svm_accuracy(

@@ -43,6 +43,7 @@ from experiments.figures.common import (
     resolve_params,
     select,
 )
+from rntk_empirical.safe_io import load_npz
 from rntk_empirical.scaling import (
     DEVIATION_LAWS,
     LAWS,
@@ -436,8 +437,8 @@ def compute(opts: RunOptions) -> FigureResult:
     rows: Table = []
     items: dict[tuple[str, str], list] = {}
     for (ph, ro, T, n), rec in sorted(recs.items(), key=lambda kv: kv[0]):
-        with np.load(where[record_hash(rec)] / rec["kernels_file"]) as z:
-            row, dev, log_diag = cell_stats(rec, dict(z))
+        kernels = load_npz(where[record_hash(rec)] / rec["kernels_file"])
+        row, dev, log_diag = cell_stats(rec, kernels)
         in_fit = row["dev_median"] <= p.fit_max_deviation
         rows.append({"phase": ph, "readout": ro, "T": T, "width": n, **row, "in_fit": in_fit})
         if in_fit:

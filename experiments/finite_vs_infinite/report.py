@@ -26,7 +26,8 @@ from hydra.experimental.callback import Callback
 
 from experiments.common.records import atomic_write_json, find_records
 from experiments.common.run import record_kind
-from rntk_empirical.finite_vs_infinite import distance_power_laws
+from experiments.finite_vs_infinite.methods import distance_power_laws
+from rntk_empirical.safe_io import UnreadableFile, load_npz
 
 log = logging.getLogger(__name__)
 Table = list[dict[str, Any]]
@@ -91,10 +92,9 @@ def collect(
             g["widths"].update(t["widths"])
             npz = path.parent / ds / "residuals.npz"
             if npz.exists():
-                with np.load(npz) as z:
-                    for key in z.files:
-                        arm, w = key.split("__w")
-                        g["res"].setdefault(arm, {})[int(w)] = z[key]
+                for key, arr in load_npz(npz).items():  # UnreadableFile: the report stops
+                    arm, w = key.split("__w")
+                    g["res"].setdefault(arm, {})[int(w)] = arr
     headline: dict[str, Any] = {"datasets": {}}
     for (series, ds), g in sorted(groups.items()):
         h: dict[str, Any] = {"kernels": {}, "arms": {}, "exponents": {}}
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         out = write_report(argv[0], argv[1] if len(argv) > 1 else None)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, UnreadableFile) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(out)

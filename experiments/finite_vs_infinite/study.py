@@ -34,19 +34,14 @@ from experiments.common.records import (
     atomic_torch_save,
     atomic_write_json,
     identity_hash,
-    read_json,
     utc_now,
 )
 from experiments.common.run import already_finished, envelope, set_threads
-from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
-from rntk_empirical.devices import resolve_device, resolve_dtype
-from rntk_empirical.finite_vs_infinite import (
-    ClassificationSplit,
+from experiments.finite_vs_infinite.methods import (
     accuracy,
     distance_power_laws,
     ensemble_distance,
     kernel_gd_path,
-    load_classification_split,
     mse_loss,
     ntk_lambda_max,
     rms,
@@ -55,10 +50,16 @@ from rntk_empirical.finite_vs_infinite import (
     single_distance,
     train_classifier,
 )
-from rntk_empirical.training import TrainSettings
+from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
+from rntk_empirical.devices import resolve_device, resolve_dtype
+from rntk_empirical.safe_io import load_json, load_npz, load_torch, reuse, written_by
+from rntk_empirical.tasks import ClassificationSplit, load_classification_split
+from rntk_empirical.training import TrainSettings, learning_rate
 
 log = logging.getLogger(__name__)
 KERNELS = ("ntk", "nngp")
+# what a reused per-seed entry must hold
+ENTRY_KEYS = ("seed", "lr", "diverged", "diverged_at", "best_step", "seconds", "history")
 
 
 def load_task(cfg: FiniteVsInfiniteConfig, name: str) -> ClassificationSplit:
@@ -67,15 +68,37 @@ def load_task(cfg: FiniteVsInfiniteConfig, name: str) -> ClassificationSplit:
     )
 
 
-def task_kernels(cfg: FiniteVsInfiniteConfig, data: ClassificationSplit, path: Path) -> dict:
-    """``{"ntk": K, "nngp": K}``, each ``(N_tr + N_va + N_te, N_tr)`` float64 (cached)."""
-    if path.exists() and not cfg.force:
-        return torch.load(path, weights_only=False)
+def task_kernels(
+    cfg: FiniteVsInfiniteConfig, data: ClassificationSplit, path: Path, chash: str
+) -> dict:
+    """``{"ntk": K, "nngp": K}``, each ``(N_tr + N_va + N_te, N_tr)`` float64, cached in
+    ``path`` (read back without pickle; a damaged, hostile or stale cache is recomputed with
+    a one-line warning)."""
+    shape = (sum(data.sizes), data.sizes[0])
+
+    def check(obj) -> str | None:
+        if not isinstance(obj, dict) or obj.get("config_hash") != chash:
+            return "not the kernels of this configuration"
+        if any(
+            not isinstance(obj.get(k), torch.Tensor) or tuple(obj[k].shape) != shape
+            for k in KERNELS
+        ):
+            return f"its kernels are not {shape} tensors"
+        return None
+
+    cached = None if cfg.force else reuse(path, load_torch, check)
+    if cached is not None:
+        return cached
     from rntk_empirical.analytic import analytic_kernels
 
     t0 = time.perf_counter()
     ntk, nngp = analytic_kernels(cfg.arch.to_architecture(), data.all_x, data.x_train)
-    out = {"ntk": ntk.cpu(), "nngp": nngp.cpu(), "seconds": time.perf_counter() - t0}
+    out = {
+        "ntk": ntk.cpu(),
+        "nngp": nngp.cpu(),
+        "seconds": time.perf_counter() - t0,
+        "config_hash": chash,
+    }
     atomic_torch_save(path, out)
     return out
 
@@ -136,11 +159,20 @@ def _train_seed(
     from rntk_empirical.network import ElmanRNN
 
     js, npz = folder / f"seed{seed}.json", folder / f"seed{seed}.npz"
-    prev = read_json(js)
-    if prev is not None and prev.get("config_hash") == chash and npz.exists() and not cfg.force:
-        with np.load(npz) as z:
-            prev["arrays"] = {k: z[k] for k in z.files}
-        return prev
+    prev = None if cfg.force else reuse(js, load_json, written_by(chash, ENTRY_KEYS))
+    if prev is not None:
+        shape = (data.sizes[2], data.n_classes)
+        want = () if prev["diverged"] is True else ("test_best", "test_final")
+
+        def check(arrays: dict) -> str | None:
+            if sorted(arrays) != sorted(want) or any(a.shape != shape for a in arrays.values()):
+                return f"not the predictions of {js.name} ({', '.join(want) or 'none'}; {shape})"
+            return None
+
+        arrays = reuse(npz, load_npz, check)
+        if arrays is not None:
+            prev["arrays"] = arrays
+            return prev
     folder.mkdir(parents=True, exist_ok=True)
     device, dtype = resolve_device(cfg.device.value), resolve_dtype(cfg.dtype.value)
     model = ElmanRNN(
@@ -154,7 +186,12 @@ def _train_seed(
     )
     ckpt = folder / f"checkpoint_seed{seed}.pt"
     run = train_classifier(
-        model, data, _settings(cfg, lr, optimizer, seed), centered, checkpoint_path=ckpt
+        model,
+        data,
+        _settings(cfg, lr, optimizer, seed),
+        centered,
+        checkpoint_path=ckpt,
+        config_hash=f"{chash}/{folder.parent.name}/{folder.name}/seed{seed}",
     )
     y_te = data.targets(data.labels_test)
     entry: dict[str, Any] = {
@@ -180,6 +217,28 @@ def _train_seed(
     if run.diverged:
         log.warning("%s seed %d diverged at step %s (lr %.3g)", folder, seed, run.diverged_at, lr)
     return entry
+
+
+def _lambdas(path: Path, chash: str, compute) -> dict:
+    """The per-seed lambda_max of one width and parameterization (cached in ``path``)."""
+
+    def check(obj: Any) -> str | None:
+        if (why := written_by(chash, ("values",))(obj)) is not None:
+            return why
+        values = obj["values"]
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, float) and math.isfinite(v) and v > 0 for v in values)
+        ):
+            return "not a list of eigenvalues"
+        return None
+
+    lams = reuse(path, load_json, check)
+    if lams is None:
+        lams = {"config_hash": chash, "values": compute()}
+        atomic_write_json(path, lams)
+    return lams
 
 
 def _best_val_loss(entry: dict) -> float:
@@ -227,7 +286,7 @@ def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) 
     data = load_task(cfg, name)
     tdir = out_dir / name
     tdir.mkdir(parents=True, exist_ok=True)
-    kernels = task_kernels(cfg, data, tdir / "kernels.pt")
+    kernels = task_kernels(cfg, data, tdir / "kernels.pt", chash)
     kres = kernel_results(cfg, data, kernels)
     y_tr, y_va, y_te = (
         data.targets(x) for x in (data.labels_train, data.labels_val, data.labels_test)
@@ -255,11 +314,10 @@ def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) 
             )
 
         if {"ntk", "centered"} & set(cfg.arms):
-            lams = read_json(wdir / "lambda_ntk.json")
-            if lams is None or lams.get("config_hash") != chash:
-                lams = {"config_hash": chash, "values": [lam(arch, s) for s in range(cfg.seeds)]}
-                atomic_write_json(wdir / "lambda_ntk.json", lams)
-            lr = cfg.lr_scale * n_tr / max(lams["values"])
+            lams = _lambdas(
+                wdir / "lambda_ntk.json", chash, lambda: [lam(arch, s) for s in range(cfg.seeds)]
+            )
+            lr = learning_rate(max(lams["values"]), n_tr, cfg.lr_scale)
             # kernel GD with the analytic RNTK at the networks' learning rate and steps
             paths = {
                 k: kernel_gd_path(kernels[k], data.sizes, y_tr, lr, eval_steps) for k in KERNELS
@@ -294,16 +352,14 @@ def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) 
                     residuals[arm][width] = res
                 row[arm] = summ
         if "standard" in cfg.arms:
-            lams = read_json(wdir / "lambda_standard.json")
-            if lams is None or lams.get("config_hash") != chash:
-                lams = {
-                    "config_hash": chash,
-                    "values": [lam(sp_arch, s) for s in range(cfg.sp_seeds)],
-                }
-                atomic_write_json(wdir / "lambda_standard.json", lams)
+            lams = _lambdas(
+                wdir / "lambda_standard.json",
+                chash,
+                lambda: [lam(sp_arch, s) for s in range(cfg.sp_seeds)],
+            )
             sweep = {}
             for c in cfg.sp_lr_scales:
-                lr = c * n_tr / max(lams["values"])
+                lr = learning_rate(max(lams["values"]), n_tr, c)
                 entries = [
                     _train_seed(
                         cfg,

@@ -46,7 +46,6 @@ from experiments.common.records import (
     atomic_write_json,
     config_hash,
     finished_record,
-    read_json,
 )
 from experiments.common.run import (
     envelope,
@@ -68,12 +67,14 @@ from experiments.uci.benchmark import (
 from rntk_empirical import uci
 from rntk_empirical.analytic import CUDA_BLOCK_ELEMENTS, numba_backend
 from rntk_empirical.devices import resolve_device, resolve_dtype
+from rntk_empirical.safe_io import load_json, reuse, written_by
 
 log = logging.getLogger(__name__)
 register_configs()
 
 EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY = 2, 3
 PARTIAL_NAME = "partial.json"
+PARTIAL_KEYS = ("units_done", "kernels", "selection", "svm", "kernel_s", "elapsed_s")
 CPU_UCI_BLOCK_ELEMENTS = 2**18  # measured best of 2^17..2^20 for the kernel bank on 2 cores
 PROTOCOL_VERSION = 1
 
@@ -164,10 +165,10 @@ def run_dataset(settings: UCIConfig, name: str, out: Path) -> dict:
     # checkpoint after every (s_u, s_b) unit: a killed run resumes inside a dataset
     partial = out / PARTIAL_NAME
     chash = results_dir(settings).name
-    state = read_json(partial)
+    state = None if settings.force else reuse(partial, load_json, written_by(chash, PARTIAL_KEYS))
     done: list[tuple[float, float]] = []
     t_kernel, elapsed_before = 0.0, 0.0
-    if state is not None and state.get("config_hash") == chash and not settings.force:
+    if state is not None:
         done = [tuple(u) for u in state["units_done"]]
         kernels = state["kernels"]
         sel.restore(state["selection"])

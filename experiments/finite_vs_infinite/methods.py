@@ -1,16 +1,15 @@
 r"""Finite versus infinite recurrent networks on sequence classification (Lee et al., 2020).
 
-The pieces of the study, free of any experiment framework:
+The pieces of the study, free of any experiment framework (the data, a
+:class:`~rntk_empirical.tasks.ClassificationSplit` of a bundled UCR/UEA data set, comes from
+:func:`rntk_empirical.tasks.load_classification_split`):
 
-* :func:`load_classification_split`: a bundled UCR/UEA data set (``aeon``) split into fixed
-  train / validation / test parts, one-hot MSE targets e_c - 1/C (zero mean over classes),
-  z-normalized per channel on the training part, optionally resampled to a maximum length.
 * Kernel predictors from a kernel block ``K`` of shape ``(N_tr + N_va + N_te, N_tr)``
   (rows: train, validation, test; columns: train):
-  :func:`select_ridge` (kernel ridge regression with the diagonal regularizer
-  ``ridge * tr(K_tt) / N`` chosen on validation, in float64 or float32; ridge 0 is the
-  t = infinity limit of gradient descent) and :func:`kernel_gd_path` (closed-form gradient
-  descent with f_0 = 0 at a list of steps, reusing
+  :func:`select_ridge` (:func:`rntk_empirical.kernel_machines.kernel_regression` with the
+  diagonal regularizer ``ridge * tr(K_tt) / N`` chosen on validation, in float64 or float32;
+  ridge 0 is the t = infinity limit of gradient descent) and :func:`kernel_gd_path`
+  (closed-form gradient descent with f_0 = 0 at a list of steps, reusing
   :func:`rntk_empirical.kernel_machines.gradient_descent_mse`).
 * :func:`train_classifier`: full-batch GD (or Adam) on L = 1/(2N) sum_i ||f(x_i) - y_i||^2
   for a k-output :class:`~rntk_empirical.network.ElmanRNN`, optionally *centered*
@@ -39,154 +38,12 @@ from rntk_empirical.atomic import atomic_torch_save
 from rntk_empirical.kernel_machines import gradient_descent_mse, kernel_regression
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
-from rntk_empirical.tasks import aeon_sequences, load_aeon
-from rntk_empirical.training import TrainSettings
+from rntk_empirical.tasks import ClassificationSplit
+from rntk_empirical.training import TrainSettings, resume_checkpoint
 
+CLASSIFIER_CHECKPOINT_KEYS = ("step", "params", "opt", "offsets", "run", "best")
 # Diagonal regularizers tried on validation, relative to the mean diagonal tr(K)/N.
 DEFAULT_RIDGES = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-
-
-# ------------------------------------------------------------------------------ data
-@dataclass(frozen=True)
-class ClassificationSplit:
-    """Sequences (lists of ``(T_i, m)`` float64 tensors), integer labels ``(N,)`` and one-hot
-    targets ``(N, C)`` (e_c - 1/C) of the train / validation / test parts."""
-
-    name: str
-    classes: tuple[str, ...]
-    x_train: list[torch.Tensor]
-    x_val: list[torch.Tensor]
-    x_test: list[torch.Tensor]
-    labels_train: torch.Tensor
-    labels_val: torch.Tensor
-    labels_test: torch.Tensor
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def input_dim(self) -> int:
-        return int(self.x_train[0].shape[1])
-
-    @property
-    def sizes(self) -> tuple[int, int, int]:
-        return len(self.x_train), len(self.x_val), len(self.x_test)
-
-    @property
-    def lengths(self) -> list[int]:
-        return sorted({int(x.shape[0]) for x in self.x_train + self.x_val + self.x_test})
-
-    def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """``(N, C)`` one-hot targets minus 1/C."""
-        return one_hot_targets(labels, self.n_classes)
-
-    @property
-    def all_x(self) -> list[torch.Tensor]:
-        """Train, validation and test sequences, in that order."""
-        return self.x_train + self.x_val + self.x_test
-
-
-def one_hot_targets(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """``(N, C)`` float64: e_label - 1/C (each row sums to 0)."""
-    return torch.nn.functional.one_hot(labels.long(), n_classes).double() - 1.0 / n_classes
-
-
-def resample(x: torch.Tensor, length: int) -> torch.Tensor:
-    """``(T, m)`` -> ``(length, m)`` by linear interpolation on [0, 1] (endpoints kept)."""
-    T = x.shape[0]
-    if T == length:
-        return x
-    src = np.linspace(0.0, 1.0, T)
-    dst = np.linspace(0.0, 1.0, length)
-    xn = x.detach().cpu().double().numpy()
-    out = np.stack([np.interp(dst, src, xn[:, j]) for j in range(xn.shape[1])], axis=1)
-    return torch.as_tensor(out, dtype=torch.float64)
-
-
-def load_classification_split(
-    name: str,
-    val_fraction: float = 0.25,
-    max_len: int | None = None,
-    n_train: int | None = None,
-    n_test: int | None = None,
-    seed: int = 0,
-) -> ClassificationSplit:
-    """A bundled aeon data set split into train / validation / test.
-
-    The UCR/UEA test split is the test part; the UCR train split is divided, stratified by
-    class with generator ``seed``, into validation (``val_fraction`` of each class, at least
-    one sequence when a class has two or more) and train. ``n_train`` / ``n_test`` (if set)
-    keep a stratified subset of the UCR train split (before the validation split) / of the
-    test split. Sequences longer than ``max_len`` are resampled to ``max_len`` steps.
-    Channels are z-normalized with the mean and deviation over the train part.
-
-    Raises:
-        ValueError: aeon is missing, the data set cannot be loaded, or bad arguments.
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction!r} must lie in (0, 1)")
-    if max_len is not None and max_len < 2:
-        raise ValueError(f"max_len={max_len!r} must be >= 2 or None")
-    X_tr, y_tr, X_te, y_te = load_aeon(name)
-    classes = tuple(sorted({str(c) for c in np.asarray(y_tr).tolist()}))
-    index = {c: i for i, c in enumerate(classes)}
-
-    def labels(y) -> np.ndarray:
-        return np.array([index[str(c)] for c in np.asarray(y).tolist()], dtype=np.int64)
-
-    def sequences(X) -> list[torch.Tensor]:
-        out = aeon_sequences(X)
-        if max_len is not None:
-            out = [resample(x, max_len) if x.shape[0] > max_len else x for x in out]
-        return out
-
-    lab_tr, lab_te = labels(y_tr), labels(y_te)
-    rng = np.random.default_rng(seed)
-    tr_idx = np.arange(len(lab_tr))
-    if n_train is not None and n_train < len(tr_idx):
-        tr_idx = _stratified_subset(lab_tr, n_train, rng)
-    te_idx = np.arange(len(lab_te))
-    if n_test is not None and n_test < len(te_idx):
-        te_idx = _stratified_subset(lab_te, n_test, rng)
-    val_idx, fit_idx = [], []
-    for c in range(len(classes)):
-        members = rng.permutation(tr_idx[lab_tr[tr_idx] == c])
-        k = int(round(val_fraction * len(members)))
-        k = min(max(k, 1 if len(members) >= 2 else 0), len(members) - 1) if len(members) else 0
-        val_idx += members[:k].tolist()
-        fit_idx += members[k:].tolist()
-    if not val_idx or not fit_idx:
-        raise ValueError(f"dataset {name!r} is too small for a validation split")
-    fit_idx, val_idx = sorted(fit_idx), sorted(val_idx)
-    x_all_tr, x_all_te = sequences(X_tr), sequences(X_te)
-    x_fit = [x_all_tr[i] for i in fit_idx]
-    allv = torch.cat(x_fit)
-    mu, sd = allv.mean(0), allv.std(0).clamp_min(1e-12)
-
-    def norm(xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [(x - mu) / sd for x in xs]
-
-    return ClassificationSplit(
-        name=name,
-        classes=classes,
-        x_train=norm(x_fit),
-        x_val=norm([x_all_tr[i] for i in val_idx]),
-        x_test=norm([x_all_te[i] for i in te_idx]),
-        labels_train=torch.as_tensor(lab_tr[fit_idx]),
-        labels_val=torch.as_tensor(lab_tr[val_idx]),
-        labels_test=torch.as_tensor(lab_te[te_idx]),
-    )
-
-
-def _stratified_subset(lab: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """About ``n`` indices with the class proportions of ``lab`` (at least one per class)."""
-    keep = []
-    for c in np.unique(lab):
-        members = rng.permutation(np.flatnonzero(lab == c))
-        k = max(1, int(round(n * len(members) / len(lab))))
-        keep += members[:k].tolist()
-    return np.array(sorted(keep), dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -233,38 +90,6 @@ class KernelChoice:
         }
 
 
-def ridge_predict(
-    k_train: torch.Tensor,
-    y_train: torch.Tensor,
-    k_cross: torch.Tensor,
-    ridge: float,
-    dtype: torch.dtype = torch.float64,
-) -> torch.Tensor:
-    """K_x (K + ridge tr(K)/N I)^{-1} y, solved in ``dtype``.
-
-    float64 delegates to :func:`rntk_empirical.kernel_machines.kernel_regression` (which
-    always solves in float64; ridge 0 is its minimum-norm pseudo-inverse). float32 does the
-    same solve in float32 (Cholesky; eigendecomposition with the eps cutoff when Cholesky
-    fails or ridge is 0), to measure what single precision loses.
-    """
-    n = k_train.shape[0]
-    lam = ridge * float(torch.diagonal(k_train).mean())
-    if dtype == torch.float64:
-        return kernel_regression(k_train.double(), y_train.double(), k_cross.double(), lam)
-    K = k_train.to(dtype)
-    A = 0.5 * (K + K.T) + lam * torch.eye(n, dtype=dtype)
-    y = y_train.to(dtype)
-    L, info = torch.linalg.cholesky_ex(A)
-    if lam > 0 and int(info) == 0:
-        alpha = torch.cholesky_solve(y.reshape(n, -1), L).reshape(y.shape)
-    else:
-        ev, V = torch.linalg.eigh(A)
-        keep = ev > n * torch.finfo(dtype).eps * ev.abs().max()
-        inv = torch.where(keep, 1.0 / torch.where(keep, ev, 1.0), 0.0)
-        alpha = (V @ (inv[:, None] * (V.T @ y.reshape(n, -1)))).reshape(y.shape)
-    return (k_cross.to(dtype) @ alpha).double()
-
-
 def select_ridge(
     k: torch.Tensor,
     sizes: tuple[int, int, int],
@@ -281,12 +106,14 @@ def select_ridge(
         sizes: ``(N_tr, N_va, N_te)``.
         y_train: ``(N_tr, C)``; labels_val ``(N_va,)``; y_val ``(N_va, C)``.
         ridges: candidates, relative to the mean diagonal of K_train.
-        dtype: float64 or float32 (see :func:`ridge_predict`).
+        dtype: float64 or float32, the precision of the solve
+            (:func:`~rntk_empirical.kernel_machines.kernel_regression`); predictions float64.
     """
     n_tr, n_va, _ = sizes
+    mean_diag = float(torch.diagonal(k[:n_tr]).mean())
     preds, accs, losses, best, best_i = [], [], [], None, 0
     for i, r in enumerate(ridges):
-        p = ridge_predict(k[:n_tr], y_train, k[n_tr:], float(r), dtype)
+        p = kernel_regression(k[:n_tr], y_train, k[n_tr:], float(r) * mean_diag, dtype).double()
         acc, loss = accuracy(p[:n_va], labels_val), mse_loss(p[:n_va], y_val)
         if not math.isfinite(loss):
             acc = -1.0
@@ -415,6 +242,8 @@ def train_classifier(
     centered: bool = False,
     checkpoint_path: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
+    config_hash: str | None = None,
+    strict_checkpoint: bool = False,
 ) -> NetworkRun:
     """Train ``model`` in place on ``data`` and return its :class:`NetworkRun`.
 
@@ -425,7 +254,10 @@ def train_classifier(
     best-validation predictions are kept. A loss that is NaN/Inf or exceeds
     ``settings.diverge_factor`` times the initial loss ends the run as diverged. Every
     ``settings.checkpoint_every`` steps the state is saved atomically to
-    ``checkpoint_path``; an existing checkpoint is resumed.
+    ``checkpoint_path``; an existing checkpoint is resumed when it is readable, complete and
+    was written by the same ``config_hash`` (:func:`~rntk_empirical.training.load_checkpoint`,
+    no pickle); otherwise the run starts afresh with a one-line ``CheckpointWarning``
+    (``strict_checkpoint``: raises ``CheckpointError``).
     """
     if settings.optimizer not in ("gd", "adam"):
         raise ValueError(f"optimizer={settings.optimizer!r}; the study trains with gd or adam")
@@ -449,8 +281,10 @@ def train_classifier(
         opt = torch.optim.SGD(list(params.values()), lr=settings.lr)
     run = NetworkRun(lr=settings.lr, centered=centered)
     start, best = 0, None
-    if checkpoint_path is not None and os.path.exists(checkpoint_path):
-        ck = torch.load(checkpoint_path, weights_only=False)
+    ck = resume_checkpoint(
+        checkpoint_path, config_hash, params, CLASSIFIER_CHECKPOINT_KEYS, strict_checkpoint
+    )
+    if ck is not None:
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(ck["params"][n])
@@ -512,6 +346,7 @@ def train_classifier(
                     "offsets": offsets,
                     "run": run.state(),
                     "best": best,
+                    "config_hash": config_hash,
                 },
             )
     run.seconds = time.perf_counter() - t_start
