@@ -92,7 +92,7 @@ def _prepare_pair(model: ElmanRNN, x1, x2) -> tuple[Sequences, Sequences | None]
     s1 = model.prepare(x1, "x1")
     s2 = None if x2 is None else model.prepare(x2, "x2")
     if s2 is not None and s2.max_len != s1.max_len:
-        T = max(s1.max_len, s2.max_len)  # a common padded length aligns per_step readouts
+        T = max(s1.max_len, s2.max_len)  # a common padded length aligns independent readouts
         s1, s2 = s1.padded_to(T), s2.padded_to(T)
     return s1, s2
 
@@ -190,7 +190,8 @@ def empirical_nngp(model: ElmanRNN, x1, x2=None) -> torch.Tensor:
     """The finite network's NNGP (conjugate) kernel, readout part: ``(N1, N2)``.
 
     (s_v^2 / n) <z(x), z(x')>, summed over directions, with z the readout features
-    (h^{L,T}; the mean of h^{L,t}; or the 1/sqrt(T)-scaled end-aligned states for per_step).
+    (sum_t w(t) h^{L,t} for a shared readout, the weighted end-aligned states for an
+    independent one; :mod:`rntk_empirical.readouts`).
     Its mean over initializations is the network's output covariance, whose limit is the
     analytic NNGP. Independent of the parameterization.
     """
@@ -417,7 +418,7 @@ def _jacobian_matrix(model: ElmanRNN, f: _Features) -> torch.Tensor:
             put(torch.matmul(delta, u_in[:, None]).mul_(m.u[l]))  # sum_t delta_t u_t^T
             put(delta.sum(-1).mul_(m.b))
         z = f.readout[d]  # (B, F) = a_v z
-        if a.readout == "per_step":
+        if model.readout.independent:
             T, n = f.inputs[d][0][0].shape[1], model.width
             zt = z.new_zeros(B, model.max_len, n)
             zt[:, :T] = z.reshape(B, T, n).flip(1)  # V_t multiplies the state T-1-t from the end
