@@ -110,6 +110,12 @@ def register_readout(readout: Readout, *, overwrite: bool = False) -> Readout:
     return readout
 
 
+def unregister_readout(name: str) -> None:
+    """Remove a registered readout (for tests of a temporary one)."""
+    get_readout(name)
+    del _REGISTRY[name]
+
+
 def get_readout(name: str) -> Readout:
     """The registered readout ``name``."""
     try:
