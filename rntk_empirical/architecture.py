@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from rntk_empirical.cells import available_cells
 from rntk_empirical.readouts import available_readouts
 
 H0_MODES = ("zero", "shared", "per_input")
@@ -59,6 +60,9 @@ class Architecture:
         parameterization: ``ntk`` (unit-variance parameters, multipliers outside) or
             ``standard`` (multipliers folded into the parameters).
         init: ``gaussian`` or ``orthogonal`` recurrent weights W.
+        cell: the recurrent cell, ``elman`` or a name registered with
+            :func:`rntk_empirical.cells.register_cell` (its parameters, finite step,
+            structured-eNTK form and analytic kernel live there).
 
     ``Architecture()`` is a one-layer ReLU network with last-step readout and zero initial
     state, s_w = sqrt(2), s_u = 1, s_b = 0.1, s_v = 1.
@@ -77,6 +81,7 @@ class Architecture:
     h0: str = "zero"
     parameterization: str = "ntk"
     init: str = "gaussian"
+    cell: str = "elman"
 
     def __post_init__(self) -> None:
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
@@ -104,6 +109,7 @@ class Architecture:
         _choice("h0", self.h0, H0_MODES)
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _choice("init", self.init, INITS)
+        _choice("cell", self.cell, available_cells())
 
     def replace(self, **changes: Any) -> Architecture:
         """A copy with some fields changed (validated again)."""

@@ -120,7 +120,10 @@ def empirical_kernels(
         model: the finite network.
         x1: ``(N1, T, m)`` tensor or list of ``(T_i, m)`` tensors.
         x2: same forms, or None for x2 = x1 (then the result is exactly symmetric).
-        method: ``structured`` (default), ``jacobian`` or ``ntk_vp``.
+        method: ``structured`` (default), ``jacobian`` or ``ntk_vp``. For a cell without a
+            structured form (:attr:`rntk_empirical.cells.Cell.structured`), ``structured``
+            and ``jacobian`` both contract per-example Jacobians from torch.func
+            (:func:`per_example_jacobians`).
         chunk_size: sequences (jacobian), columns (ntk_vp) or sequences per forward pass
             (structured) processed at once; None picks one from a memory budget.
         nngp: also return the NNGP (else None).
@@ -137,7 +140,12 @@ def empirical_kernels(
     s1, s2 = _prepare_pair(model, x1, x2)
     k = None
     with torch.no_grad():
-        if method == "structured":
+        if method in ("structured", "jacobian") and not model.cell.structured:
+            theta = _autograd_jacobian_ntk(model, s1, s2, chunk_size)
+            if nngp:
+                z1 = _readouts(model, s1)
+                k = _nngp_from_readouts(model, z1, z1 if s2 is None else _readouts(model, s2))
+        elif method == "structured":
             theta, z1, z2 = _structured_ntk(model, s1, s2, chunk_size)
             if nngp:
                 k = _nngp_from_readouts(model, z1, z2)
@@ -434,6 +442,9 @@ def structured_jacobians(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Te
     :func:`per_example_jacobians` up to rounding."""
     model = _check_model(model)
     seqs = model.prepare(seqs)
+    if not model.cell.structured:
+        with torch.no_grad():
+            return per_example_jacobians(model, seqs)
     with torch.no_grad():
         J = _jacobian_matrix(model, _structured_features(model, seqs))
     out, pos = {}, 0
@@ -441,6 +452,34 @@ def structured_jacobians(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Te
         out[name] = J[:, :, pos : pos + p.numel()]
         pos += p.numel()
     return out
+
+
+def _autograd_jacobian_ntk(model, s1, s2, chunk_size) -> torch.Tensor:
+    """``(N1, N2, k, k)`` from per-example Jacobians (vmap of jacrev through
+    :meth:`ElmanRNN.apply_padded`): the generic ``jacobian`` method of any cell, in chunks of
+    ``chunk_size`` sequences (default: two chunks' Jacobians in the memory budget)."""
+    elem = torch.finfo(model.dtype).bits // 8
+    k = model.out_dim
+    n_params = sum(p.numel() for p in model.parameters())
+    chunk = chunk_size or max(1, memory_budget(model.device) // (2 * k * n_params * elem))
+    s2_ = s1 if s2 is None else s2
+
+    def jac(seqs: Sequences, i: int) -> torch.Tensor:  # (B, k, #params)
+        J = per_example_jacobians(model, seqs.select(slice(i, i + chunk)))
+        return torch.cat([j.reshape(j.shape[0], k, -1) for j in J.values()], -1)
+
+    theta = torch.empty(s1.n, s2_.n, k, k, dtype=model.dtype, device=model.device)
+    for i in range(0, s1.n, chunk):
+        j1 = jac(s1, i)
+        for j in range(i if s2 is None else 0, s2_.n, chunk):
+            j2 = j1 if (s2 is None and j == i) else jac(s2_, j)
+            blk = torch.einsum("iap,jbp->ijab", j1, j2)
+            theta[i : i + j1.shape[0], j : j + j2.shape[0]] = blk
+            if s2 is None and j > i:
+                theta[j : j + j2.shape[0], i : i + j1.shape[0]] = blk.transpose(0, 1).transpose(
+                    2, 3
+                )
+    return theta
 
 
 def _jacobian_ntk(model, s1, s2, chunk_size) -> torch.Tensor:

@@ -1,5 +1,9 @@
 """The finite Elman RNN of the SPEC (section 1), written as an explicit time loop.
 
+The recurrent step is the architecture's cell (:mod:`rntk_empirical.cells`; ``elman`` below):
+the network draws the parameters the cell declares and runs its layer; readouts, directions,
+initial states and padding are the network's.
+
 ``nn.RNN`` is not used: torch.func cannot batch its fused kernels, and the structured NTK
 needs per-step probes on the pre-activations. The function computed, for layer l, step t:
 
@@ -30,6 +34,7 @@ from torch import nn
 
 from rntk_empirical.activations import get_nonlinearity
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.cells import get_cell
 from rntk_empirical.devices import resolve_device, resolve_dtype
 from rntk_empirical.readouts import get_readout
 from rntk_empirical.sequences import Sequences, as_sequences
@@ -205,6 +210,7 @@ class ElmanRNN(nn.Module):
         self.out_dim = out_dim
         self.max_len = max_len if self.readout.independent else None
         self.nonlinearity = get_nonlinearity(arch.nonlinearity)
+        self.cell = get_cell(arch.cell)
         dtype = resolve_dtype(dtype)
         device = resolve_device(device)
 
@@ -233,18 +239,24 @@ class ElmanRNN(nn.Module):
         def host_draw(name: str, *shape: int) -> torch.Tensor:
             return torch.randn(*shape, generator=_generator(seed, name), dtype=torch.float64)
 
+        # the cell's parameters of each layer, and the multipliers outside them
+        self.layer_params = [self.cell.parameters(a, n, dims[l]) for l in range(a.depth)]
+        ntk = a.parameterization == "ntk"
+        self.layer_mult = [
+            {q.name: q.multiplier if ntk else 1.0 for q in specs} for specs in self.layer_params
+        ]
         for d in range(a.directions):
             for l in range(a.depth):
                 pre = f"d{d}_l{l}"
-                if a.init == "orthogonal":
-                    gen = _generator(seed, f"{pre}_W")
-                    W = _haar_orthogonal(n, gen, (math.sqrt(n), fold.w), dtype, device)
-                else:
-                    W = draw(f"{pre}_W", n, n, scale=fold.w)
-                self.register_parameter(f"{pre}_W", nn.Parameter(W))
-                U = draw(f"{pre}_U", n, dims[l], scale=fold.u[l])
-                self.register_parameter(f"{pre}_U", nn.Parameter(U))
-                self.register_parameter(f"{pre}_b", nn.Parameter(draw(f"{pre}_b", n, scale=fold.b)))
+                for q in self.layer_params[l]:
+                    fold_q = 1.0 if ntk else q.multiplier
+                    name = f"{pre}_{q.name}"
+                    if q.orthogonal and a.init == "orthogonal":
+                        gen = _generator(seed, name)
+                        P = _haar_orthogonal(q.shape[0], gen, (math.sqrt(n), fold_q), dtype, device)
+                    else:
+                        P = draw(name, *q.shape, scale=fold_q)
+                    self.register_parameter(name, nn.Parameter(P))
             vshape = (max_len, out_dim, n) if self.readout.independent else (out_dim, n)
             V = draw(f"d{d}_V", *vshape, scale=fold.v)
             self.register_parameter(f"d{d}_V", nn.Parameter(V))
@@ -357,29 +369,27 @@ class ElmanRNN(nn.Module):
         phi = self.nonlinearity.phi
         N, T = dir_values.shape[1:3]
         keep = None if mask is None else mask[:, :, None]
+        if probes is not None and not self.cell.structured:
+            raise ValueError(f"cell {a.cell!r} has no structured form (probes)")
         out = 0.0
         for d in range(a.directions):
             layer_in = dir_values[d]
-            w_inputs, u_inputs = [], []
+            recorded: list = []
             for l in range(a.depth):
-                W, U, b = (params[f"d{d}_l{l}_{p}"] for p in "WUb")
-                drive = m.u[l] * (layer_in @ U.T) + m.b * b  # (N, T, n): input terms, all t
-                h = h0[d, l] if h0 is not None else drive.new_zeros(N, self.width)
-                # unbind (not indexing) so the backward pass is one stack, not T scatters
-                probe = probes[d, l].unbind(1) if probes is not None else None
-                steps = drive.unbind(1)
-                states, prev = [], []
-                for t in range(T):
-                    g = torch.add(steps[t], h @ W.T, alpha=m.w)
-                    if probe is not None:
-                        g = g + probe[t]
-                    prev.append(h)
-                    h = phi(g) if keep is None else torch.where(keep[:, t], phi(g), h)
-                    states.append(h)
-                if records is not None:
-                    w_inputs.append(torch.stack(prev, 1))
-                    u_inputs.append(layer_in)
-                layer_in = torch.stack(states, 1)
+                p = {q.name: params[f"d{d}_l{l}_{q.name}"] for q in self.layer_params[l]}
+                h = h0[d, l] if h0 is not None else layer_in.new_zeros(N, self.width)
+                layer_in = self.cell.layer(
+                    p,
+                    self.layer_mult[l],
+                    layer_in,
+                    h,
+                    keep,
+                    phi,
+                    probe=None if probes is None else probes[d, l],
+                    record=recorded if records is not None and self.cell.structured else None,
+                )
+            w_inputs = [w for w, _ in recorded]
+            u_inputs = [u for _, u in recorded]
             z = self._readout_features(layer_in, keep, lengths)
             V = params[f"d{d}_V"]
             if self.readout.independent:
@@ -402,7 +412,7 @@ class ElmanRNN(nn.Module):
         if kind == "final":
             prof0 = float(ro.profile_values(1, arch)[0])
             z = states[:, -1] if prof0 == 1.0 else states[:, -1] * prof0
-            return z / div
+            return z if ro.divisor is None else z / div
         if keep is not None:
             states = states * keep
         if not ro.uniform(T, arch):

@@ -45,7 +45,8 @@ class Readout:
         name: the value of ``Architecture.readout`` that selects it.
         profile: ``(d (T,) int64 tensor, arch) -> (T,) float64``: the weight of the state d
             steps before the end, before normalization; may read fields of ``arch``.
-        divisor: ``(lengths (N,) float64 tensor, arch) -> (N,)``: the per-sequence divisor.
+        divisor: ``(lengths (N,) float64 tensor, arch) -> (N,)``: the per-sequence divisor;
+            None for 1 (no division at all).
         independent: True for one V per distance from the end (the network then needs
             ``max_len``); False for one V reading the weighted sum.
         description: one line for help texts.
@@ -53,7 +54,7 @@ class Readout:
 
     name: str
     profile: Callable[[torch.Tensor, Architecture], torch.Tensor]
-    divisor: Callable[[torch.Tensor, Architecture], torch.Tensor]
+    divisor: Callable[[torch.Tensor, Architecture], torch.Tensor] | None
     independent: bool = False
     description: str = ""
 
@@ -64,6 +65,8 @@ class Readout:
 
     def divisors(self, lengths: torch.Tensor, arch: Architecture) -> torch.Tensor:
         """``(N,)`` divisors of sequences of these lengths, in the lengths' dtype and device."""
+        if self.divisor is None:
+            return torch.ones_like(lengths)
         out = torch.as_tensor(self.divisor(lengths, arch), dtype=lengths.dtype)
         return out.to(lengths.device).expand(lengths.shape)
 
@@ -146,7 +149,7 @@ register_readout(
     Readout(
         "last",
         lambda d, arch: (d == 0).to(torch.float64),
-        lambda lengths, arch: torch.ones_like(lengths),
+        None,
         description="the final state h^{L,T}",
     )
 )

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.cells import get_cell
 from rntk_empirical.devices import (
     memory_budget,
     resolve_device,
@@ -312,6 +313,11 @@ def setup(
     dtype of the returned kernels). x1 and x2 come in :func:`working_dtype`."""
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
+    if get_cell(arch.cell).analytic != "elman":
+        raise ValueError(
+            f"cell {arch.cell!r} has no analytic kernel (the analytic backends implement the "
+            "Elman recursion); use the empirical kernels for it"
+        )
     if ntk and arch.parameterization == "standard":
         raise ValueError(
             "the NTK has no finite infinite-width limit in the 'standard' parameterization "
