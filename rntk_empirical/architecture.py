@@ -12,7 +12,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-READOUTS = ("last", "avg", "per_step")
+from rntk_empirical.cells import available_cells
+from rntk_empirical.readouts import available_readouts
+
 H0_MODES = ("zero", "shared", "per_input")
 PARAMETERIZATIONS = ("ntk", "standard")
 INITS = ("gaussian", "orthogonal")
@@ -46,13 +48,21 @@ class Architecture:
         nonlinearity: ``relu | erf | tanh | identity`` or a name registered with
             :func:`rntk_empirical.register_nonlinearity`.
         sigma_w, sigma_u, sigma_b, sigma_h, sigma_v: the multipliers s_w, s_u, s_b, s_h, s_v.
-        readout: ``last`` (h^{L,T}), ``avg`` (mean pooling, one V) or ``per_step``
-            (an independent V_t per step, scaled by 1/sqrt(T)).
+        readout: ``last`` (h^{L,T}), ``avg`` (mean pooling, one V), ``per_step``
+            (an independent V_t per step, scaled by 1/sqrt(T)), ``ema`` (weight
+            lam^(T-1-t) on step t, normalized to sum to 1), ``paper_avg`` (per_step with the
+            final V weighted sqrt(2)), or a name registered with
+            :func:`rntk_empirical.readouts.register_readout` (the per-step weights live there).
+        ema_decay: lam of the ``ema`` readout, in [0, 1] (1: avg, 0: last); other readouts
+            ignore it.
         bidirectional: f(x) = f_fwd(x) + f_bwd(reverse(x)), two independent RNNs.
         h0: initial hidden state ``zero | shared | per_input``.
         parameterization: ``ntk`` (unit-variance parameters, multipliers outside) or
             ``standard`` (multipliers folded into the parameters).
         init: ``gaussian`` or ``orthogonal`` recurrent weights W.
+        cell: the recurrent cell, ``elman`` or a name registered with
+            :func:`rntk_empirical.cells.register_cell` (its parameters, finite step,
+            structured-eNTK form and analytic kernel live there).
 
     ``Architecture()`` is a one-layer ReLU network with last-step readout and zero initial
     state, s_w = sqrt(2), s_u = 1, s_b = 0.1, s_v = 1.
@@ -66,10 +76,12 @@ class Architecture:
     sigma_h: float = 0.0
     sigma_v: float = 1.0
     readout: str = "last"
+    ema_decay: float = 0.9
     bidirectional: bool = False
     h0: str = "zero"
     parameterization: str = "ntk"
     init: str = "gaussian"
+    cell: str = "elman"
 
     def __post_init__(self) -> None:
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
@@ -81,7 +93,14 @@ class Architecture:
         _choice("nonlinearity", self.nonlinearity, available_nonlinearities())
         for name in ("sigma_w", "sigma_u", "sigma_b", "sigma_h", "sigma_v"):
             object.__setattr__(self, name, _nonneg(name, getattr(self, name)))
-        _choice("readout", self.readout, READOUTS)
+        _choice("readout", self.readout, available_readouts())
+        lam = _nonneg("ema_decay", self.ema_decay)
+        if lam > 1.0:
+            raise ValueError(
+                f"Architecture.ema_decay={self.ema_decay!r} is not valid; expected a number "
+                "in [0, 1]"
+            )
+        object.__setattr__(self, "ema_decay", lam)
         if not isinstance(self.bidirectional, bool):
             raise ValueError(
                 f"Architecture.bidirectional={self.bidirectional!r} is not valid; "
@@ -90,6 +109,7 @@ class Architecture:
         _choice("h0", self.h0, H0_MODES)
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _choice("init", self.init, INITS)
+        _choice("cell", self.cell, available_cells())
 
     def replace(self, **changes: Any) -> Architecture:
         """A copy with some fields changed (validated again)."""

@@ -92,7 +92,7 @@ def _prepare_pair(model: ElmanRNN, x1, x2) -> tuple[Sequences, Sequences | None]
     s1 = model.prepare(x1, "x1")
     s2 = None if x2 is None else model.prepare(x2, "x2")
     if s2 is not None and s2.max_len != s1.max_len:
-        T = max(s1.max_len, s2.max_len)  # a common padded length aligns per_step readouts
+        T = max(s1.max_len, s2.max_len)  # a common padded length aligns independent readouts
         s1, s2 = s1.padded_to(T), s2.padded_to(T)
     return s1, s2
 
@@ -120,7 +120,10 @@ def empirical_kernels(
         model: the finite network.
         x1: ``(N1, T, m)`` tensor or list of ``(T_i, m)`` tensors.
         x2: same forms, or None for x2 = x1 (then the result is exactly symmetric).
-        method: ``structured`` (default), ``jacobian`` or ``ntk_vp``.
+        method: ``structured`` (default), ``jacobian`` or ``ntk_vp``. For a cell without a
+            structured form (:attr:`rntk_empirical.cells.Cell.structured`), ``structured``
+            and ``jacobian`` both contract per-example Jacobians from torch.func
+            (:func:`per_example_jacobians`).
         chunk_size: sequences (jacobian), columns (ntk_vp) or sequences per forward pass
             (structured) processed at once; None picks one from a memory budget.
         nngp: also return the NNGP (else None).
@@ -137,7 +140,12 @@ def empirical_kernels(
     s1, s2 = _prepare_pair(model, x1, x2)
     k = None
     with torch.no_grad():
-        if method == "structured":
+        if method in ("structured", "jacobian") and not model.cell.structured:
+            theta = _autograd_jacobian_ntk(model, s1, s2, chunk_size)
+            if nngp:
+                z1 = _readouts(model, s1)
+                k = _nngp_from_readouts(model, z1, z1 if s2 is None else _readouts(model, s2))
+        elif method == "structured":
             theta, z1, z2 = _structured_ntk(model, s1, s2, chunk_size)
             if nngp:
                 k = _nngp_from_readouts(model, z1, z2)
@@ -190,7 +198,8 @@ def empirical_nngp(model: ElmanRNN, x1, x2=None) -> torch.Tensor:
     """The finite network's NNGP (conjugate) kernel, readout part: ``(N1, N2)``.
 
     (s_v^2 / n) <z(x), z(x')>, summed over directions, with z the readout features
-    (h^{L,T}; the mean of h^{L,t}; or the 1/sqrt(T)-scaled end-aligned states for per_step).
+    (sum_t w(t) h^{L,t} for a shared readout, the weighted end-aligned states for an
+    independent one; :mod:`rntk_empirical.readouts`).
     Its mean over initializations is the network's output covariance, whose limit is the
     analytic NNGP. Independent of the parameterization.
     """
@@ -417,7 +426,7 @@ def _jacobian_matrix(model: ElmanRNN, f: _Features) -> torch.Tensor:
             put(torch.matmul(delta, u_in[:, None]).mul_(m.u[l]))  # sum_t delta_t u_t^T
             put(delta.sum(-1).mul_(m.b))
         z = f.readout[d]  # (B, F) = a_v z
-        if a.readout == "per_step":
+        if model.readout.independent:
             T, n = f.inputs[d][0][0].shape[1], model.width
             zt = z.new_zeros(B, model.max_len, n)
             zt[:, :T] = z.reshape(B, T, n).flip(1)  # V_t multiplies the state T-1-t from the end
@@ -433,6 +442,9 @@ def structured_jacobians(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Te
     :func:`per_example_jacobians` up to rounding."""
     model = _check_model(model)
     seqs = model.prepare(seqs)
+    if not model.cell.structured:
+        with torch.no_grad():
+            return per_example_jacobians(model, seqs)
     with torch.no_grad():
         J = _jacobian_matrix(model, _structured_features(model, seqs))
     out, pos = {}, 0
@@ -440,6 +452,34 @@ def structured_jacobians(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Te
         out[name] = J[:, :, pos : pos + p.numel()]
         pos += p.numel()
     return out
+
+
+def _autograd_jacobian_ntk(model, s1, s2, chunk_size) -> torch.Tensor:
+    """``(N1, N2, k, k)`` from per-example Jacobians (vmap of jacrev through
+    :meth:`ElmanRNN.apply_padded`): the generic ``jacobian`` method of any cell, in chunks of
+    ``chunk_size`` sequences (default: two chunks' Jacobians in the memory budget)."""
+    elem = torch.finfo(model.dtype).bits // 8
+    k = model.out_dim
+    n_params = sum(p.numel() for p in model.parameters())
+    chunk = chunk_size or max(1, memory_budget(model.device) // (2 * k * n_params * elem))
+    s2_ = s1 if s2 is None else s2
+
+    def jac(seqs: Sequences, i: int) -> torch.Tensor:  # (B, k, #params)
+        J = per_example_jacobians(model, seqs.select(slice(i, i + chunk)))
+        return torch.cat([j.reshape(j.shape[0], k, -1) for j in J.values()], -1)
+
+    theta = torch.empty(s1.n, s2_.n, k, k, dtype=model.dtype, device=model.device)
+    for i in range(0, s1.n, chunk):
+        j1 = jac(s1, i)
+        for j in range(i if s2 is None else 0, s2_.n, chunk):
+            j2 = j1 if (s2 is None and j == i) else jac(s2_, j)
+            blk = torch.einsum("iap,jbp->ijab", j1, j2)
+            theta[i : i + j1.shape[0], j : j + j2.shape[0]] = blk
+            if s2 is None and j > i:
+                theta[j : j + j2.shape[0], i : i + j1.shape[0]] = blk.transpose(0, 1).transpose(
+                    2, 3
+                )
+    return theta
 
 
 def _jacobian_ntk(model, s1, s2, chunk_size) -> torch.Tensor:

@@ -1,5 +1,9 @@
 """The finite Elman RNN of the SPEC (section 1), written as an explicit time loop.
 
+The recurrent step is the architecture's cell (:mod:`rntk_empirical.cells`; ``elman`` below):
+the network draws the parameters the cell declares and runs its layer; readouts, directions,
+initial states and padding are the network's.
+
 ``nn.RNN`` is not used: torch.func cannot batch its fused kernels, and the structured NTK
 needs per-step probes on the pre-activations. The function computed, for layer l, step t:
 
@@ -9,11 +13,11 @@ with (a_w, a_u, a_b, a_v) = (s_w/sqrt(n), s_u/sqrt(d_l), s_b, s_v/sqrt(n)) in th
 parameterization (parameters are N(0, 1)) and all ones in ``standard`` (the multipliers are
 folded into the parameters at initialization, so both compute the same function).
 
-Readouts (k outputs = k independent rows of V), with the batch left-padded to T_max:
+Readouts (k outputs = k independent rows of V), with the batch left-padded to T_max and the
+per-step weights w(t) of :mod:`rntk_empirical.readouts`:
 
-    last:      f = a_v V h^{L,T}
-    avg:       f = a_v V (1/T) sum_t h^{L,t}
-    per_step:  f = (a_v / sqrt(T)) sum_t V_{T-t} h^{L,t}    (V indexed from the sequence end)
+    shared (last, avg, ema, ...):   f = a_v V sum_t w(t) h^{L,t}
+    independent (per_step, ...):    f = a_v sum_t w(t) V_{T-1-t} h^{L,t}  (V indexed from the end)
 
 Everything random is drawn on the CPU from generators seeded by ``(seed, tensor name)``, so
 the same seed gives the same network on every device and dtype.
@@ -30,7 +34,9 @@ from torch import nn
 
 from rntk_empirical.activations import get_nonlinearity
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.cells import get_cell
 from rntk_empirical.devices import resolve_device, resolve_dtype
+from rntk_empirical.readouts import get_readout
 from rntk_empirical.sequences import Sequences, as_sequences
 
 
@@ -135,8 +141,8 @@ class ForwardRecord:
     Attributes:
         w_inputs: per layer, ``(N, T, n)``: h^{l,t-1}, the input of W^l at step t.
         u_inputs: per layer, ``(N, T, d_l)``: h^{l-1,t}, the input of U^l at step t.
-        readout: ``(N, F)`` readout features z with f = a_v V z (``per_step``: the
-            ``(N, T*n)`` end-aligned, 1/sqrt(T)-scaled states).
+        readout: ``(N, F)`` readout features z with f = a_v V z (an independent readout
+            such as ``per_step``: the ``(N, T*n)`` weighted states, position-aligned).
     """
 
     w_inputs: list[torch.Tensor]
@@ -153,7 +159,8 @@ class ElmanRNN(nn.Module):
         width: hidden width n >= 1.
         seed: seeds every random draw (weights, shared and per-input initial states).
         out_dim: number of outputs k (independent rows of V).
-        max_len: required for ``readout="per_step"``: the longest sequence (number of V_t).
+        max_len: required for an independent readout (``per_step``, ``paper_avg``): the
+            longest sequence (number of V_t).
         dtype, device: of the parameters (default float64 on CPU; ``device="auto"`` picks CUDA).
 
     Call it on a ``(N, T, m)`` tensor or a list of ``(T_i, m)`` tensors; it returns ``(N,)``
@@ -187,10 +194,11 @@ class ElmanRNN(nn.Module):
                 raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed={seed!r} is not valid; expected an integer")
-        if arch.readout == "per_step":
+        self.readout = get_readout(arch.readout)
+        if self.readout.independent:
             if max_len is None or isinstance(max_len, bool) or not isinstance(max_len, int):
                 raise ValueError(
-                    "readout='per_step' needs max_len=<longest sequence length> "
+                    f"readout={arch.readout!r} needs max_len=<longest sequence length> "
                     "(one independent V_t per step)"
                 )
             if max_len < 1:
@@ -200,8 +208,9 @@ class ElmanRNN(nn.Module):
         self.width = width
         self.seed = seed
         self.out_dim = out_dim
-        self.max_len = max_len if arch.readout == "per_step" else None
+        self.max_len = max_len if self.readout.independent else None
         self.nonlinearity = get_nonlinearity(arch.nonlinearity)
+        self.cell = get_cell(arch.cell)
         dtype = resolve_dtype(dtype)
         device = resolve_device(device)
 
@@ -230,19 +239,25 @@ class ElmanRNN(nn.Module):
         def host_draw(name: str, *shape: int) -> torch.Tensor:
             return torch.randn(*shape, generator=_generator(seed, name), dtype=torch.float64)
 
+        # the cell's parameters of each layer, and the multipliers outside them
+        self.layer_params = [self.cell.parameters(a, n, dims[l]) for l in range(a.depth)]
+        ntk = a.parameterization == "ntk"
+        self.layer_mult = [
+            {q.name: q.multiplier if ntk else 1.0 for q in specs} for specs in self.layer_params
+        ]
         for d in range(a.directions):
             for l in range(a.depth):
                 pre = f"d{d}_l{l}"
-                if a.init == "orthogonal":
-                    gen = _generator(seed, f"{pre}_W")
-                    W = _haar_orthogonal(n, gen, (math.sqrt(n), fold.w), dtype, device)
-                else:
-                    W = draw(f"{pre}_W", n, n, scale=fold.w)
-                self.register_parameter(f"{pre}_W", nn.Parameter(W))
-                U = draw(f"{pre}_U", n, dims[l], scale=fold.u[l])
-                self.register_parameter(f"{pre}_U", nn.Parameter(U))
-                self.register_parameter(f"{pre}_b", nn.Parameter(draw(f"{pre}_b", n, scale=fold.b)))
-            vshape = (max_len, out_dim, n) if a.readout == "per_step" else (out_dim, n)
+                for q in self.layer_params[l]:
+                    fold_q = 1.0 if ntk else q.multiplier
+                    name = f"{pre}_{q.name}"
+                    if q.orthogonal and a.init == "orthogonal":
+                        gen = _generator(seed, name)
+                        P = _haar_orthogonal(q.shape[0], gen, (math.sqrt(n), fold_q), dtype, device)
+                    else:
+                        P = draw(name, *q.shape, scale=fold_q)
+                    self.register_parameter(name, nn.Parameter(P))
+            vshape = (max_len, out_dim, n) if self.readout.independent else (out_dim, n)
             V = draw(f"d{d}_V", *vshape, scale=fold.v)
             self.register_parameter(f"d{d}_V", nn.Parameter(V))
         if a.h0 == "shared":
@@ -270,7 +285,7 @@ class ElmanRNN(nn.Module):
         )
         if self.max_len is not None and seqs.max_len > self.max_len:
             raise ValueError(
-                f"{name} has a sequence of length {seqs.max_len} but this per_step network "
+                f"{name} has a sequence of length {seqs.max_len} but this network's readout "
                 f"has V_t for at most max_len={self.max_len} steps"
             )
         return seqs
@@ -354,32 +369,30 @@ class ElmanRNN(nn.Module):
         phi = self.nonlinearity.phi
         N, T = dir_values.shape[1:3]
         keep = None if mask is None else mask[:, :, None]
+        if probes is not None and not self.cell.structured:
+            raise ValueError(f"cell {a.cell!r} has no structured form (probes)")
         out = 0.0
         for d in range(a.directions):
             layer_in = dir_values[d]
-            w_inputs, u_inputs = [], []
+            recorded: list = []
             for l in range(a.depth):
-                W, U, b = (params[f"d{d}_l{l}_{p}"] for p in "WUb")
-                drive = m.u[l] * (layer_in @ U.T) + m.b * b  # (N, T, n): input terms, all t
-                h = h0[d, l] if h0 is not None else drive.new_zeros(N, self.width)
-                # unbind (not indexing) so the backward pass is one stack, not T scatters
-                probe = probes[d, l].unbind(1) if probes is not None else None
-                steps = drive.unbind(1)
-                states, prev = [], []
-                for t in range(T):
-                    g = torch.add(steps[t], h @ W.T, alpha=m.w)
-                    if probe is not None:
-                        g = g + probe[t]
-                    prev.append(h)
-                    h = phi(g) if keep is None else torch.where(keep[:, t], phi(g), h)
-                    states.append(h)
-                if records is not None:
-                    w_inputs.append(torch.stack(prev, 1))
-                    u_inputs.append(layer_in)
-                layer_in = torch.stack(states, 1)
+                p = {q.name: params[f"d{d}_l{l}_{q.name}"] for q in self.layer_params[l]}
+                h = h0[d, l] if h0 is not None else layer_in.new_zeros(N, self.width)
+                layer_in = self.cell.layer(
+                    p,
+                    self.layer_mult[l],
+                    layer_in,
+                    h,
+                    keep,
+                    phi,
+                    probe=None if probes is None else probes[d, l],
+                    record=recorded if records is not None and self.cell.structured else None,
+                )
+            w_inputs = [w for w, _ in recorded]
+            u_inputs = [u for _, u in recorded]
             z = self._readout_features(layer_in, keep, lengths)
             V = params[f"d{d}_V"]
-            if a.readout == "per_step":
+            if self.readout.independent:
                 V = V[:T].flip(0).transpose(0, 1).reshape(self.out_dim, T * self.width)
             out = out + m.v * (z @ V.T)
             if records is not None:
@@ -389,16 +402,25 @@ class ElmanRNN(nn.Module):
     def _readout_features(
         self, states: torch.Tensor, keep: torch.Tensor | None, lengths: torch.Tensor
     ) -> torch.Tensor:
-        """z with f = a_v V z: ``(N, n)``, or ``(N, T*n)`` for per_step."""
-        r = self.arch.readout
-        if r == "last":
-            return states[:, -1]
-        scale = lengths.to(states.dtype)[:, None]
+        """z with f = a_v V z from the readout's weights w(t) = profile(d) / divisor(T):
+        ``(N, n)`` (shared V: sum_t w(t) h^{L,t}), or ``(N, T*n)`` (independent V_t: the
+        weighted states, position-aligned)."""
+        ro, arch = self.readout, self.arch
+        T = states.shape[1]
+        div = ro.divisors(lengths.to(states.dtype), arch)[:, None]
+        kind = ro.kind(T, arch)
+        if kind == "final":
+            prof0 = float(ro.profile_values(1, arch)[0])
+            z = states[:, -1] if prof0 == 1.0 else states[:, -1] * prof0
+            return z if ro.divisor is None else z / div
         if keep is not None:
             states = states * keep
-        if r == "avg":
-            return states.sum(1) / scale
-        return (states / scale.sqrt()[:, :, None]).reshape(states.shape[0], -1)
+        if not ro.uniform(T, arch):
+            prof = ro.profile_values(T, arch).flip(0).to(device=states.device, dtype=states.dtype)
+            states = states * prof[None, :, None]
+        if kind == "full":
+            return states.sum(1) / div
+        return (states / div[:, :, None]).reshape(states.shape[0], -1)
 
     def extra_repr(self) -> str:
         return (

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from rntk_empirical.architecture import Architecture
+
 Statistic = Callable[[np.ndarray], float]
 
 
@@ -543,6 +545,8 @@ class RequiredWidth:
 
 
 def _same_arch(stored: Mapping[str, Any], arch: Mapping[str, Any]) -> bool:
+    # a field added to Architecture after the laws were measured is at its default there
+    stored = {**Architecture().to_dict(), **stored}
     if set(stored) != set(arch):
         return False
     for k, v in stored.items():

@@ -114,6 +114,18 @@ def _readouts(arch: Architecture, K: np.ndarray, G: np.ndarray) -> dict[str, tup
         nn += K[T - back, Tp - back]
     norm = np.sqrt(T * Tp)
     out["per_step"] = (sv2 * th / norm, sv2 * nn / norm)
+    # paper_avg: independent V_t, the final one weighted sqrt(2): per_step + last / sqrt(T T')
+    out["paper_avg"] = tuple(p + f / norm for p, f in zip(out["per_step"], out["last"]))
+    # ema: one V reading sum_t lam^(T-t) h_t / sum_t lam^(T-t) (1-indexed t)
+    lam = arch.ema_decay
+    w = [lam ** (T - t) for t in range(1, T + 1)]
+    wp = [lam ** (Tp - t) for t in range(1, Tp + 1)]
+    th = nn = 0.0
+    for t in range(1, T + 1):
+        for tp in range(1, Tp + 1):
+            th += w[t - 1] * wp[tp - 1] * (K[t, tp] + G[t, tp])
+            nn += w[t - 1] * wp[tp - 1] * K[t, tp]
+    out["ema"] = (sv2 * th / (sum(w) * sum(wp)), sv2 * nn / (sum(w) * sum(wp)))
     return out
 
 
@@ -129,7 +141,7 @@ def reference_bank(
     out = {
         (l + 1, r): (np.zeros((len(xs), len(ys))), np.zeros((len(xs), len(ys))))
         for l in range(arch.depth)
-        for r in ("last", "avg", "per_step")
+        for r in ("last", "avg", "per_step", "paper_avg", "ema")
     }
     for i, x in enumerate(xs):
         for j, y in enumerate(ys):

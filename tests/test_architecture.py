@@ -25,6 +25,11 @@ def test_default_is_one_layer_relu_last_zero_state():
         ("sigma_w", -1.0, ">= 0"),
         ("sigma_b", float("nan"), ">= 0"),
         ("bidirectional", "yes", "True"),
+        ("readout", "ema2", "ema"),
+        ("ema_decay", 1.5, "in [0, 1]"),
+        ("ema_decay", -0.1, ">= 0"),
+        ("ema_decay", "0.5", ">= 0"),
+        ("cell", "gru", "elman"),
     ],
 )
 def test_invalid_fields_name_field_and_allowed_values(field, value, allowed):

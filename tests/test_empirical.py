@@ -20,6 +20,8 @@ OPTIONS = [
     dict(),
     dict(readout="avg"),
     dict(readout="per_step"),
+    dict(readout="ema", ema_decay=0.6, h0="per_input", sigma_h=0.7),
+    dict(readout="paper_avg", bidirectional=True),
     dict(bidirectional=True),
     dict(h0="shared", sigma_h=0.7),
     dict(h0="per_input", sigma_h=0.7),

@@ -71,6 +71,14 @@ def numpy_reference(model: ElmanRNN, seqs: list[np.ndarray]) -> np.ndarray:
                 f = f + (a.sigma_v / math.sqrt(n)) * V[0] @ layer_in[-1]
             elif a.readout == "avg":
                 f = f + (a.sigma_v / math.sqrt(n)) * V[0] @ layer_in.mean(0)
+            elif a.readout == "ema":  # lam^(T-1-t) on step t, normalized to sum to 1
+                w = a.ema_decay ** (T - 1 - np.arange(T))
+                f = f + (a.sigma_v / math.sqrt(n)) * V[0] @ (w @ layer_in) / w.sum()
+            elif a.readout == "paper_avg":  # per_step with the final V_0 weighted sqrt(2)
+                f = f + a.sigma_v / math.sqrt(n * T) * sum(
+                    (math.sqrt(2) if t == T - 1 else 1.0) * V[T - 1 - t, 0] @ layer_in[t]
+                    for t in range(T)
+                )
             else:
                 f = f + a.sigma_v / math.sqrt(n * T) * sum(
                     V[T - 1 - t, 0] @ layer_in[t] for t in range(T)
@@ -88,6 +96,8 @@ ARCHS = [
     dict(h0="shared", sigma_h=1.7, depth=2, bidirectional=True, readout="avg"),
     dict(h0="per_input", sigma_h=0.5, depth=2),
     dict(h0="per_input", sigma_h=1.7, bidirectional=True, readout="per_step"),
+    dict(readout="ema", ema_decay=0.6, depth=2, h0="shared", sigma_h=0.5),
+    dict(readout="paper_avg", bidirectional=True),
 ]
 
 

@@ -27,20 +27,25 @@ from rntk_empirical import Architecture
 from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels, numba_backend
 
 SIGMAS = dict(sigma_w=0.9, sigma_u=1.3, sigma_b=0.4, sigma_h=0.7, sigma_v=1.6)
+EMA = 0.7  # the ema readout's lam
 # every h0 mode in both directions, three nonlinearities with closed forms (numba has them)
 CONFIGS = {
-    "relu-zero-uni": Architecture(depth=3, **SIGMAS),
+    "relu-zero-uni": Architecture(depth=3, ema_decay=EMA, **SIGMAS),
     "identity-zero-bi": Architecture(
-        depth=3, nonlinearity="identity", bidirectional=True, **SIGMAS
+        depth=3, ema_decay=EMA, nonlinearity="identity", bidirectional=True, **SIGMAS
     ),
     "erf-shared-uni": Architecture(
-        depth=3, nonlinearity="erf", h0="shared", **{**SIGMAS, "sigma_w": 1.4}
+        depth=3, ema_decay=EMA, nonlinearity="erf", h0="shared", **{**SIGMAS, "sigma_w": 1.4}
     ),
-    "relu-shared-bi": Architecture(depth=3, h0="shared", bidirectional=True, **SIGMAS),
-    "relu-per_input-uni": Architecture(depth=3, h0="per_input", **SIGMAS),
-    "relu-per_input-bi": Architecture(depth=3, h0="per_input", bidirectional=True, **SIGMAS),
+    "relu-shared-bi": Architecture(
+        depth=3, ema_decay=EMA, h0="shared", bidirectional=True, **SIGMAS
+    ),
+    "relu-per_input-uni": Architecture(depth=3, ema_decay=EMA, h0="per_input", **SIGMAS),
+    "relu-per_input-bi": Architecture(
+        depth=3, ema_decay=EMA, h0="per_input", bidirectional=True, **SIGMAS
+    ),
 }
-READOUTS = ("last", "avg", "per_step")
+READOUTS = ("last", "avg", "per_step", "ema", "paper_avg")
 
 
 def _data(kind: str) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -32,6 +32,7 @@ from rntk_empirical import uci
 from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.feedforward import relu_mlp_ntk
+from rntk_empirical.readouts import available_readouts
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("uci_fixture_root")
@@ -58,9 +59,7 @@ def test_bank_equals_each_single_kernel(arch: Architecture, cross: bool, equal: 
     x1 = _mixed(0, [5] * 5 if equal else [3, 5, 4, 5, 2])
     x2 = (_mixed(1, [5] * 3 if equal else [4, 5, 1])) if cross else None
     bank = analytic_kernel_bank(arch, x1, x2, block_size=2, backend="torch")
-    assert set(bank) == {
-        (d, r) for d in range(1, arch.depth + 1) for r in ("last", "avg", "per_step")
-    }
+    assert set(bank) == {(d, r) for d in range(1, arch.depth + 1) for r in available_readouts()}
     for (depth, readout), (theta, nngp) in bank.items():
         single = dataclasses.replace(arch, depth=depth, readout=readout)
         t0, k0 = analytic_kernels(single, x1, x2)

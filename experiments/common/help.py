@@ -27,11 +27,13 @@ ARCH = {
     "sigma_b": "bias multiplier s_b",
     "sigma_h": "initial-state multiplier s_h",
     "sigma_v": "readout multiplier s_v",
-    "readout": "last | avg (mean pooling) | per_step",
+    "readout": "last | avg (mean pooling) | per_step | ema | paper_avg (rntk_empirical.readouts)",
+    "ema_decay": "lam of the ema readout (weight lam^(T-1-t) on step t), in [0, 1]",
     "bidirectional": "add a second RNN on the reversed sequence",
     "h0": "initial state: zero | shared | per_input",
     "parameterization": "ntk | standard",
     "init": "recurrent weights: gaussian | orthogonal",
+    "cell": "recurrent cell: elman (rntk_empirical.cells)",
 }
 EXECUTION = {
     "device": "auto | cpu | cuda (auto: CUDA when available)",

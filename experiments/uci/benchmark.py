@@ -16,7 +16,8 @@ each of the d features one time step of a 1-D sequence):
 
 Readouts: ``last``, ``per_step``, ``avg`` (true mean pooling: every (t, t') cell) and
 ``paper_avg``, the kernel the authors' code returns under that name:
-``(sum_t K(t, t) + K(T, T)) / T`` = ``per_step + last / T`` for equal lengths (docs/spec.md).
+``(sum_t K(t, t) + K(T, T)) / T`` = ``per_step + last / T`` for equal lengths (docs/spec.md;
+a library readout, :mod:`rntk_empirical.readouts`).
 Directions: ``forward``, ``reversed`` (features in reverse order) and ``bidirectional``
 (their sum, the kernel of a bidirectional RNN). Baselines (:func:`baseline_candidates`):
 RBF and polynomial SVMs, the NTK of a ReLU MLP (closed form) and a random forest.
@@ -112,13 +113,6 @@ class KernelSpec:
         return {"method": "recurrent", **asdict(self)}
 
 
-def _bank_readouts(readouts: tuple[str, ...]) -> tuple[str, ...]:
-    need = {r for r in readouts if r != "paper_avg"}
-    if "paper_avg" in readouts:
-        need |= {"last", "per_step"}
-    return tuple(r for r in ("last", "per_step", "avg") if r in need)
-
-
 def recurrent_kernels(
     ds: UCIDataset,
     grid: KernelGrid,
@@ -164,7 +158,7 @@ def unit_kernels(
             banks[direction] = analytic_kernel_bank(
                 arch,
                 xd,
-                readouts=_bank_readouts(readouts),
+                readouts=readouts,
                 dtype=dtype,
                 device=device,
                 block_size=block_size,
@@ -178,16 +172,9 @@ def unit_kernels(
                 for direction in grid.directions:
                     bi = direction == "bidirectional"
                     parts = ("forward", "reversed") if bi else (direction,)
-                    K = sum(_bank_kernel(banks[d], depth, readout, k_i, ds.length) for d in parts)
+                    K = sum(banks[d][(depth, readout)][k_i] for d in parts)
                     spec = KernelSpec(kernel, readout, direction, depth, sigma_u, sigma_b)
                     yield spec, K.to("cpu", torch.float64).numpy()
-
-
-def _bank_kernel(bank: dict, depth: int, readout: str, k_i: int, T: int) -> torch.Tensor:
-    """Kernel ``k_i`` (0: NTK, 1: NNGP) of a bank; ``paper_avg`` = per_step + last / T."""
-    if readout == "paper_avg":
-        return bank[(depth, "per_step")][k_i] + bank[(depth, "last")][k_i] / T
-    return bank[(depth, readout)][k_i]
 
 
 # ---------------------------------------------------------------------------- baselines

@@ -14,12 +14,15 @@ K^l(t-1,t'-1) = s_h^2 [t-1 = t'-1 = 0] * (1 for ``shared``; [x = x'] for ``per_i
     last:      the cell (T, T')
     avg:       (1 / (T T')) sum over all cells t <= T, t' <= T'
     per_step:  (1 / sqrt(T T')) sum over end-aligned cells, T - t = T' - t'
+    in general (:mod:`rntk_empirical.readouts`, per-step weights w): a shared readout sums
+    every cell weighted w(t) w'(t'), an independent one the end-aligned cells
     bidirectional: kernel(x, x') + kernel(reverse(x), reverse(x'))
 
 Implementation. Both batches are left-padded to one length T_max, so sequence i occupies
 padded positions p >= s_i = T_max - T_i and the ends are aligned. A *shift* k pairs position
 p of x with position q = p - k of x'. Shift 0 is the end-aligned diagonal (``last`` and
-``per_step``); ``avg`` runs every shift. Along a shift the recursion is a forward loop over p
+``per_step``); ``avg`` (any shared readout with weight before the final step) runs every
+shift. Along a shift the recursion is a forward loop over p
 whose state is only (K^l, G^l) of the previous step, for a block of rows x all columns: memory
 O(block * N2) per layer, independent of T. A pair is *active* once both sequences have started;
 before that its state holds the boundary value (K = s_h^2 term or 0, G = 0) -- exactly what the

@@ -12,9 +12,10 @@ from rntk_empirical.analytic.common import (
     blocks,
     boundary_value,
     budget,
+    final_scale,
     finish,
+    readout_kind,
     setup,
-    shifts,
     sides,
     write_block,
 )
@@ -25,8 +26,9 @@ from rntk_empirical.analytic.inplace import (
     compiled_step,
     shift_block_fused,
 )
-from rntk_empirical.architecture import READOUTS, Architecture
+from rntk_empirical.architecture import Architecture
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, get_dual, get_fused_dual
+from rntk_empirical.readouts import available_readouts
 from rntk_empirical.sequences import Sequences
 
 
@@ -36,7 +38,7 @@ def analytic_kernel_bank(
     x1,
     x2=None,
     *,
-    readouts: tuple[str, ...] = READOUTS,
+    readouts: tuple[str, ...] | None = None,
     dtype: torch.dtype | str = torch.float64,
     device: torch.device | str | None = None,
     block_size: int | None = None,
@@ -47,13 +49,16 @@ def analytic_kernel_bank(
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
     """Every depth's and readout's RNTK and NNGP of ``arch`` from one recursion.
 
-    Returns ``{(l, readout): (theta, nngp)}`` for l = 1..``arch.depth`` and each readout,
+    Returns ``{(l, readout): (theta, nngp)}`` for l = 1..``arch.depth`` and each readout
+    (default: every registered one, :func:`rntk_empirical.readouts.available_readouts`),
     each ``(N1, N2)``, equal to ``analytic_kernels(replace(arch, depth=l, readout=readout),
-    x1, x2)`` (``arch.readout`` is ignored). Why one pass suffices: layer l of a depth-L
-    network obeys the depth-l recursion (nothing flows down), and ``last`` / ``per_step``
-    read cells of the end-aligned shift that ``avg`` also runs. So the cost is that of the
-    deepest network with the most expensive readout requested: O(N1 N2 T L) without
-    ``avg``, O(N1 N2 T^2 L) with it. No autograd (see :func:`analytic_kernels` for that).
+    x1, x2)`` (``arch.readout`` is ignored; ``arch.ema_decay`` applies). Why one pass
+    suffices: layer l of a depth-L network obeys the depth-l recursion (nothing flows down),
+    and the ``final`` / ``diag`` readouts read cells of the end-aligned shift that the
+    ``full`` ones also run. So the cost is that of the deepest network with the most
+    expensive readout requested: O(N1 N2 T L) without a ``full`` readout (every shift:
+    ``avg``, ``ema``), O(N1 N2 T^2 L) with one (the numba backend runs one pass per distinct
+    non-uniform weight profile). No autograd (see :func:`analytic_kernels` for that).
 
     Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, any lengths, every
     nonlinearity (closed forms for relu / erf / identity, a tabulated quadrature otherwise);
@@ -65,9 +70,11 @@ def analytic_kernel_bank(
     ``progress``: optional callable, called with the number of rows finished after each
     block of rows (every row once per direction).
     """
-    bad = [r for r in readouts if r not in READOUTS]
+    names = available_readouts()
+    readouts = names if readouts is None else tuple(readouts)
+    bad = [r for r in readouts if r not in names]
     if bad or not readouts:
-        raise ValueError(f"readouts={readouts!r}: expected a non-empty subset of {READOUTS}")
+        raise ValueError(f"readouts={readouts!r}: expected a non-empty subset of {names}")
     if backend not in ("auto", "numba", "torch"):
         raise ValueError(f"backend={backend!r} is not valid; use auto, numba or torch")
     c, dual, s1, s2, rows, out_dtype = setup(
@@ -77,7 +84,8 @@ def analytic_kernel_bank(
     N1, N2 = s1.n, (s1.n if symmetric else s2.n)
     T = s1.max_len
     equal = bool((s1.lengths == T).all()) and (s2 is None or bool((s2.lengths == T).all()))
-    weighted = [r for r in readouts if r != "last"]
+    kinds = {r: readout_kind(c, r, T) for r in readouts}
+    weighted = [r for r in readouts if kinds[r] != "final"]
     if backend != "torch":
         why_not = numba_backend.supported(arch.nonlinearity, equal, s1.values.device)
         if why_not is None:
@@ -92,11 +100,11 @@ def analytic_kernel_bank(
         for l in layers
         for r in readouts
     }
-    chains = 2 * T - 1 if "avg" in readouts else 1
+    chains = 2 * T - 1 if "full" in kinds.values() else 1
     batch_rows = (block_size * N2 if block_size else budget(s1)) // (chains * N2)
     if equal and batch_rows >= 1:  # small N: all shifts of a row block at once
         for d in range(arch.directions):
-            side1, side2 = sides(c, dual, s1, s2, d, tuple(weighted))
+            side1, side2 = sides(c, dual, s1, s2, d, readouts)
             for r0, r1, rs, cs in blocks(side1, side2, batch_rows, symmetric):
                 for key, (t_blk, k_blk) in all_shifts_block(c, fused, rs, cs, readouts).items():
                     write_block(out[key][0], t_blk, r0, r1, symmetric, c.sv2, True)
@@ -115,7 +123,7 @@ def analytic_kernel_bank(
         ct = replace(c, **{k: s1.values.new_tensor(getattr(c, k)) for k in ("sw2", "su2", "sb2")})
         step = (compiled_step(arch.nonlinearity, quad_points), ct)
     for d in range(arch.directions):
-        side1, side2 = sides(c, dual, s1, s2, d, tuple(weighted))
+        side1, side2 = sides(c, dual, s1, s2, d, readouts)
         for r0, r1, rs, cs in blocks(side1, side2, rows, symmetric):
             B, n2 = r1 - r0, cs.xs.shape[0]
             view = ws.view(B, n2)
@@ -129,16 +137,23 @@ def analytic_kernel_bank(
                 for r in weighted
             }
             shift_block_fused(c, fused, rs, cs, 0, True, view, tuple(accs.values()), step)
-            if "last" in readouts:
+            for r in (r for r in readouts if kinds[r] == "final"):
+                sc = final_scale(r, rs, cs)
                 for l in layers:
                     theta = torch.add(view["K"][l], view["G"][l], out=view["scratch"])
-                    t_out, k_out = out[(l + 1, "last")]
+                    if sc is None:  # a copy: write_block scales in place
+                        k = view["S"].copy_(view["K"][l])
+                    else:
+                        theta.mul_(sc)
+                        k = torch.mul(view["K"][l], sc, out=view["S"])
+                    t_out, k_out = out[(l + 1, r)]
                     write_block(t_out, theta, r0, r1, symmetric, c.sv2, True)
-                    write_block(k_out, view["K"][l], r0, r1, symmetric, c.sv2, True)
-            if "avg" in accs:
-                for k in shifts("avg", T):
+                    write_block(k_out, k, r0, r1, symmetric, c.sv2, True)
+            full = tuple(acc for r, acc in accs.items() if kinds[r] == "full")
+            if full:
+                for k in range(1 - T, T):
                     if k != 0:
-                        shift_block_fused(c, fused, rs, cs, k, True, view, (accs["avg"],), step)
+                        shift_block_fused(c, fused, rs, cs, k, True, view, full, step)
             for r, acc in accs.items():
                 for l in layers:
                     write_block(out[(l + 1, r)][0], acc.t[l], r0, r1, symmetric, c.sv2, True)
@@ -183,6 +198,7 @@ def compiled_bank(
             s2 is None,
             progress,
             quad_points,
+            arch=arch,
         )
         if out is None:
             out = bank

@@ -14,12 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.cells import get_cell
 from rntk_empirical.devices import (
     memory_budget,
     resolve_device,
     resolve_dtype,
 )
 from rntk_empirical.dual import DualFn, get_dual
+from rntk_empirical.readouts import get_readout
 from rntk_empirical.sequences import Sequences, as_sequences
 
 # Elements (pairs) of one row block: cache-sized on CPU (~1 MiB per float64 buffer),
@@ -39,6 +41,7 @@ class KernelConstants:
     sv2: float
     depth: int
     h0: str
+    arch: Architecture  # for the readouts' weights (:mod:`rntk_empirical.readouts`)
 
 
 @dataclass
@@ -50,8 +53,8 @@ class BatchSide:
         starts: ``(N,)`` first valid padded position s_i.
         keys: ``(N,)`` int64 content keys (``per_input`` x = x' test).
         var: ``(L, N, T)`` variances S^l(x_i, x_i)(p, p); 1.0 at padded positions.
-        weights: readout -> ``(N, T)`` cell weights (``avg``: mask / T, ``per_step``:
-            mask / sqrt(T)); ``last`` has none.
+        weights: readout name -> ``(N, T)`` per-step weights w (0 on padding) of
+            :meth:`rntk_empirical.readouts.Readout.weights`.
     """
 
     xs: torch.Tensor
@@ -217,12 +220,8 @@ def _prepare_side(
             f"T={T} (they grow like (s_w^2 / 2)^t for relu, s_w^(2t) for identity, with "
             f"s_w^2={c.sw2:g}); use a smaller sigma_w or shorter sequences"
         )
-    weights = {}
-    lengths = seqs.lengths.to(device=xs.device, dtype=xs.dtype)
-    for readout in readouts:
-        if readout != "last":
-            norm = lengths if readout == "avg" else lengths.sqrt()
-            weights[readout] = seqs.mask.to(xs.dtype) / norm[:, None]
+    lengths = seqs.lengths.to(xs.device)
+    weights = {r: get_readout(r).weights(lengths, T, c.arch, xs.dtype) for r in readouts}
     keys = torch.tensor(seqs.keys, dtype=torch.int64, device=xs.device)
     return BatchSide(xs, starts, [int(s) for s in starts.tolist()], keys, var, weights)
 
@@ -244,8 +243,23 @@ def shift_range(r: BatchSide, s: BatchSide, shift: int, T: int) -> tuple[int, in
     return p_first, p_last
 
 
-def shifts(readout: str, T: int) -> range | tuple[int]:
-    return range(-(T - 1), T) if readout == "avg" else (0,)
+def readout_kind(c: KernelConstants, readout: str, T: int) -> str:
+    """``final``, ``diag`` or ``full``: :meth:`rntk_empirical.readouts.Readout.kind`."""
+    return get_readout(readout).kind(T, c.arch)
+
+
+def shifts(c: KernelConstants, readout: str, T: int) -> range | tuple[int]:
+    """The shifts whose cells a readout weighs: every one for ``full``, else only 0."""
+    return get_readout(readout).shifts(T, c.arch)
+
+
+def final_scale(readout: str, r: BatchSide, s: BatchSide) -> torch.Tensor | None:
+    """``(B, N2)`` w(T-1) w'(T'-1) of a ``final`` readout, None where it is 1 for every pair
+    (``last``): its kernel is the final cell times this."""
+    w_r, w_s = r.weights[readout][:, -1], s.weights[readout][:, -1]
+    if bool((w_r == 1.0).all()) and bool((w_s == 1.0).all()):
+        return None
+    return w_r[:, None] * w_s[None, :]
 
 
 def write_block(
@@ -299,6 +313,11 @@ def setup(
     dtype of the returned kernels). x1 and x2 come in :func:`working_dtype`."""
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
+    if get_cell(arch.cell).analytic != "elman":
+        raise ValueError(
+            f"cell {arch.cell!r} has no analytic kernel (the analytic backends implement the "
+            "Elman recursion); use the empirical kernels for it"
+        )
     if ntk and arch.parameterization == "standard":
         raise ValueError(
             "the NTK has no finite infinite-width limit in the 'standard' parameterization "
@@ -324,9 +343,11 @@ def setup(
         arch.sigma_v**2,
         arch.depth,
         arch.h0,
+        arch,
     )
     N2 = s1.n if s2 is None else s2.n
-    pairs = budget(s1, s2, depth=arch.depth, readout=arch.readout)
+    full = get_readout(arch.readout).kind(s1.max_len, arch) == "full"
+    pairs = budget(s1, s2, depth=arch.depth, all_shifts=full)
     rows = min(s1.n, block_size or max(1, pairs // N2))
     return c, get_dual(arch.nonlinearity, quad_points), s1, s2, rows, dtype
 
@@ -337,13 +358,13 @@ AUTOGRAD_TENSORS_PER_CELL = 9
 
 
 def budget(
-    seqs: Sequences, other: Sequences | None = None, *, depth: int = 1, readout: str = "last"
+    seqs: Sequences, other: Sequences | None = None, *, depth: int = 1, all_shifts: bool = False
 ) -> int:
     """Pairs per row block: cache-sized on CPU, large on GPUs.
 
     When an input requires grad (the differentiable path), a block's graph keeps about
-    ``AUTOGRAD_TENSORS_PER_CELL`` block-sized tensors per layer and cell (T cells for
-    ``last``/``per_step``, T^2 for ``avg``) until backward, so the block is also capped at
+    ``AUTOGRAD_TENSORS_PER_CELL`` block-sized tensors per layer and cell (T cells, T^2 for
+    a readout of every shift, ``all_shifts``) until backward, so the block is also capped at
     ``memory_budget(device) / (9 L cells * element size)`` pairs. (The graphs of all blocks
     stay alive until backward: the total is that of N1 * N2 pairs whatever the block.)
     """
@@ -354,7 +375,7 @@ def budget(
     if not grads:
         return fixed
     T = seqs.max_len
-    cells = depth * (T * T if readout == "avg" else T)
+    cells = depth * (T * T if all_shifts else T)
     per_pair = AUTOGRAD_TENSORS_PER_CELL * cells * seqs.values.element_size()
     return max(1, min(fixed, memory_budget(seqs.values.device) // per_pair))
 

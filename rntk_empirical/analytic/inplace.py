@@ -13,12 +13,15 @@ from rntk_empirical.analytic.common import (
     BatchSide,
     KernelConstants,
     boundary,
+    final_scale,
     identical_pairs,
     layer_step,
+    readout_kind,
     shift_range,
     shifts,
 )
 from rntk_empirical.dual import DualFn, get_dual
+from rntk_empirical.readouts import get_readout
 
 
 class Workspace:
@@ -196,14 +199,18 @@ def pair_block_fused(
     c: KernelConstants, fused, readout: str, r: BatchSide, s: BatchSide, want_ntk: bool, ws: dict
 ):
     """In-place (theta, nngp) / s_v^2 as views into the workspace (valid until its next use)."""
-    if readout == "last":
+    if readout_kind(c, readout, r.xs.shape[1]) == "final":
         shift_block_fused(c, fused, r, s, 0, want_ntk, ws)
         theta = torch.add(ws["K"][-1], ws["G"][-1], out=ws["acc_t"]) if want_ntk else None
+        sc = final_scale(readout, r, s)
+        if sc is not None:
+            ws["K"][-1].mul_(sc)
+            theta = None if theta is None else theta.mul_(sc)
         return theta, ws["K"][-1]
     acc = Accumulator(
         readout, (c.depth - 1,), [ws["acc_k"].zero_()], [ws["acc_t"].zero_()] if want_ntk else None
     )
-    for k in shifts(readout, r.xs.shape[1]):
+    for k in shifts(c, readout, r.xs.shape[1]):
         shift_block_fused(c, fused, r, s, k, want_ntk, ws, (acc,))
     return (ws["acc_t"] if want_ntk else None), ws["acc_k"]
 
@@ -222,11 +229,13 @@ def all_shifts_block(
     Chain k (x at p, x' at p - k) is run as one batch entry: at step j it holds the cell
     (j + max(k, 0), j + max(-k, 0)), so one step of all chains is a handful of large in-place
     tensor operations instead of 2T - 1 small ones (the win for small N). With equal lengths
-    the readout weights are constant: ``avg`` = (1/T^2) sum of all cells, ``per_step`` =
-    (1/T) sum of chain 0, ``last`` = the final cell of chain 0. Returns (theta, nngp) / s_v^2.
+    every sequence has the same weights w: a ``full`` readout sums every cell with weight
+    w(p) w'(q), a ``diag`` one chain 0, a ``final`` one takes the final cell of chain 0
+    (uniform profiles: unweighted sums, divided once at the end). Returns (theta, nngp) / s_v^2.
     """
     T, B, N2 = r.xs.shape[1], r.xs.shape[0], s.xs.shape[0]
-    order = _chain_order(T if "avg" in readouts else 1).to(r.xs.device)
+    kinds = {name: readout_kind(c, name, T) for name in readouts}
+    order = _chain_order(T if "full" in kinds.values() else 1).to(r.xs.device)
     kp, km = order.clamp(min=0), (-order).clamp(min=0)
     buf = {k: r.xs.new_zeros(len(order), B, N2) for k in ("S", "Q", "scratch")}
     K = [r.xs.new_zeros(len(order), B, N2) for _ in range(c.depth)]
@@ -240,7 +249,16 @@ def all_shifts_block(
     if same0 is not None:
         same = torch.zeros(len(order), B, N2, dtype=torch.bool, device=r.xs.device)
         same[0] = same0
-    sums = {key: [r.xs.new_zeros(B, N2) for _ in range(c.depth)] for key in ("k", "t", "pk", "pt")}
+    summed = [name for name, kind in kinds.items() if kind != "final"]
+    uniform = {name: get_readout(name).uniform(T, c.arch) for name in summed}
+    # the weights of one sequence of each side (all rows are equal: equal lengths)
+    w_r = {name: r.weights[name][0] for name in readouts}
+    w_s = {name: s.weights[name][0] for name in readouts}
+    sums = {
+        (name, part): [r.xs.new_zeros(B, N2) for _ in range(c.depth)]
+        for name in summed
+        for part in "kt"
+    }
     for j in range(T):
         n = min(len(order), 2 * (T - 1 - j) + 1)
         p, q = j + kp[:n], j + km[:n]
@@ -255,20 +273,37 @@ def all_shifts_block(
             b = s.var[l][:, q].T[:, None, :]
             sm = None if same is None else same[:n]
             _fused_layer(c, fused, l, Kn, Gn, S, Q, scratch, a, b, sm)
-            if "avg" in readouts:
-                sums["k"][l] += Kl.sum(0)
-                sums["t"][l] += Gl.sum(0)
-            if "per_step" in readouts:
-                sums["pk"][l] += Kl[0]
-                sums["pt"][l] += Gl[0]
+            for name in summed:
+                sk, st = sums[(name, "k")][l], sums[(name, "t")][l]
+                if kinds[name] == "diag":
+                    if uniform[name]:
+                        sk += Kl[0]
+                        st += Gl[0]
+                    else:
+                        w = w_r[name][j] * w_s[name][j]
+                        sk.add_(Kl[0], alpha=float(w))
+                        st.add_(Gl[0], alpha=float(w))
+                elif uniform[name]:
+                    sk += Kl.sum(0)
+                    st += Gl.sum(0)
+                else:
+                    w = (w_r[name][p] * w_s[name][q])[:, None, None]
+                    sk += (Kl * w).sum(0)
+                    st += (Gl * w).sum(0)
     out = {}
     for l in range(c.depth):
-        if "last" in readouts:
-            out[(l + 1, "last")] = (K[l][0] + G[l][0], K[l][0])
-        if "per_step" in readouts:
-            k = sums["pk"][l]
-            out[(l + 1, "per_step")] = ((k + sums["pt"][l]) / T, k / T)
-        if "avg" in readouts:
-            k = sums["k"][l]
-            out[(l + 1, "avg")] = ((k + sums["t"][l]) / T**2, k / T**2)
+        for name, kind in kinds.items():
+            if kind == "final":
+                k, t = K[l][0], K[l][0] + G[l][0]
+                sc = float(w_r[name][-1] * w_s[name][-1])
+                out[(l + 1, name)] = (t, k) if sc == 1.0 else (t * sc, k * sc)
+                continue
+            k = sums[(name, "k")][l]
+            t = k + sums[(name, "t")][l]
+            if uniform[name]:  # w = 1 / divisor(T): divide the sums once
+                div = get_readout(name).divisors(r.xs.new_tensor([float(T)]), c.arch)
+                div = float(div[0]) ** 2
+                out[(l + 1, name)] = (t / div, k / div)
+            else:
+                out[(l + 1, name)] = (t, k)
     return out

@@ -34,6 +34,7 @@ import torch
 
 from rntk_empirical.activations import get_nonlinearity
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
+from rntk_empirical.readouts import get_readout
 
 try:  # optional dependency
     import numba
@@ -56,7 +57,7 @@ NODE_WEIGHT_FLOOR = 1e-20
 _TAB_HEAD = 4  # header of the packed table: Q, x0, 1/h, n
 LANES = 32  # columns are padded to a multiple of this: the vector loop has no scalar tail
 TILE = 128  # columns whose state stays in L1 while one chain runs
-_READOUT_SLOTS = ("last", "per_step", "avg")
+_READOUT_SLOTS = ("final", "diag", "full")  # the kinds of rntk_empirical.readouts.Readout.kind
 _FASTMATH = {"contract", "reassoc", "nsz"}  # not nnan/ninf: overflow is checked
 
 
@@ -342,11 +343,14 @@ def _cells_for(dual):
 
 
 @njit(fastmath=_FASTMATH, cache=True)
-def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, acc, p0, s2, live):
+def _chain(
+    nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, acc, prof, p0, s2, live
+):
     """Run chain k (x_i at p, x_j at p - k) of the tile of columns j0:j0+n; K, G ``(L, TILE)``
     hold its boundary and end in its last cell; every active cell is added to sk, st times
-    ``acc`` (1.0 or 0.0); ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on
-    identical states).
+    ``acc * prof[T-1-p] * prof[T-1-q]`` (acc 1.0 or 0.0; ``prof`` ``(T,)`` the readout's
+    weight profile by distance from the end, the same for every column of the chain);
+    ``lo`` ``(TILE,)``: the lower clamp of the correlation (1.0 on identical states).
     Mixed lengths: the chain starts at p0 (row i started, some column started); column j is
     active from q = s2[j] on (``s2`` ``(N2p,)`` its padded start), held at its boundary before.
     """
@@ -357,6 +361,7 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, 
         s_max = max(s_max, s2[j0 + j])
     for p in range(p0, min(T, T + k)):
         q = p - k
+        a = acc * prof[T - 1 - p] * prof[T - 1 - q]  # a scalar: the cell loops are unchanged
         full = q >= s_max
         if not full:
             for j in range(n):
@@ -369,7 +374,7 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, 
             for j in range(n):
                 dr[j] += xi * xj[j]
         if full and L == 2:
-            a2 = (K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, tab, acc, n)
+            a2 = (K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, tab, a, n)
             if nl == 0:
                 _step2_relu(*a2)
             elif nl == 1:
@@ -387,25 +392,27 @@ def _chain(nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, 
             args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l], lo)
             if full:
                 if nl == 0:
-                    _cells_relu(*args, tab, acc, n)
+                    _cells_relu(*args, tab, a, n)
                 elif nl == 1:
-                    _cells_erf(*args, tab, acc, n)
+                    _cells_erf(*args, tab, a, n)
                 elif nl == 2:
-                    _cells_identity(*args, tab, acc, n)
+                    _cells_identity(*args, tab, a, n)
                 else:
-                    _cells_quadrature(*args, tab, acc, n)
+                    _cells_quadrature(*args, tab, a, n)
             elif nl == 0:
-                _masked_relu(*args, tab, acc, n, live)
+                _masked_relu(*args, tab, a, n, live)
             elif nl == 1:
-                _masked_erf(*args, tab, acc, n, live)
+                _masked_erf(*args, tab, a, n, live)
             elif nl == 2:
-                _masked_identity(*args, tab, acc, n, live)
+                _masked_identity(*args, tab, a, n, live)
             else:
-                _masked_quadrature(*args, tab, acc, n, live)
+                _masked_quadrature(*args, tab, a, n, live)
 
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
-def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, sym, n_out, out):
+def _bank_rows(
+    rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, prof, d1, d2, sym, n_out, out
+):
     """Kernels of the given rows against all columns (from the row's lane block on if
     ``sym``; the caller mirrors).
 
@@ -413,9 +420,11 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, 
     f1 ``(3, L, N1, T)`` and f2 ``(3, L, T, N2p)`` the factors r, f, g of :func:`_factors`;
     keys ``(N1,)``, ``(N2p,)``; s1 ``(N1,)``, s2 ``(N2p,)`` the first valid padded positions
     (T - length; 0 for equal lengths); ``cst`` = (s_w^2, s_u^2, s_b^2, s_v^2, boundary
-    K^l(0, 0), 1.0 if the boundary needs equal keys); ``slots``: output slot of last,
-    per_step, avg (-1: not wanted); out ``(L, R, 2, N1, n_out)``, [:, :, 0] the NTK,
-    [:, :, 1] the NNGP.
+    K^l(0, 0), 1.0 if the boundary needs equal keys); ``slots``: output slot of the final
+    cell, the weighted end-aligned sum and the weighted sum of every cell (-1: not wanted);
+    ``prof`` ``(T,)``: the weight profile by distance from the end of the weighted sums;
+    d1 ``(3, N1)``, d2 ``(3, N2p)``: per-sequence divisors of each slot (the kernel is
+    s_v^2 sum / (d1 d2)); out ``(L, R, 2, N1, n_out)``, [:, :, 0] the NTK, [:, :, 1] the NNGP.
     """
     sv2, kb, kb_keys = cst[3], cst[4], cst[5]
     L, T = f1.shape[1], f1.shape[3]
@@ -456,14 +465,15 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, 
                     st[l, j] = 0.0
             p0 = max(si, s_min)
             run = (x1, x2, f1, f2, cst, K, G, dr, gl)  # what every chain of the tile shares
-            _chain(nl, i, j0, n, 0, *run, pk, pt, lo0, tab, acc0, p0, s2, live)
+            _chain(nl, i, j0, n, 0, *run, pk, pt, lo0, tab, acc0, prof, p0, s2, live)
             for l in range(L):
                 for j in range(w):
                     if s_last >= 0:
-                        out[l, s_last, 0, i, j0 + j] = sv2 * (K[l, j] + G[l, j])
-                        out[l, s_last, 1, i, j0 + j] = sv2 * K[l, j]
+                        scale = sv2 / (d1[0, i] * d2[0, j0 + j])
+                        out[l, s_last, 0, i, j0 + j] = scale * (K[l, j] + G[l, j])
+                        out[l, s_last, 1, i, j0 + j] = scale * K[l, j]
                     if s_ps >= 0:
-                        scale = sv2 / math.sqrt((T - si) * (T - s2[j0 + j]))
+                        scale = sv2 / (d1[1, i] * d2[1, j0 + j])
                         out[l, s_ps, 0, i, j0 + j] = scale * pt[l, j]
                         out[l, s_ps, 1, i, j0 + j] = scale * pk[l, j]
             if s_avg < 0:
@@ -478,10 +488,10 @@ def _bank_rows(rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, 
                         K[l, j] = b
                         G[l, j] = 0.0
                 p0 = max(k, si, s_min + k)
-                _chain(nl, i, j0, n, k, *run, sk, st, lo, tab, 1.0, p0, s2, live)
+                _chain(nl, i, j0, n, k, *run, sk, st, lo, tab, 1.0, prof, p0, s2, live)
             for l in range(L):
                 for j in range(w):
-                    scale = sv2 / ((T - si) * (T - s2[j0 + j]))
+                    scale = sv2 / (d1[2, i] * d2[2, j0 + j])
                     out[l, s_avg, 0, i, j0 + j] = scale * (st[l, j] + pt[l, j])
                     out[l, s_avg, 1, i, j0 + j] = scale * (sk[l, j] + pk[l, j])
 
@@ -535,16 +545,17 @@ def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo,
 
 @njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _avg_pairs(
-    pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, tab, slots, chunks, lanes, out
+    pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, tab, slots, d1, d2, chunks, lanes, out
 ):
-    """Every readout of the pairs (pi[u], pj[u]) with ``avg`` among them, one pair at a time
+    """Every slot of the pairs (pi[u], pj[u]) with the ``full`` sum among them and a uniform
+    weight profile (every cell weighs 1 before the divisors), one pair at a time
     (each chain runs in unpadded steps: mixed lengths need no mask). For few sequences or
     long ones, where a tile of columns would be mostly padding.
 
     x1 ``(N1, m, PAD + T)``, f1 ``(N1, 3, L, PAD + T)``: inputs and factors left-padded by
     PAD (step p of the padded batch at PAD + p); s1 ``(N1,)`` starts; the same for x2, f2,
-    s2; ``chunks``: pair ranges, one per parallel task; ``cst``, ``slots``, ``out`` as in
-    :func:`_bank_rows`. Writes out[..., pi[u], pj[u]] only.
+    s2; ``chunks``: pair ranges, one per parallel task; ``cst``, ``slots``, ``d1``, ``d2``,
+    ``out`` as in :func:`_bank_rows`. Writes out[..., pi[u], pj[u]] only.
     """
     sv2, kb, kb_keys = cst[3], cst[4], cst[5]
     L, W = f1.shape[2], f1.shape[3]
@@ -618,14 +629,15 @@ def _avg_pairs(
                         sum_t[l] = at[l, PAD + d_end]
             for l in range(L):
                 if s_last >= 0:
-                    out[l, s_last, 0, i, j] = sv2 * end_t[l]
-                    out[l, s_last, 1, i, j] = sv2 * end_k[l]
+                    scale = sv2 / (d1[0, i] * d2[0, j])
+                    out[l, s_last, 0, i, j] = scale * end_t[l]
+                    out[l, s_last, 1, i, j] = scale * end_k[l]
                 if s_ps >= 0:
-                    scale = sv2 / math.sqrt(Ti * Tj)
+                    scale = sv2 / (d1[1, i] * d2[1, j])
                     out[l, s_ps, 0, i, j] = scale * sum_t[l]
                     out[l, s_ps, 1, i, j] = scale * sum_k[l]
                 if s_avg >= 0:
-                    scale = sv2 / (Ti * Tj)
+                    scale = sv2 / (d1[2, i] * d2[2, j])
                     out[l, s_avg, 0, i, j] = scale * tot_t[l]
                     out[l, s_avg, 1, i, j] = scale * tot_k[l]
 
@@ -795,6 +807,8 @@ def kernel_bank(
     symmetric: bool,
     progress=None,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    *,
+    arch,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
     """``{(l, readout): (theta, nngp)}`` of one direction, each ``(N1, N2)`` float64 on the
     CPU (whatever dtype the caller returns: one compiled specialization; a float32 output
@@ -808,12 +822,16 @@ def kernel_bank(
         side1, side2: the prepared rows and columns (:class:`~rntk_empirical.analytic.BatchSide`:
             ``xs (N, T, m)``,
             ``var (L, N, T)``, ``keys (N,)``, ``starts (N,)``), any lengths.
-        readouts: a subset of last, per_step, avg.
+        readouts: registered readout names (:mod:`rntk_empirical.readouts`); each is read
+            from one compiled pass as its kind's slot (final cell, end-aligned sum, sum of
+            every cell), one pass per distinct weight profile of the summed readouts.
         symmetric: side2 is side1; only j >= i is computed, the rest mirrored.
         progress: optional callable, called with the number of rows finished after each
-            chunk of rows.
+            chunk of rows (of the last pass).
         quad_points: Gauss-Hermite points per dimension of a quadrature dual (nonlinearities
             without a closed form: :func:`quadrature_table`).
+        arch: the :class:`~rntk_empirical.architecture.Architecture` the readouts' weights
+            read (``ema_decay``).
     """
     _require()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
@@ -834,60 +852,102 @@ def kernel_bank(
     )  # padding: inside the tile's range
     sw2, su2, sb2, sv2, kb, kb_keys = consts
     packed = np.array([sw2, su2, sb2, sv2, kb, 1.0 if kb_keys else 0.0])
-    wanted = [r for r in _READOUT_SLOTS if r in readouts]
-    slots = np.array([wanted.index(r) if r in wanted else -1 for r in _READOUT_SLOTS], np.int64)
-    L = var1.shape[0]
-    out = np.zeros((L, len(wanted), 2, N1, N2))
+    L, T = var1.shape[0], var1.shape[2]
     nl = nonlinearity_code(nonlinearity)
     tab = _NO_TABLE
     if nl == QUADRATURE:
         var_max = max(float(var1.max(initial=0.0)), float(var2.max(initial=0.0)))
         tab = quadrature_table(nonlinearity, var_max, quad_points)
     order = _balanced_rows(N1, symmetric)
-    pairs = "avg" in readouts and pairwise(N2, var1.shape[2])
-    # Each call is one parallel region, whose barrier costs milliseconds when the cores are
-    # shared (measured: 60-90 ns instead of 9 per cell for ``last`` in 64 calls): one call
-    # unless progress is reported (then up to 64), pair lists capped at ~1e6 pairs a call.
-    chunk = max(2 * numba.get_num_threads(), -(-N1 // 64)) if progress is not None else N1
-    if pairs:
-        chunk = min(chunk, max(1, 2**20 // N2))
-    if pairs:
-        f2n = np.stack(_factors(nonlinearity, var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
-        px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
-        px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
-        len1, len2 = var1.shape[2] - s1, var2.shape[2] - s2[:N2]
-    for s in range(0, N1, chunk):
-        rows = order[s : s + chunk]
+    lengths = (torch.from_numpy(T - s1).double(), torch.from_numpy(T - s2[:N2]).double())
+    result = {}
+    passes = _readout_passes(readouts, T, arch)
+    for n_pass, (prof, slot_names) in enumerate(passes):
+        wanted = [slot_names[k] for k in _READOUT_SLOTS if k in slot_names]
+        slots = np.array(
+            [wanted.index(slot_names[k]) if k in slot_names else -1 for k in _READOUT_SLOTS],
+            np.int64,
+        )
+        d1, d2 = np.ones((3, N1)), np.ones((3, N2p))
+        for k, name in slot_names.items():
+            ro = get_readout(name)
+            d1[_READOUT_SLOTS.index(k)] = ro.divisors(lengths[0], arch).numpy()
+            d2[_READOUT_SLOTS.index(k), :N2] = ro.divisors(lengths[1], arch).numpy()
+        uniform = bool((prof == 1.0).all())
+        out = np.zeros((L, len(wanted), 2, N1, N2))
+        pairs = "full" in slot_names and uniform and pairwise(N2, T)
+        report = progress if n_pass == len(passes) - 1 else None
+        # Each call is one parallel region, whose barrier costs milliseconds when the cores
+        # are shared (measured: 60-90 ns instead of 9 per cell for ``last`` in 64 calls): one
+        # call unless progress is reported (then up to 64), pair lists capped at ~1e6 pairs.
+        chunk = max(2 * numba.get_num_threads(), -(-N1 // 64)) if report is not None else N1
         if pairs:
-            pi, pj, bounds = _pair_chunks(rows, len1, len2, symmetric, 4 * numba.get_num_threads())
-            args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, tab, slots, bounds)
-            _avg_pairs(pi, pj, *args, PAIR_LANES, out)
+            chunk = min(chunk, max(1, 2**20 // N2))
+            f2n = np.stack(_factors(nonlinearity, var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
+            px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
+            px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
+            len1, len2 = T - s1, var2.shape[2] - s2[:N2]
+        for s in range(0, N1, chunk):
+            rows = order[s : s + chunk]
+            if pairs:
+                pi, pj, bounds = _pair_chunks(
+                    rows, len1, len2, symmetric, 4 * numba.get_num_threads()
+                )
+                args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, tab, slots)
+                _avg_pairs(pi, pj, *args, d1, d2, bounds, PAIR_LANES, out)
+            else:
+                _bank_rows(
+                    rows,
+                    x1,
+                    x2t,
+                    f1,
+                    f2,
+                    keys1,
+                    keys2,
+                    s1,
+                    s2,
+                    packed,
+                    nl,
+                    tab,
+                    slots,
+                    prof,
+                    d1,
+                    d2,
+                    symmetric,
+                    N2,
+                    out,
+                )
+            if report is not None:
+                report(len(rows))
+        if symmetric:
+            _mirror(out)
+        t = torch.from_numpy(out)
+        for k, name in slot_names.items():
+            theta, nngp = t[:, wanted.index(name), 0], t[:, wanted.index(name), 1]
+            if k == "final":  # the final weight's profile factor (1 for ``last``)
+                w0 = float(get_readout(name).profile_values(1, arch)[0]) ** 2
+                if w0 != 1.0:
+                    theta, nngp = theta * w0, nngp * w0
+            for l in range(L):
+                result[(l + 1, name)] = (theta[l], nngp[l])
+    return {(l + 1, r): result[(l + 1, r)] for r in readouts for l in range(L)}
+
+
+def _readout_passes(
+    readouts: tuple[str, ...], T: int, arch
+) -> list[tuple[np.ndarray, dict[str, str]]]:
+    """The compiled passes for these readouts: ``(profile (T,), {kind: readout})`` each, at
+    most one readout per kind and one weight profile per pass (``final`` readouts take any)."""
+    passes: list[list] = []
+    for name in dict.fromkeys(readouts):
+        ro = get_readout(name)
+        kind = ro.kind(T, arch)
+        prof = None if kind == "final" else ro.profile_values(T, arch).numpy()
+        for p in passes:
+            if kind not in p[1] and (prof is None or p[0] is None or np.array_equal(p[0], prof)):
+                p[0] = prof if p[0] is None else p[0]
+                p[1][kind] = name
+                break
         else:
-            _bank_rows(
-                rows,
-                x1,
-                x2t,
-                f1,
-                f2,
-                keys1,
-                keys2,
-                s1,
-                s2,
-                packed,
-                nl,
-                tab,
-                slots,
-                symmetric,
-                N2,
-                out,
-            )
-        if progress is not None:
-            progress(len(rows))
-    if symmetric:
-        _mirror(out)
-    t = torch.from_numpy(out)
-    return {
-        (l + 1, r): (t[l, wanted.index(r), 0], t[l, wanted.index(r), 1])
-        for l in range(L)
-        for r in wanted
-    }
+            passes.append([prof, {kind: name}])
+    return [(np.ones(T) if p[0] is None else p[0], p[1]) for p in passes]

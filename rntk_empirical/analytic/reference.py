@@ -9,8 +9,10 @@ from rntk_empirical.analytic.common import (
     BatchSide,
     KernelConstants,
     boundary,
+    final_scale,
     identical_pairs,
     layer_step,
+    readout_kind,
     shift_range,
     shifts,
 )
@@ -27,9 +29,10 @@ def shift_block(
     want_ntk: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Differentiable (out-of-place) contribution of one shift (x at p, x' at p - shift) for a
-    block: (theta, nngp) / s_v^2. ``last``: the final cell; otherwise the weighted sum over
-    active cells."""
+    block: (theta, nngp) / s_v^2. A ``final`` readout: the final cell (times its weights);
+    otherwise the weighted sum over active cells."""
     T = r.xs.shape[1]
+    final = readout_kind(c, readout, T) == "final"
     B, N2 = r.xs.shape[0], s.xs.shape[0]
     max_r, max_s = max(r.starts_list), max(s.starts_list)
     p_first, p_last = shift_range(r, s, shift, T)
@@ -55,13 +58,17 @@ def shift_block(
                 G_new = None if G_new is None else torch.where(active, G_new, G[l])
             K[l], G[l] = K_new, G_new
             drive, G_low = c.su2 * K_new, G_new
-        if readout != "last":
+        if not final:
             w = r.weights[readout][:, p, None] * s.weights[readout][None, :, q]  # 0 if inactive
             acc_k = acc_k + K[-1] * w
             if want_ntk:
                 acc_t = acc_t + (K[-1] + G[-1]) * w
-    if readout == "last":
-        return (K[-1] + G[-1] if want_ntk else None), K[-1]
+    if final:
+        theta, nngp = (K[-1] + G[-1] if want_ntk else None), K[-1]
+        sc = final_scale(readout, r, s)
+        if sc is not None:
+            theta, nngp = (None if theta is None else theta * sc), nngp * sc
+        return theta, nngp
     return (acc_t if want_ntk else None), acc_k
 
 
@@ -70,7 +77,7 @@ def pair_block(
 ):
     """Differentiable (theta, nngp) for rows r against columns s, one direction, with s_v^2."""
     theta = nngp = None
-    for k in shifts(readout, r.xs.shape[1]):
+    for k in shifts(c, readout, r.xs.shape[1]):
         t_k, n_k = shift_block(c, dual, readout, r, s, k, want_ntk)
         nngp = n_k if nngp is None else nngp + n_k
         if want_ntk:
