@@ -638,7 +638,7 @@ class _Kernels:
         return tuple(e for e in (self.bank_rows, self.avg_pairs, self.diag_variances) if e)
 
 
-_COMPILED: dict[tuple[str, int], _Kernels] = {}
+_COMPILED: dict[tuple[str, CompiledDual], _Kernels] = {}
 
 
 def _source_digest(dual: CompiledDual) -> str:
@@ -659,7 +659,7 @@ def _kernels(nonlinearity: str | Nonlinearity) -> _Kernels | None:
     if nl.compiled is None and nl.closed_form:
         return None
     dual = QUADRATURE_DUAL if nl.compiled is None else nl.compiled
-    key = ("quadrature", 0) if dual is QUADRATURE_DUAL else (nl.name, id(dual))
+    key = ("", dual) if dual is QUADRATURE_DUAL else (nl.name, dual)
     if key not in _COMPILED:
         tag = "quadrature"
         if dual is not QUADRATURE_DUAL:

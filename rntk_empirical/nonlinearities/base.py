@@ -18,7 +18,8 @@ A :class:`Nonlinearity` holds
   evaluate its closed form; nothing falls back to quadrature silently);
 * ``fast_dual``: a slot for a faster dual evaluator of a smooth nonlinearity (same call as
   ``dual``, with its own documented error contract): when set, :func:`rntk_empirical.dual.
-  get_dual` uses it instead of the default quadrature. Nothing built in sets it yet.
+  get_dual` (and so every torch path) uses it instead of the default quadrature; the
+  compiled bank keeps its tabulated quadrature. Nothing built in sets it yet.
 
 Built-ins live one per module in this package (``relu``, ``erf``, ``identity``, ``tanh``);
 :mod:`rntk_empirical.nonlinearities.registry` keeps the one registry.
