@@ -159,7 +159,7 @@ def register_nonlinearity(
 
 
 def resolve_nonlinearity(spec: str) -> str:
-    """The registered name for ``spec``: a registered name as is, or ``module:attr`` (for
+    """The registered name for ``spec``: a name as is, or ``module:attr`` (for
     example ``mypkg.acts:softplus``) imported and registered under the spec itself. ``attr``
     is an elementwise torch function (phi' by autograd) or a
     :class:`~rntk_empirical.nonlinearities.base.Nonlinearity` (its derivative is checked like
@@ -167,10 +167,8 @@ def resolve_nonlinearity(spec: str) -> str:
     attribute, a non-callable, or a failed check."""
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"nonlinearity={spec!r}: expected a name or module:function")
-    if spec in _REGISTRY:
-        return spec
-    if ":" not in spec:
-        get_nonlinearity(spec)  # raises the unknown-name error
+    if spec in _REGISTRY or ":" not in spec:
+        return spec  # a name: validated where it is used (Architecture names the field)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"nonlinearity={spec!r}: expected module:function (e.g. mypkg.acts:fn)")
