@@ -65,13 +65,19 @@ from rntk_empirical.nonlinearities.base import DualFn, FusedFn, Nonlinearity
 
 __all__ = [
     "DEFAULT_QUAD_POINTS",
+    "TWO_PI",
+    "ArcCosine",
     "DualFn",
     "FusedFn",
+    "SafeSqrt",
+    "correlation",
     "dual_activations",
     "get_dual",
     "get_fused_dual",
     "hermite_rule",
+    "one",
     "quadrature_dual",
+    "scales",
 ]
 
 DEFAULT_QUAD_POINTS = 64
