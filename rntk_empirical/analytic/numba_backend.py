@@ -46,6 +46,7 @@ from rntk_empirical.activations import available_nonlinearities, get_nonlinearit
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
 from rntk_empirical.nonlinearities import CompiledDual, Nonlinearity
 from rntk_empirical.nonlinearities.compiled import FASTMATH, fast_asin, njit, numba, prange
+from rntk_empirical.nonlinearities.registry import BUILT_IN
 
 TABLE_STEP = 2.0**-9  # spacing of the phi table: cubic Hermite error ~h^4/384 max|d^4 f|
 TABLE_MAX_NODES = 2**21  # beyond this the spacing grows (very large variances)
@@ -60,15 +61,15 @@ _FASTMATH = FASTMATH
 
 
 def disk_cached() -> dict[str, bool]:
-    """Whether each compiled entry point keeps its machine code in numba's on-disk cache
-    (``cache=True``): the ``__pycache__`` next to this file where it is writable, else the
+    """Whether each compiled entry point of the built-in nonlinearities keeps its machine
+    code in numba's on-disk cache (``cache=True``): the ``__pycache__`` next to this file where it is writable, else the
     user-wide cache directory; ``NUMBA_CACHE_DIR`` overrides both (numba's own rules). So
     only the first process ever on a machine (or after this file changes) compiles."""
     if numba is None:
         return {}
     fns = {"_mirror": _mirror, "_asin_array": _asin_array}
-    for name in available_nonlinearities():
-        k = _kernels(name)
+    for nl in BUILT_IN:  # (a registered nonlinearity's kernels are cached the same way)
+        k = _kernels(nl)
         if k is not None:
             fns |= {f"{e.py_func.__qualname__}": e for e in k.entry_points()}
     return {n: type(f._cache).__name__ != "NullCache" for n, f in fns.items()}
