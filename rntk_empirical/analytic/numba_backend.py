@@ -62,8 +62,9 @@ _FASTMATH = FASTMATH
 
 def disk_cached() -> dict[str, bool]:
     """Whether each compiled entry point of the built-in nonlinearities keeps its machine
-    code in numba's on-disk cache (``cache=True``): the ``__pycache__`` next to this file where it is writable, else the
-    user-wide cache directory; ``NUMBA_CACHE_DIR`` overrides both (numba's own rules). So
+    code in numba's on-disk cache (``cache=True``): the ``__pycache__`` next to this file
+    where it is writable, else the user-wide cache directory; ``NUMBA_CACHE_DIR`` overrides
+    both (numba's own rules). So
     only the first process ever on a machine (or after this file changes) compiles."""
     if numba is None:
         return {}
