@@ -20,6 +20,10 @@ Closed forms, with rho = c / sqrt(a b) clamped to [-1, 1] and theta = arccos(rho
 ``identity``
     V_phi = c,  V_dphi = 1
 
+Each formula lives with its nonlinearity, one module per nonlinearity in
+:mod:`rntk_empirical.nonlinearities` (this module keeps what is generic: the quadrature, the
+safe square root and arc-cosine autograd functions, and the lookups by name).
+
 Anything else (``tanh``, registered nonlinearities) uses a tensor-product Gauss-Hermite rule
 with u = sqrt(a) z_1, v = sqrt(b) (rho z_1 + sqrt(1 - rho^2) z_2), exact for polynomials of
 degree < 2 * points in each of z_1, z_2. Accuracy for tanh with the default 64 points: ~1e-10
@@ -52,25 +56,38 @@ use a zero gradient at 0. So autograd through every dual activation gives finite
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from rntk_empirical.activations import Nonlinearity, get_nonlinearity
+from rntk_empirical.nonlinearities.base import DualFn, FusedFn, Nonlinearity
 
-# (a, b, c[, same]) -> (V_phi, V_dphi); ``same``: optional bool mask of identical states
-DualFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+__all__ = [
+    "DEFAULT_QUAD_POINTS",
+    "TWO_PI",
+    "ArcCosine",
+    "DualFn",
+    "FusedFn",
+    "SafeSqrt",
+    "correlation",
+    "dual_activations",
+    "get_dual",
+    "get_fused_dual",
+    "hermite_rule",
+    "one",
+    "quadrature_dual",
+    "scales",
+]
 
 DEFAULT_QUAD_POINTS = 64
 # Flattened covariances evaluated at once by the quadrature (bounds its Q^2 temporaries).
 _QUAD_CHUNK_NODES = 2**22
 
-_TWO_PI = 2.0 * math.pi
+TWO_PI = 2.0 * math.pi
 
 
-class _SafeSqrt(torch.autograd.Function):
+class SafeSqrt(torch.autograd.Function):
     """sqrt(max(x, 0)) with gradient 1 / (2 sqrt(x)) for x > 0 and 0 at x <= 0."""
 
     @staticmethod
@@ -86,7 +103,7 @@ class _SafeSqrt(torch.autograd.Function):
         return torch.where(pos, grad * 0.5 / torch.where(pos, y, 1.0), 0.0)
 
 
-class _ArcCosine(torch.autograd.Function):
+class ArcCosine(torch.autograd.Function):
     """(J_0(rho), J_1(rho)) = (pi - arccos r, sqrt(1 - r^2) + (pi - arccos r) r), r = clamp(rho).
 
     The clamp is straight-through in the backward pass (derivatives at the clamped value).
@@ -110,55 +127,25 @@ class _ArcCosine(torch.autograd.Function):
         return g0 * dj0 + g1 * j0
 
 
-def _scales(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def scales(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """sqrt(a), 1/sqrt(a) (0 where a <= 0) and the indicator a > 0, all in a's shape."""
     pos = a > 0
-    sa = _SafeSqrt.apply(a)
+    sa = SafeSqrt.apply(a)
     ra = torch.where(pos, 1.0 / torch.where(pos, sa, 1.0), 0.0)
     return sa, ra, pos.to(a.dtype)
 
 
-def _correlation(a, b, c, same=None):
+def correlation(a, b, c, same=None):
     """rho = c / sqrt(a b) (0 where a or b is 0), exactly 1 where ``same``; and the scales.
 
     Where ``same``, rho is 1 in value with the gradient of c / sqrt(a b) (which is 0 in exact
     arithmetic there: c, a and b are the same function of the inputs)."""
-    sa, ra, ia = _scales(a)
-    sb, rb, ib = _scales(b)
+    sa, ra, ia = scales(a)
+    sb, rb, ib = scales(b)
     rho = c * ra * rb
     if same is not None:
         rho = torch.where(same, (rho - rho.detach()) + 1.0, rho)
     return rho, sa, sb, ia, ib
-
-
-def relu_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
-    """Arc-cosine kernels of degree 1 (V_phi) and 0 (V_dphi); see the module docstring.
-    ``same``: optional bool mask of identical states (rho = 1 exactly there)."""
-    rho, sa, sb, ia, ib = _correlation(a, b, c, same)
-    j0, j1 = _ArcCosine.apply(rho)
-    v_phi = j1 * (sa / _TWO_PI) * sb
-    v_dphi = j0 * (ia / _TWO_PI) * ib
-    return v_phi, v_dphi
-
-
-def erf_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
-    """Williams (1997): (2/pi) asin(2c / sqrt(da db)) and (4/pi) / sqrt(da db - 4c^2),
-    da = 1 + 2a, db = 1 + 2b. Always well conditioned: da db - 4 c^2 >= 1 for PSD input
-    (|x| <= 2a / (1 + 2a) < 1 even for identical states, so ``same`` is not needed)."""
-    ra = torch.rsqrt(1.0 + 2.0 * torch.clamp(a, min=0.0))
-    rb = torch.rsqrt(1.0 + 2.0 * torch.clamp(b, min=0.0))
-    x = torch.clamp(2.0 * c * ra * rb, -1.0, 1.0)  # |x| < 1 strictly for PSD covariances
-    v_phi = (2.0 / math.pi) * torch.asin(x)
-    # da db - 4c^2 = da db (1 - x^2); the floor only matters for non-PSD round-off
-    v_dphi = (4.0 / math.pi) * ra * rb * torch.rsqrt(torch.clamp(1.0 - x * x, min=1e-300))
-    return v_phi, v_dphi
-
-
-def identity_dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
-    """V_phi = c, V_dphi = 1."""
-    shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
-    c = c.expand(shape) if c.shape != shape else c
-    return c, torch.ones_like(c)
 
 
 @lru_cache(maxsize=16)
@@ -194,9 +181,9 @@ def quadrature_dual(
     z_np, w_np = hermite_rule(points)
     z = torch.as_tensor(z_np, dtype=dtype, device=device)
     w = torch.as_tensor(w_np, dtype=dtype, device=device)
-    rho, sa, sb, _, _ = _correlation(a, b, c, same)
+    rho, sa, sb, _, _ = correlation(a, b, c, same)
     rho = torch.clamp(rho, -1.0, 1.0)
-    tau = _SafeSqrt.apply(1.0 - rho * rho)
+    tau = SafeSqrt.apply(1.0 - rho * rho)
     sa, sb, rho, tau = (t.expand(shape).reshape(-1) for t in (sa, sb, rho, tau))
     chunk = max(1, _QUAD_CHUNK_NODES // (points * points))
     phis, dphis = [], []
@@ -216,58 +203,22 @@ def quadrature_dual(
 
 
 # ---------------------------------------------------------------------------- fused, in place
-# No-grad, in-place versions of the closed forms above for the hot loop of the recursion:
-# they take the pre-activation covariance S and tangent kernel Q of a block and write
-# K = V_phi(a, b, S) and G = V_dphi(a, b, S) * Q into preallocated buffers, with no temporary
-# allocations (fresh allocations of cache-sized tensors cost page faults on every op). ``a``
-# is a column ``(B, 1)``, ``b`` a row ``(1, N)``; ``S`` is overwritten; ``same`` (optional,
-# bool, S's shape) marks identical states. tests/test_dual.py checks them against the
-# reference functions.
-FusedFn = Callable[..., None]
+# No-grad, in-place forms of the duals for the hot loop of the recursion (each
+# nonlinearity's ``fused``): they take the pre-activation covariance S and tangent kernel Q of
+# a block and write K = V_phi(a, b, S) and G = V_dphi(a, b, S) * Q into preallocated buffers,
+# with no temporary allocations (fresh allocations of cache-sized tensors cost page faults on
+# every op). ``a`` is a column ``(B, 1)``, ``b`` a row ``(1, N)``; ``S`` is overwritten;
+# ``same`` (optional, bool, S's shape) marks identical states. tests/test_dual.py checks them
+# against the out-of-place duals.
 _ONE: dict[tuple, torch.Tensor] = {}
 
 
-def _one(like: torch.Tensor) -> torch.Tensor:
+def one(like: torch.Tensor) -> torch.Tensor:
+    """A cached 0-dim 1.0 of ``like``'s dtype and device (an ``addcmul`` operand)."""
     key = (like.dtype, like.device)
     if key not in _ONE:
         _ONE[key] = torch.ones((), dtype=like.dtype, device=like.device)
     return _ONE[key]
-
-
-def _relu_fused(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
-    sa, ra, ia = _scales(a)
-    sb, rb, ib = _scales(b)
-    rho = S.mul_(ra).mul_(rb).clamp_(-1.0, 1.0)
-    if same is not None:
-        rho.masked_fill_(same, 1.0)
-    j0 = torch.asin(rho, out=scratch).add_(0.5 * math.pi)
-    if Q is not None:
-        torch.mul(j0, Q, out=G_out).mul_(ia / _TWO_PI).mul_(ib)
-    k = torch.addcmul(_one(rho), rho, rho, value=-1.0, out=K_out).sqrt_()
-    k.addcmul_(j0, rho).mul_(sa / _TWO_PI).mul_(sb)
-
-
-def _erf_fused(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
-    ra = torch.rsqrt(1.0 + 2.0 * torch.clamp(a, min=0.0))
-    rb = torch.rsqrt(1.0 + 2.0 * torch.clamp(b, min=0.0))
-    x = S.mul_(2.0 * ra).mul_(rb).clamp_(-1.0, 1.0)
-    if Q is not None:
-        g = torch.addcmul(_one(x), x, x, value=-1.0, out=scratch).clamp_(min=1e-300).rsqrt_()
-        torch.mul(g, Q, out=G_out).mul_((4.0 / math.pi) * ra).mul_(rb)
-    torch.asin(x, out=K_out).mul_(2.0 / math.pi)
-
-
-def _identity_fused(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
-    K_out.copy_(S)
-    if Q is not None:
-        G_out.copy_(Q)
-
-
-_FUSED: dict[str, FusedFn] = {
-    "relu": _relu_fused,
-    "erf": _erf_fused,
-    "identity": _identity_fused,
-}
 
 
 def get_fused_dual(
@@ -276,9 +227,9 @@ def get_fused_dual(
     """In-place ``fn(a, b, S, Q, K_out, G_out, scratch, same=None)``: K_out = V_phi(a, b, S),
     G_out = V_dphi(a, b, S) * Q (skipped if Q is None); S and scratch are clobbered.
     Nonlinearities without a closed form evaluate the quadrature and copy."""
-    nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
-    if nl.closed_form and nl.name in _FUSED:
-        return _FUSED[nl.name]
+    nl = _lookup(nonlinearity)
+    if nl.fused is not None:
+        return nl.fused
     ref = get_dual(nl, quad_points)
 
     def fn(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
@@ -290,19 +241,25 @@ def get_fused_dual(
     return fn
 
 
-_CLOSED_FORMS: dict[str, DualFn] = {
-    "relu": relu_dual,
-    "erf": erf_dual,
-    "identity": identity_dual,
-}
+def _lookup(nonlinearity: str | Nonlinearity) -> Nonlinearity:
+    """The object of a name (the registry imports this module: looked up at call time)."""
+    if isinstance(nonlinearity, Nonlinearity):
+        return nonlinearity
+    from rntk_empirical.nonlinearities.registry import get_nonlinearity
+
+    return get_nonlinearity(nonlinearity)
 
 
 def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS) -> DualFn:
     """The function ``(a, b, c, same=None) -> (V_phi, V_dphi)`` for a nonlinearity (name or
-    object); ``same``: optional bool mask of identical states (module docstring)."""
-    nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
-    if nl.closed_form and nl.name in _CLOSED_FORMS:
-        return _CLOSED_FORMS[nl.name]
+    object); ``same``: optional bool mask of identical states (module docstring). The
+    closed form where the nonlinearity has one, else its ``fast_dual`` if set, else
+    Gauss-Hermite quadrature with ``quad_points`` points per dimension."""
+    nl = _lookup(nonlinearity)
+    if nl.dual is not None:
+        return nl.dual
+    if nl.fast_dual is not None:
+        return nl.fast_dual
 
     def fn(a, b, c, same=None):
         return quadrature_dual(nl, a, b, c, quad_points, same)
@@ -322,7 +279,7 @@ def dual_activations(
     """(V_phi(a, b, c), V_dphi(a, b, c)) for the covariance [[a, c], [c, b]].
 
     Args:
-        nonlinearity: a name known to :func:`rntk_empirical.activations.get_nonlinearity`
+        nonlinearity: a name known to :func:`rntk_empirical.nonlinearities.get_nonlinearity`
             (or the object itself).
         a, b: variances (>= 0); c: covariance. Any broadcastable shapes, one float dtype.
         quad_points: Gauss-Hermite points per dimension for nonlinearities without a

@@ -52,7 +52,7 @@ def test_layers_of_one_recursion_are_the_kernels_of_each_depth(rng):
 
 def test_in_place_layers_equal_the_differentiable_ones(rng):
     """Without grad the recursion runs in place (fused dual); with an input that requires
-    grad it runs through relu_dual. Same kernels to round-off, and the grad path has one."""
+    grad it runs through the relu dual. Same kernels to round-off, and the grad path has one."""
     x = torch.randn(7, 3, generator=rng, dtype=torch.float64)
     xg = x.clone().requires_grad_(True)
     fast, slow = relu_mlp_ntk_layers(x, sigma_b=0.2), relu_mlp_ntk_layers(xg, sigma_b=0.2)

@@ -21,7 +21,7 @@ from experiments.common.cli import CONF_DIR
 ARCH = {
     "name": "label for folders and legends (not part of a run's identity)",
     "depth": "recurrent layers L",
-    "nonlinearity": "relu | erf | tanh | identity | a registered name",
+    "nonlinearity": "relu | erf | tanh | identity | a registered name | module:function (imported)",
     "sigma_w": "recurrent weight multiplier s_w",
     "sigma_u": "input weight multiplier s_u",
     "sigma_b": "bias multiplier s_b",

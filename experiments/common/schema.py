@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.nonlinearities import resolve_nonlinearity
 from rntk_empirical.sequences import Sequences
 from rntk_empirical.training import OPTIMIZERS
 
@@ -80,6 +81,7 @@ def _arch_config() -> type:
         return Architecture(**{f.name: getattr(self, f.name) for f in fields(Architecture)})
 
     def post_init(self) -> None:
+        self.nonlinearity = resolve_nonlinearity(self.nonlinearity)  # module:attr registered
         self.to_architecture()
 
     cls = make_dataclass(

@@ -136,9 +136,10 @@ def _analytic_code_hash() -> str:
 
     h = hashlib.sha256()
     root = Path(rntk_empirical.__file__).parent
-    files = sorted((root / "analytic").rglob("*.py")) + [
-        root / name for name in ("dual.py", "activations.py", "sequences.py", "architecture.py")
-    ]
+    files = sorted((root / "analytic").rglob("*.py")) + sorted(
+        (root / "nonlinearities").rglob("*.py")
+    )
+    files += [root / n for n in ("dual.py", "activations.py", "sequences.py", "architecture.py")]
     for p in files:
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())

@@ -18,7 +18,7 @@ gamma) chosen by stratified cross-validation on the training set:
       Sigma^{h+1} = s_w^2 V_phi(Sigma^h) + s_b^2,                 Theta^{h+1} = Sigma^{h+1}
                                                                   + s_w^2 V_dphi(Sigma^h) Theta^h
 
-  (arc-cosine recursion, :func:`rntk_empirical.dual.relu_dual`), output Theta^{L+1}.
+  (arc-cosine recursion, :func:`rntk_empirical.nonlinearities.relu.dual`), output Theta^{L+1}.
 """
 
 from __future__ import annotations

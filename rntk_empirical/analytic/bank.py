@@ -185,7 +185,7 @@ def compiled_bank(
     def variances(xs: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
         return numba_backend.variances(arch.nonlinearity, consts, c.depth, xs, starts)
 
-    closed = numba_backend.nonlinearity_code(arch.nonlinearity) != numba_backend.QUADRATURE
+    closed = numba_backend.compiled_variances(arch.nonlinearity)
     for d in range(arch.directions):
         # quadrature duals: the diagonal through the torch dual (O(N T L) cells, same rule)
         side1, side2 = sides(c, dual, s1, s2, d, (), variances if closed else None)

@@ -8,13 +8,19 @@ x_j (TILE of them, multiple of ``LANES``); for every shift k it runs the chain
 (t, t') = (p, p - k) forward with the whole state of the tile (K^l, G^l of every layer, the
 readout sums) in L1 cache, in a loop over the tile that the compiler vectorizes (AVX2 /
 AVX-512). arcsin, the only transcendental of the ReLU and erf duals, is a polynomial
-(:func:`_asin`), so that loop contains no library call.
+(:func:`rntk_empirical.nonlinearities.compiled.fast_asin`), so that loop contains no library
+call.
 
 Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
 1.35 ns per cell and layer on 2 cores (AVX-512), 10x the torch path, for one mean-pooling
 unit of the UCI grid (``python -m experiments.bench_bank``; 4.2 ns on an AVX2 machine).
-Closed forms for ``relu``, ``erf`` and ``identity``; any other nonlinearity through the
-torch path's Gauss-Hermite rule with phi tabulated (:func:`quadrature_table`, :func:`_rule`);
+Each nonlinearity brings its compiled dual (the ``compiled`` field of its
+:class:`~rntk_empirical.nonlinearities.Nonlinearity`: per-sequence factors, a per-pair cell
+and the diagonal map), and the entry points are compiled once per dual
+(:func:`_kernels`: the cell is a compile-time constant, so the loop over a tile has no
+branch); a nonlinearity without a closed form runs the torch path's Gauss-Hermite rule with
+phi tabulated (:func:`quadrature_table`, :func:`_rule`), and one with a closed form but no
+compiled dual has no compiled path (:func:`supported` says so);
 float64 arithmetic whatever the output dtype. Mixed lengths as in the torch path
 (left-padded, end-aligned): a chain starts once the row and some column of the tile have
 started, and a column that has not started yet holds its boundary value (a masked copy of
@@ -26,29 +32,23 @@ numba is an optional dependency (``pip install rntk_empirical[fast]``); without 
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
-from math import comb
+import re
+import types
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from rntk_empirical.activations import get_nonlinearity
+from rntk_empirical.activations import available_nonlinearities, get_nonlinearity
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
+from rntk_empirical.nonlinearities import CompiledDual, Nonlinearity
+from rntk_empirical.nonlinearities.compiled import FASTMATH, fast_asin, njit, numba, prange
+from rntk_empirical.nonlinearities.registry import BUILT_IN
 from rntk_empirical.readouts import get_readout
 
-try:  # optional dependency
-    import numba
-    from numba import njit, prange
-except ImportError:  # pragma: no cover - exercised by the torch fallback tests
-    numba = None
-    prange = range
-
-    def njit(*args, **kwargs):  # the functions below stay plain Python and are never called
-        return lambda f: f
-
-
-NONLINEARITIES = ("relu", "erf", "identity")  # closed forms; anything else: QUADRATURE
-QUADRATURE = 3  # code of a tabulated quadrature dual (tanh, registered nonlinearities)
 TABLE_STEP = 2.0**-9  # spacing of the phi table: cubic Hermite error ~h^4/384 max|d^4 f|
 TABLE_MAX_NODES = 2**21  # beyond this the spacing grows (very large variances)
 # Gauss-Hermite nodes whose weight is below this add nothing a float64 sum can hold; dropping
@@ -58,21 +58,23 @@ _TAB_HEAD = 4  # header of the packed table: Q, x0, 1/h, n
 LANES = 32  # columns are padded to a multiple of this: the vector loop has no scalar tail
 TILE = 128  # columns whose state stays in L1 while one chain runs
 _READOUT_SLOTS = ("final", "diag", "full")  # the kinds of rntk_empirical.readouts.Readout.kind
-_FASTMATH = {"contract", "reassoc", "nsz"}  # not nnan/ninf: overflow is checked
+_FASTMATH = FASTMATH
 
 
 def disk_cached() -> dict[str, bool]:
-    """Whether each compiled entry point keeps its machine code in numba's on-disk cache
-    (``cache=True``): the ``__pycache__`` next to this file where it is writable, else the
-    user-wide cache directory; ``NUMBA_CACHE_DIR`` overrides both (numba's own rules). So
+    """Whether each compiled entry point of the built-in nonlinearities keeps its machine
+    code in numba's on-disk cache (``cache=True``): the ``__pycache__`` next to this file
+    where it is writable, else the user-wide cache directory; ``NUMBA_CACHE_DIR`` overrides
+    both (numba's own rules). So
     only the first process ever on a machine (or after this file changes) compiles."""
     if numba is None:
         return {}
-    names = ("_bank_rows", "_chain", "_mirror", "_asin_array", "_avg_pairs", "_half")
-    names += ("_diag_variances",)
-    kinds = ("cells", "masked", "step2")
-    names += tuple(f"_{kind}_{nl}" for kind in kinds for nl in (*NONLINEARITIES, "quadrature"))
-    return {n: type(globals()[n]._cache).__name__ != "NullCache" for n in names}
+    fns = {"_mirror": _mirror, "_asin_array": _asin_array}
+    for nl in BUILT_IN:  # (a registered nonlinearity's kernels are cached the same way)
+        k = _kernels(nl)
+        if k is not None:
+            fns |= {f"{e.py_func.__qualname__}": e for e in k.entry_points()}
+    return {n: type(f._cache).__name__ != "NullCache" for n, f in fns.items()}
 
 
 def available() -> bool:
@@ -87,12 +89,23 @@ def supported(nonlinearity: str, equal_lengths: bool, device: torch.device) -> s
         return "numba is not installed (pip install 'rntk_empirical[fast]')"
     if device.type != "cpu":
         return f"it runs on the CPU, not on {device.type}"
-    return None  # every nonlinearity: closed form or tabulated quadrature
+    nl = get_nonlinearity(nonlinearity)
+    if nl.closed_form and nl.compiled is None:
+        return f"{nonlinearity!r} has a closed-form dual but no compiled one (its `compiled`)"
+    return None  # a compiled closed form or the tabulated quadrature
 
 
-def nonlinearity_code(nonlinearity: str) -> int:
-    """0, 1, 2 for the closed forms relu, erf, identity; QUADRATURE for any other."""
-    return NONLINEARITIES.index(nonlinearity) if nonlinearity in NONLINEARITIES else QUADRATURE
+def compiled_nonlinearities() -> tuple[str, ...]:
+    """The registered nonlinearities the compiled bank can run (a compiled closed form or a
+    quadrature dual)."""
+    return tuple(n for n in available_nonlinearities() if _kernels(n) is not None)
+
+
+def compiled_variances(nonlinearity: str) -> bool:
+    """Whether :func:`variances` can compute this nonlinearity's per-sequence variances
+    (its compiled dual has a diagonal map; quadrature duals take the torch dual)."""
+    k = _kernels(nonlinearity)
+    return k is not None and k.diag_variances is not None
 
 
 def quadrature_table(nonlinearity: str, var_max: float, points: int) -> np.ndarray:
@@ -130,77 +143,6 @@ def quadrature_table(nonlinearity: str, var_max: float, points: int) -> np.ndarr
 
 
 _NO_TABLE = np.zeros(_TAB_HEAD)  # the closed forms ignore their table
-
-
-def _asin_coefficients(degree: int = 11) -> tuple[float, ...]:
-    """Power-basis coefficients of P(z) ~ (arcsin(sqrt z) - sqrt z) / z^{3/2} on [0, 1/4].
-
-    A Chebyshev least-squares fit of the Taylor series sum_{n>=1} binom(2n, n) z^{n-1} /
-    (4^n (2n + 1)) (80 terms: converged to float64 there). Degree 11 gives arcsin to
-    ~3e-16 absolute on [-1, 1] (tests/test_analytic_numba.py checks it against numpy)."""
-    z = 0.125 - 0.125 * np.cos(np.pi * (np.arange(2000) + 0.5) / 2000)
-    series = np.zeros_like(z)
-    for n in range(79, 0, -1):
-        series = series * z + comb(2 * n, n) / (4**n * (2 * n + 1))
-    fit = np.polynomial.Chebyshev.fit(z, series, degree, domain=[0.0, 0.25])
-    coef = fit.convert(kind=np.polynomial.Polynomial, domain=[0.0, 0.25], window=[0.0, 0.25])
-    return tuple(float(c) for c in coef.coef)
-
-
-_C = _asin_coefficients()
-_HALF_PI = 0.5 * math.pi
-_INV_2PI_SQRT = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-# module globals are compile-time constants for numba (and cacheable)
-_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11 = _C
-
-
-@njit(inline="always", fastmath=_FASTMATH, cache=True)
-def _asin(x):
-    """arcsin on [-1, 1] without branches: |x| <= 1/2 directly, else through
-    arcsin(x) = pi/2 - 2 arcsin(sqrt((1 - x) / 2))."""
-    ax = abs(x)
-    big = ax > 0.5
-    z = (1.0 - ax) * 0.5 if big else ax * ax
-    s = math.sqrt(z) if big else ax
-    p = _C11
-    p = p * z + _C10
-    p = p * z + _C9
-    p = p * z + _C8
-    p = p * z + _C7
-    p = p * z + _C6
-    p = p * z + _C5
-    p = p * z + _C4
-    p = p * z + _C3
-    p = p * z + _C2
-    p = p * z + _C1
-    p = p * z + _C0
-    p = s + s * z * p
-    r = _HALF_PI - 2.0 * p if big else p
-    return r if x >= 0.0 else -r
-
-
-# The closed forms (see _factors): V_phi and V_dphi * Q of one pair from its covariance S,
-# its tangent kernel Q and the per-side factors of its row (ri, fi, gi) and column (rj, ...);
-# lo: the lower clamp of the correlation, 1.0 for identical states (rho = 1 exactly, see
-# rntk_empirical.dual), else -1.0.
-@njit(inline="always", fastmath=_FASTMATH)
-def _relu(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
-    rho = min(max(S * ri * rj, lo), 1.0)
-    j0 = _HALF_PI + _asin(rho)  # pi - arccos(rho)
-    return (math.sqrt(max(1.0 - rho * rho, 0.0)) + j0 * rho) * fi * fj, j0 * Q * gi * gj
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _erf(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
-    x = min(max(S * ri * rj, -1.0), 1.0)
-    return (2.0 / math.pi) * _asin(x), Q * gi * gj / math.sqrt(max(1.0 - x * x, 1e-300))
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _identity(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
-    return S, Q
 
 
 # Quadrature duals (tanh, registered nonlinearities): the tensor-product Gauss-Hermite rule of
@@ -260,7 +202,7 @@ def _quadrature(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
 
 
 def _cells_for(dual):
-    """The in-place update of one layer at one cell for a tile of pairs, for one closed form
+    """The in-place update of one layer at one cell for a tile of pairs, for one dual cell
     (a separate compiled loop each, so the loop over the tile has no branch and vectorizes):
 
         S = s_w^2 K(t-1,t'-1) + drive + s_b^2,  Q = S + s_w^2 G(t-1,t'-1) + s_u^2 G^{l-1}(t,t')
@@ -273,7 +215,7 @@ def _cells_for(dual):
     stores (measured 2x slower per cell on AVX2).
     """
 
-    @njit(fastmath=_FASTMATH, cache=True)
+    @njit(fastmath=_FASTMATH)
     def cells(K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, tab, acc, n):
         for j in range(n):
             S = sw2 * K[j] + drive[j] + sb2
@@ -286,7 +228,7 @@ def _cells_for(dual):
             sk[j] += acc * k
             st[j] += acc * (k + g)
 
-    @njit(fastmath=_FASTMATH, cache=True)
+    @njit(fastmath=_FASTMATH)
     def masked(
         K, G, drive, glow, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk, st, lo, tab, acc, n, live
     ):
@@ -305,7 +247,7 @@ def _cells_for(dual):
             sk[j] += w * k
             st[j] += w * (k + g)
 
-    @njit(fastmath=_FASTMATH, cache=True)
+    @njit(fastmath=_FASTMATH)
     def step2(K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, tab, acc, n):
         """Both layers of a depth-2 recursion at one cell of the tile, in one loop (the
         drive and tangent of layer 2 stay in registers: no drive/glow arrays, one pass)."""
@@ -334,17 +276,14 @@ def _cells_for(dual):
     return cells, masked, step2
 
 
-(
-    (_cells_relu, _masked_relu, _step2_relu),
-    (_cells_erf, _masked_erf, _step2_erf),
-    (_cells_identity, _masked_identity, _step2_identity),
-    (_cells_quadrature, _masked_quadrature, _step2_quadrature),
-) = (_cells_for(f) for f in (_relu, _erf, _identity, _quadrature))
+# The templates below are compiled once per dual by :func:`_kernels`, with the names _cells,
+# _masked, _step2 (from :func:`_cells_for`), _diagonal, _chain and _half bound to that dual's
+# functions: plain Python here, never called undecorated.
+_cells = _masked = _step2 = _diagonal = None  # bound per dual (see _Kernels)
 
 
-@njit(fastmath=_FASTMATH, cache=True)
 def _chain(
-    nl, i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, acc, prof, p0, s2, live
+    i, j0, n, k, x1, x2, f1, f2, cst, K, G, dr, gl, sk, st, lo, tab, acc, prof, p0, s2, live
 ):
     """Run chain k (x_i at p, x_j at p - k) of the tile of columns j0:j0+n; K, G ``(L, TILE)``
     hold its boundary and end in its last cell; every active cell is added to sk, st times
@@ -374,15 +313,7 @@ def _chain(
             for j in range(n):
                 dr[j] += xi * xj[j]
         if full and L == 2:
-            a2 = (K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, tab, a, n)
-            if nl == 0:
-                _step2_relu(*a2)
-            elif nl == 1:
-                _step2_erf(*a2)
-            elif nl == 2:
-                _step2_identity(*a2)
-            else:
-                _step2_quadrature(*a2)
+            _step2(K, G, dr, f1, i, p, f2, q, j0, sw2, su2, sb2, sk, st, lo, tab, a, n)
             continue
         for j in range(n):
             gl[j] = 0.0
@@ -391,33 +322,19 @@ def _chain(
             ri, fi, gi = f1[0, l, i, p], f1[1, l, i, p], f1[2, l, i, p]
             args = (K[l], G[l], dr, gl, rj, fj, gj, ri, fi, gi, sw2, su2, sb2, sk[l], st[l], lo)
             if full:
-                if nl == 0:
-                    _cells_relu(*args, tab, a, n)
-                elif nl == 1:
-                    _cells_erf(*args, tab, a, n)
-                elif nl == 2:
-                    _cells_identity(*args, tab, a, n)
-                else:
-                    _cells_quadrature(*args, tab, a, n)
-            elif nl == 0:
-                _masked_relu(*args, tab, a, n, live)
-            elif nl == 1:
-                _masked_erf(*args, tab, a, n, live)
-            elif nl == 2:
-                _masked_identity(*args, tab, a, n, live)
+                _cells(*args, tab, a, n)
             else:
-                _masked_quadrature(*args, tab, a, n, live)
+                _masked(*args, tab, a, n, live)
 
 
-@njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _bank_rows(
-    rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, nl, tab, slots, prof, d1, d2, sym, n_out, out
+    rows, x1, x2, f1, f2, keys1, keys2, s1, s2, cst, tab, slots, prof, d1, d2, sym, n_out, out
 ):
     """Kernels of the given rows against all columns (from the row's lane block on if
     ``sym``; the caller mirrors).
 
     Shapes: x1 ``(N1, T, m)``, x2 ``(T, m, N2p)`` (N2p a multiple of LANES, zero-padded);
-    f1 ``(3, L, N1, T)`` and f2 ``(3, L, T, N2p)`` the factors r, f, g of :func:`_factors`;
+    f1 ``(3, L, N1, T)`` and f2 ``(3, L, T, N2p)`` the factors r, f, g of the dual;
     keys ``(N1,)``, ``(N2p,)``; s1 ``(N1,)``, s2 ``(N2p,)`` the first valid padded positions
     (T - length; 0 for equal lengths); ``cst`` = (s_w^2, s_u^2, s_b^2, s_v^2, boundary
     K^l(0, 0), 1.0 if the boundary needs equal keys); ``slots``: output slot of the final
@@ -465,7 +382,7 @@ def _bank_rows(
                     st[l, j] = 0.0
             p0 = max(si, s_min)
             run = (x1, x2, f1, f2, cst, K, G, dr, gl)  # what every chain of the tile shares
-            _chain(nl, i, j0, n, 0, *run, pk, pt, lo0, tab, acc0, prof, p0, s2, live)
+            _chain(i, j0, n, 0, *run, pk, pt, lo0, tab, acc0, prof, p0, s2, live)
             for l in range(L):
                 for j in range(w):
                     if s_last >= 0:
@@ -488,7 +405,7 @@ def _bank_rows(
                         K[l, j] = b
                         G[l, j] = 0.0
                 p0 = max(k, si, s_min + k)
-                _chain(nl, i, j0, n, k, *run, sk, st, lo, tab, 1.0, prof, p0, s2, live)
+                _chain(i, j0, n, k, *run, sk, st, lo, tab, 1.0, prof, p0, s2, live)
             for l in range(L):
                 for j in range(w):
                     scale = sv2 / (d1[2, i] * d2[2, j0 + j])
@@ -499,8 +416,7 @@ def _bank_rows(
 PAD = 32  # front padding of the per-pair layout: the vector loop may start up to LANES - 1 early
 
 
-@njit(fastmath=_FASTMATH, cache=True)
-def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo, tab, lanes):
+def _half(xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo, tab, lanes):
     """Chains d = d0..Ta-1 of one pair (unpadded steps: a of length Ta, b of length Tb), all
     at once: at step s chain d is at the cell (t_a, t_b) = (s + d, s), so the active chains
     d < Ta - s are a prefix and their inputs contiguous in d; the loop over them runs on a
@@ -533,19 +449,11 @@ def _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, d0, cst, K, G, dr, gl, ak, at, lo,
             ga = fa[2, l, base + lo_i : base + hi]
             args = (K[l, lo_i:hi], G[l, lo_i:hi], dr[lo_i:hi], gl[lo_i:hi], ra, fav, ga)
             args2 = (rb, fbv, gb, sw2, su2, sb2, ak[l, lo_i:hi], at[l, lo_i:hi], lo[lo_i:hi])
-            if nl == 0:
-                _cells_relu(*args, *args2, tab, 1.0, n)
-            elif nl == 1:
-                _cells_erf(*args, *args2, tab, 1.0, n)
-            elif nl == 2:
-                _cells_identity(*args, *args2, tab, 1.0, n)
-            else:
-                _cells_quadrature(*args, *args2, tab, 1.0, n)
+            _cells(*args, *args2, tab, 1.0, n)
 
 
-@njit(parallel=True, fastmath=_FASTMATH, cache=True)
 def _avg_pairs(
-    pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, nl, tab, slots, d1, d2, chunks, lanes, out
+    pi, pj, x1, f1, s1, x2, f2, s2, keys1, keys2, cst, tab, slots, d1, d2, chunks, lanes, out
 ):
     """Every slot of the pairs (pi[u], pj[u]) with the ``full`` sum among them and a uniform
     weight profile (every cell weighs 1 before the divisors), one pair at a time
@@ -615,7 +523,7 @@ def _avg_pairs(
                     K[:, PAD] = b0  # chain 0 starts with both sequences
                     if equal:
                         lo[PAD] = 1.0
-                _half(nl, xa, fa, oa, Ta, xb, fb, ob, Tb, half, *work)
+                _half(xa, fa, oa, Ta, xb, fb, ob, Tb, half, *work)
                 for l in range(L):
                     for u2 in range(PAD + half, PAD + Ta):
                         tot_k[l] += ak[l, u2]
@@ -642,11 +550,11 @@ def _avg_pairs(
                     out[l, s_avg, 1, i, j] = scale * tot_k[l]
 
 
-@njit(parallel=True, cache=True)
-def _diag_variances(xs, starts, L, sw2, su2, sb2, kb, nl, out):
+def _diag_variances(xs, starts, L, sw2, su2, sb2, kb, out):
     """out ``(L, N, T)``: S^l(x_i, x_i)(p, p), the pair recursion on (i, i) where the
-    correlation is 1 (relu: V_phi = S / 2; erf: (2/pi) arcsin(2S / (1 + 2S)); identity: S);
-    1.0 before the start; xs ``(N, T, m)`` already scaled by s_u / sqrt(m)."""
+    correlation is 1 (K = V_phi(S, S, S), the dual's diagonal map: relu S / 2, erf
+    (2/pi) arcsin(2S / (1 + 2S)), identity S); 1.0 before the start; xs ``(N, T, m)`` already
+    scaled by s_u / sqrt(m)."""
     N, T, m = xs.shape
     for i in prange(N):
         K = np.full(L, kb)
@@ -661,13 +569,7 @@ def _diag_variances(xs, starts, L, sw2, su2, sb2, kb, nl, out):
             for l in range(L):
                 S = sw2 * K[l] + drive + sb2
                 out[l, i, p] = S
-                if nl == 0:
-                    K[l] = 0.5 * max(S, 0.0)
-                elif nl == 1:
-                    S0 = max(S, 0.0)
-                    K[l] = (2.0 / math.pi) * math.asin(min(2.0 * S0 / (1.0 + 2.0 * S0), 1.0))
-                else:
-                    K[l] = S
+                K[l] = _diagonal(S)
                 drive = su2 * K[l]
 
 
@@ -686,11 +588,14 @@ def _mirror(out):
 @njit(fastmath=_FASTMATH, cache=True)
 def _asin_array(x, out):
     for i in range(x.shape[0]):
-        out[i] = _asin(x[i])
+        out[i] = fast_asin(x[i])
+
+
+CPU = torch.device("cpu")
 
 
 def _require() -> None:
-    reason = supported("relu", True, torch.device("cpu"))
+    reason = supported("relu", True, CPU)
     if reason is not None:
         raise RuntimeError(f"the compiled kernel bank cannot run: {reason}")
 
@@ -704,30 +609,79 @@ def asin(x: np.ndarray) -> np.ndarray:
     return out.reshape(np.shape(x))
 
 
-def _factors(nonlinearity: str, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-sequence factors (r, f, g) of the variances ``var`` (any shape) such that, for a
-    pair with variances a, b and covariance S, the compiled cells compute
+def _quadrature_factors(var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Factors (r, f, g) of a quadrature dual: r = 1/sqrt(a) (0 if a = 0), f = sqrt(a), g = 1
+    (see :class:`~rntk_empirical.nonlinearities.CompiledDual` for what factors are)."""
+    pos = var > 0
+    r = np.where(pos, 1.0 / np.sqrt(np.where(pos, var, 1.0)), 0.0)
+    return r, np.sqrt(np.maximum(var, 0.0)), np.ones_like(var)
 
-        relu:  rho = S r_a r_b,  V_phi = J_1(rho) f_a f_b,  V_dphi = J_0(rho) g_a g_b
-        erf:   x = S r_a r_b,    V_phi = (2/pi) arcsin(x),  V_dphi = g_a g_b / sqrt(1 - x^2)
 
-    (r = 1/sqrt(a), f = sqrt(a / 2 pi), g = [a > 0] / sqrt(2 pi) for relu, the degenerate
-    a = 0 giving 0 as in :mod:`rntk_empirical.dual`; r = sqrt(2 / (1 + 2a)),
-    g = sqrt(4 / pi) / sqrt(1 + 2a) for erf; unused for identity; r = 1/sqrt(a) (0 if
-    a = 0), f = sqrt(a) for a quadrature dual)."""
-    ones = np.ones_like(var)
-    if nonlinearity == "relu":
-        pos = var > 0
-        r = np.where(pos, 1.0 / np.sqrt(np.where(pos, var, 1.0)), 0.0)
-        return r, np.sqrt(np.maximum(var, 0.0)) * _INV_2PI_SQRT, pos * _INV_2PI_SQRT
-    if nonlinearity == "erf":
-        d = 1.0 / np.sqrt(1.0 + 2.0 * np.maximum(var, 0.0))
-        return math.sqrt(2.0) * d, ones, math.sqrt(4.0 / math.pi) * d
-    if nonlinearity_code(nonlinearity) == QUADRATURE:
-        pos = var > 0
-        r = np.where(pos, 1.0 / np.sqrt(np.where(pos, var, 1.0)), 0.0)
-        return r, np.sqrt(np.maximum(var, 0.0)), ones
-    return ones, ones, ones
+QUADRATURE_DUAL = CompiledDual(_quadrature, _quadrature_factors, None)
+_TEMPLATES = (_chain, _half, _bank_rows, _avg_pairs, _diag_variances)
+
+
+class _Kernels:
+    """The compiled entry points of one dual: :func:`_bank_rows`, :func:`_avg_pairs` and
+    (if the dual has a diagonal map) :func:`_diag_variances`, each a copy of the template
+    whose globals bind the dual's cell functions. Each copy gets its own qualified name
+    (``_bank_rows__relu_<digest>``), so numba's on-disk cache keeps one entry per dual; the
+    digest covers the source files of the dual's functions, since numba only checks this
+    file for changes."""
+
+    def __init__(self, dual: CompiledDual, tag: str):
+        cells, masked, step2 = _cells_for(dual.cell)
+        ns = dict(globals())
+        ns.update(_cells=cells, _masked=masked, _step2=step2, _diagonal=dual.diagonal)
+        jit = lambda f, **kw: njit(**kw)(self._copy(f, ns, tag))  # noqa: E731
+        ns["_chain"] = jit(_chain, fastmath=_FASTMATH)
+        ns["_half"] = jit(_half, fastmath=_FASTMATH)
+        self.factors = dual.factors
+        self.bank_rows = jit(_bank_rows, parallel=True, fastmath=_FASTMATH, cache=True)
+        self.avg_pairs = jit(_avg_pairs, parallel=True, fastmath=_FASTMATH, cache=True)
+        self.diag_variances = None
+        if dual.diagonal is not None:
+            self.diag_variances = jit(_diag_variances, parallel=True, cache=True)
+
+    @staticmethod
+    def _copy(template, namespace: dict, tag: str):
+        fn = types.FunctionType(template.__code__, namespace, template.__name__)
+        fn.__qualname__ = f"{template.__qualname__}__{tag}"
+        fn.__doc__, fn.__module__ = template.__doc__, template.__module__
+        return fn
+
+    def entry_points(self) -> tuple:
+        return tuple(e for e in (self.bank_rows, self.avg_pairs, self.diag_variances) if e)
+
+
+_COMPILED: dict[tuple[str, CompiledDual], _Kernels] = {}
+
+
+def _source_digest(dual: CompiledDual) -> str:
+    """Digest of the files defining the dual's functions and the shared compiled helpers."""
+    h = hashlib.sha256()
+    for f in (dual.cell, dual.diagonal, fast_asin):
+        if f is not None:
+            path = inspect.getsourcefile(getattr(f, "py_func", f))
+            h.update(Path(path).read_bytes() if path else repr(f).encode())
+    return h.hexdigest()[:10]
+
+
+def _kernels(nonlinearity: str | Nonlinearity) -> _Kernels | None:
+    """The compiled entry points of a nonlinearity (built on first use), None if it has a
+    closed form without a compiled dual. Every quadrature dual shares one set (phi is in
+    the table, not in the code)."""
+    nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
+    if nl.compiled is None and nl.closed_form:
+        return None
+    dual = QUADRATURE_DUAL if nl.compiled is None else nl.compiled
+    key = ("", dual) if dual is QUADRATURE_DUAL else (nl.name, dual)
+    if key not in _COMPILED:
+        tag = "quadrature"
+        if dual is not QUADRATURE_DUAL:
+            tag = f"{re.sub(r'[^0-9A-Za-z]', '_', nl.name)}_{_source_digest(dual)}"
+        _COMPILED[key] = _Kernels(dual, tag)
+    return _COMPILED[key]
 
 
 def _pad_columns(a: np.ndarray, n: int) -> np.ndarray:
@@ -782,8 +736,10 @@ def variances(
     st = starts.cpu().numpy().astype(np.int64)
     out = np.empty((depth, x.shape[0], x.shape[1]))
     sw2, su2, sb2, _, kb, _ = consts
-    nl = NONLINEARITIES.index(nonlinearity)
-    _diag_variances(x, st, depth, sw2, su2, sb2, kb, nl, out)
+    kernels = _kernels(nonlinearity)
+    if kernels is None or kernels.diag_variances is None:
+        raise ValueError(f"{nonlinearity!r} has no compiled diagonal map (compiled_variances)")
+    kernels.diag_variances(x, st, depth, sw2, su2, sb2, kb, out)
     return torch.from_numpy(out)
 
 
@@ -840,8 +796,12 @@ def kernel_bank(
     x2, var2 = as_np(side2.xs), as_np(side2.var)
     N1, N2 = x1.shape[0], x2.shape[0]
     N2p = -(-N2 // LANES) * LANES
-    f1 = np.stack(_factors(nonlinearity, var1))  # (3, L, N1, T)
-    f2 = _pad_columns(np.stack(_factors(nonlinearity, var2)).transpose(0, 1, 3, 2), N2p)
+    kernels = _kernels(nonlinearity)
+    if kernels is None:
+        why = supported(nonlinearity, True, CPU)
+        raise ValueError(f"the compiled kernel bank cannot run: {why}")
+    f1 = np.stack(kernels.factors(var1))  # (3, L, N1, T)
+    f2 = _pad_columns(np.stack(kernels.factors(var2)).transpose(0, 1, 3, 2), N2p)
     x2t = _pad_columns(x2.transpose(1, 2, 0), N2p)  # (T, m, N2p)
     keys1 = side1.keys.cpu().numpy()
     keys2 = _pad_columns(side2.keys.cpu().numpy(), N2p)
@@ -853,9 +813,8 @@ def kernel_bank(
     sw2, su2, sb2, sv2, kb, kb_keys = consts
     packed = np.array([sw2, su2, sb2, sv2, kb, 1.0 if kb_keys else 0.0])
     L, T = var1.shape[0], var1.shape[2]
-    nl = nonlinearity_code(nonlinearity)
     tab = _NO_TABLE
-    if nl == QUADRATURE:
+    if get_nonlinearity(nonlinearity).compiled is None:  # the tabulated quadrature
         var_max = max(float(var1.max(initial=0.0)), float(var2.max(initial=0.0)))
         tab = quadrature_table(nonlinearity, var_max, quad_points)
     order = _balanced_rows(N1, symmetric)
@@ -883,7 +842,7 @@ def kernel_bank(
         chunk = max(2 * numba.get_num_threads(), -(-N1 // 64)) if report is not None else N1
         if pairs:
             chunk = min(chunk, max(1, 2**20 // N2))
-            f2n = np.stack(_factors(nonlinearity, var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
+            f2n = np.stack(kernels.factors(var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
             px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
             px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
             len1, len2 = T - s1, var2.shape[2] - s2[:N2]
@@ -893,10 +852,10 @@ def kernel_bank(
                 pi, pj, bounds = _pair_chunks(
                     rows, len1, len2, symmetric, 4 * numba.get_num_threads()
                 )
-                args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, nl, tab, slots)
-                _avg_pairs(pi, pj, *args, d1, d2, bounds, PAIR_LANES, out)
+                args = (px1, pf1, s1, px2, pf2, s2, keys1, keys2, packed, tab, slots)
+                kernels.avg_pairs(pi, pj, *args, d1, d2, bounds, PAIR_LANES, out)
             else:
-                _bank_rows(
+                kernels.bank_rows(
                     rows,
                     x1,
                     x2t,
@@ -907,7 +866,6 @@ def kernel_bank(
                     s1,
                     s2,
                     packed,
-                    nl,
                     tab,
                     slots,
                     prof,

@@ -38,7 +38,7 @@ def warm(part: str) -> None:
         batches = [[torch.ones(3, 1), torch.ones(2, 1)], [torch.ones(3, 1)] * 2]
     else:  # 100 columns of short sequences: tiles of columns, not pairs
         batches = [[torch.ones(2, 1)] * 100, [torch.ones(2, 1), torch.ones(1, 1)] * 50]
-    for nl in numba_backend.NONLINEARITIES:
+    for nl in numba_backend.compiled_nonlinearities():
         for x in batches:
             for x2 in (None, x[:3]):
                 analytic_kernel_bank(
