@@ -100,8 +100,10 @@ def test_failed_or_skipped_runs_keep_the_provenance_of_finished_ones(tmp_path):
 
 
 def test_inputs_that_would_fail_after_work_started_are_rejected_first():
-    from experiments.common.schema import ArchConfig, ConvergenceConfig, DriftConfig
+    from experiments.common.schema import ArchConfig
     from experiments.convergence.run import prepare
+    from experiments.convergence.schema import ConvergenceConfig
+    from experiments.drift.schema import DriftConfig
 
     with pytest.raises(ValueError, match="sigma_v=0 makes every kernel identically 0"):
         prepare(ConvergenceConfig(arch=ArchConfig(sigma_v=0.0)))

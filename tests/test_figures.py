@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import run_module
 
+from experiments.common.reporting import read_csv
 from experiments.figures import FIGURES, RunOptions, known_figures, run_figure
-from experiments.figures.common import read_csv, select
+from experiments.figures.common import select
 
 MY_FIGURES = ("time_weighting", "different_lengths", "spectrum", "ucr_table")
 

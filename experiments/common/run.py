@@ -2,14 +2,17 @@
 record envelope, thread settings, and out-of-memory errors turned into exit 3 with a remedy.
 
 Exit codes of every entry point: 0 success (or skipped: already finished), 2 invalid input,
-3 out of memory.
+3 out of memory, 130 interrupted (Ctrl-C: one line, no traceback; ``HYDRA_FULL_ERROR=1``
+shows it).
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +27,7 @@ from experiments.common.records import (
     finished_record,
     library_versions,
     utc_now,
+    writable_folder,
 )
 
 try:
@@ -34,7 +38,10 @@ except ImportError:  # pragma: no cover - hydra is a dependency of the experimen
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
+# errors of a path the user chose (hydra.run.dir, out_dir, ...): exit 2 in one line
+PATH_ERRNOS = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS)
 EXIT_OUT_OF_MEMORY = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
 S = TypeVar("S")
 R = TypeVar("R")
@@ -103,6 +110,19 @@ def already_finished(out_dir: Path, config_hash: str, force: bool) -> dict | Non
     return done
 
 
+def check_writable(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """:func:`~experiments.common.records.writable_folder`, or exit 2 with its one line:
+    every entry point checks its output, cache and run folders before it computes."""
+    try:
+        folder = writable_folder(path, what)
+    except ValueError as err:
+        discard_if_empty(run_dir())
+        fail(str(err), EXIT_BAD_INPUT)
+    _STATE["folder"] = folder
+    return folder
+    raise AssertionError("unreachable")  # fail() exits
+
+
 def set_threads(num_threads: int | None) -> None:
     """torch's intra-op threads (None: leave torch's default)."""
     if num_threads is not None:
@@ -139,7 +159,7 @@ def record_timings(record: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- provenance
-_STATE = {"computed": False}
+_STATE: dict[str, Any] = {"computed": False, "folder": None}
 
 
 def run_dir() -> Path | None:
@@ -225,6 +245,22 @@ def hydra_entry(main: Callable[[], Any]) -> None:
         if user_full_error == "1":
             raise
         fail(one_line(err), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        if user_full_error == "1":
+            raise
+        folder = _STATE["folder"]
+        where = f" (last folder: {folder})" if folder is not None else ""
+        print(
+            f"interrupted: what finished is kept{where}; re-run the same command to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as err:
+        # a folder Hydra or a run must create is a file, read-only or not permitted
+        if user_full_error == "1" or err.errno not in PATH_ERRNOS or not err.filename:
+            raise
+        fail(f"cannot write {err.filename}: {err.strerror}; choose another path", EXIT_BAD_INPUT)
     finally:
         if user_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

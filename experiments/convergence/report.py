@@ -23,7 +23,6 @@ Writes into DIR (default PATH/report): ``convergence.png`` / ``convergence.pdf``
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 from collections.abc import Callable
@@ -39,9 +38,12 @@ from experiments.common.reporting import (
     SweepReport,
     differing_keys,
     flatten,
+    report_folder,
     report_main,
     save_figure,
     scan,
+    write_csv,
+    write_text,
 )
 from experiments.common.style import PALETTE, describe_arch, fit_label, paper_style
 from rntk_empirical.metrics import debiased_bias, mean_kernel_error
@@ -258,49 +260,38 @@ _SHORT = {
 }
 
 
+POINT_COLUMNS = (
+    "series", "label", "metric", "description", "width", "n_seeds", "value", "ci_low",
+    "ci_high", "fit", "exponent", "exponent_ci_low", "exponent_ci_high",
+)  # fmt: skip
+
+
 def write_points_csv(series: list[Series], path: Path) -> None:
     """Every plotted number: points with intervals and the fitted line at each width."""
     metric_by_key = {m.key: m for m in METRICS}
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "series",
-                "label",
-                "metric",
-                "description",
-                "width",
-                "n_seeds",
-                "value",
-                "ci_low",
-                "ci_high",
-                "fit",
-                "exponent",
-                "exponent_ci_low",
-                "exponent_ci_high",
-            ]
-        )
-        for ser in series:
-            for key, fit in ser.fits.items():
-                pred = fit.predict(fit.widths)
-                for j, width in enumerate(fit.widths):
-                    w.writerow(
-                        [
-                            ser.key,
-                            ser.label,
-                            key,
-                            metric_by_key[key].label,
-                            width,
-                            fit.n_seeds[j],
-                            fit.values[j],
-                            fit.value_low[j],
-                            fit.value_high[j],
-                            pred[j],
-                            fit.exponent,
-                            fit.ci_low,
-                            fit.ci_high,
-                        ]
-                    )
+    rows = []
+    for ser in series:
+        for key, fit in ser.fits.items():
+            pred = fit.predict(fit.widths)
+            for j, width in enumerate(fit.widths):
+                rows.append(
+                    {
+                        "series": ser.key,
+                        "label": ser.label,
+                        "metric": key,
+                        "description": metric_by_key[key].label,
+                        "width": width,
+                        "n_seeds": fit.n_seeds[j],
+                        "value": fit.values[j],
+                        "ci_low": fit.value_low[j],
+                        "ci_high": fit.value_high[j],
+                        "fit": pred[j],
+                        "exponent": fit.exponent,
+                        "exponent_ci_low": fit.ci_low,
+                        "exponent_ci_high": fit.ci_high,
+                    }
+                )
+    write_csv(path, rows, columns=POINT_COLUMNS)
 
 
 def summary(series: list[Series], root: Path, n_records: int) -> dict[str, Any]:
@@ -470,20 +461,19 @@ def make_report(
     finished convergence record, or (``strict``) holds a record that cannot be used.
     """
     root = Path(root)
+    out = report_folder(root, out)
     found = scan(root, "convergence")
     series = collect(root, found)
     found.check(strict)
     if not series:
         raise ValueError(f"no finished convergence records (record.json) under {str(root)!r}")
-    out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
-    out.mkdir(parents=True, exist_ok=True)
     fit_series(series, n_boot=n_boot, level=level, seed=seed)
     n_records = sum(len(s.records) for s in series)
     summ = summary(series, root, n_records)
     summ["excluded"] = found.summary()
     write_points_csv(series, out / "points.csv")
     plot(series, out / "convergence")
-    (out / "summary.md").write_text(summary_markdown(series) + found.markdown())
+    write_text(out / "summary.md", summary_markdown(series) + found.markdown())
     atomic_write_json(out / "summary.json", summ)
     summ["out"] = str(out)
     return summ

@@ -25,12 +25,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common.cli import CONF_DIR, fail
-from experiments.common.help import register_help_resolver
-from experiments.common.run import hydra_entry
+from experiments.common.run import check_writable, hydra_entry
 from experiments.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
 
 log = logging.getLogger(__name__)
-register_help_resolver()
 EXIT_BAD_INPUT = 2
 
 
@@ -52,6 +50,8 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.out_dir)
     if not out_dir.is_absolute():
         out_dir = Path(HydraConfig.get().runtime.cwd) / out_dir
+    if not cfg.redraw:
+        check_writable(out_dir, "out_dir")
     params = OmegaConf.to_container(cfg.params, resolve=True) or {}
     if params and len(names) > 1:
         fail("params overrides apply to one figure; name it with figure=NAME", EXIT_BAD_INPUT)

@@ -14,7 +14,6 @@ at its widest width and of the kernels, per data set, and the mean over data set
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import sys
@@ -25,6 +24,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 
 from experiments.common.records import atomic_write_json, find_records
+from experiments.common.reporting import report_folder, save_figure, write_csv
 from experiments.common.run import record_kind
 from rntk_empirical.finite_vs_infinite import distance_power_laws
 
@@ -275,20 +275,14 @@ def draw(tables: dict[str, Table], meta: dict):
     return fig
 
 
-def write_csv(path: Path, rows: Table) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def write_report(root: str | Path, out_dir: str | Path | None = None, n_boot: int = 1000) -> Path:
     """Collect every finished record under ``root`` and write the report; returns its folder."""
-    import matplotlib.pyplot as plt
 
     root = Path(root)
-    out = Path(out_dir) if out_dir is not None else root / "report"
+    try:
+        out = report_folder(root, out_dir)
+    except ValueError as err:
+        raise FileNotFoundError(str(err)) from None
     records = [(p, r) for p, r in find_records(root) if record_kind(r) == "finite_vs_infinite"]
     if not records:
         raise FileNotFoundError(f"no finished finite_vs_infinite record under {root}")
@@ -297,10 +291,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, n_boot: in
     for name, rows in tables.items():
         write_csv(out / f"{name}.csv", rows)
     atomic_write_json(out / "summary.json", {"records": [str(p) for p, _ in records], **headline})
-    fig = draw(tables, headline)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"finite_vs_infinite.{ext}", dpi=130)
-    plt.close(fig)
+    save_figure(draw(tables, headline), out / "finite_vs_infinite", dpi=130)
     return out
 
 

@@ -12,7 +12,7 @@ AVX-512). arcsin, the only transcendental of the ReLU and erf duals, is a polyno
 
 Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
 1.35 ns per cell and layer on 2 cores (AVX-512), 10x the torch path, for one mean-pooling
-unit of the UCI grid (``python -m experiments.bench_bank``; 4.2 ns on an AVX2 machine).
+unit of the UCI grid (``python -m experiments.bench.bank``; 4.2 ns on an AVX2 machine).
 Closed forms for ``relu``, ``erf`` and ``identity``; any other nonlinearity through the
 torch path's Gauss-Hermite rule with phi tabulated (:func:`quadrature_table`, :func:`_rule`);
 float64 arithmetic whatever the output dtype. Mixed lengths as in the torch path
