@@ -45,6 +45,8 @@ class Experiment:
             :mod:`experiments.common.sweeps`.
         folder: ``folder(settings) -> relative path`` of that configuration's run folder
             under the outputs root (the folder the command line uses).
+        check: ``check(settings)`` raises ValueError for settings the schema accepts but the
+            run would reject (checked for every value of a sweep before its first job).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Experiment:
     appendix: Callable[[], list[str]] | None = None
     run: Callable[[Any, Path, Path], dict] | None = None
     folder: Callable[[Any], str] | None = None
+    check: Callable[[Any], Any] | None = None
 
     @property
     def usage(self) -> str:

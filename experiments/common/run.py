@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.common.cli import fail, settings_from
 from experiments.common.records import (
@@ -230,6 +231,53 @@ class KeepSweepProvenance(Callback):
         atexit.register(restore)
 
 
+class ValidateSweep(Callback):
+    """Hydra callback: before the first job of a sweep starts, every value of every swept
+    key (``-m width=64,-5``, ``arch=relu_last,erf_lst``, the YAML's default sweep) is
+    checked against the experiment's schema (and its ``check``); a bad one stops the sweep
+    with one line, exit 2, and no job has run."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        from experiments.common.cli import CONF_DIR, nearest_hint
+        from experiments.common.registry import registered
+
+        exp = registered().get(str(config.hydra.job.name))
+        if exp is None or exp.schema is None:
+            return
+        texts = list(config.hydra.overrides.task)
+        params = config.hydra.sweeper.get("params") or {}
+        texts += [f"{k}={v}" for k, v in params.items()]
+        base = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        for ov in OverridesParser.create().parse_overrides(texts):
+            if not ov.is_sweep_override():
+                continue
+            key = ov.key_or_group
+            for value in ov.sweep_iterator():
+                group_dir = Path(CONF_DIR) / key
+                if group_dir.is_dir():
+                    choices = sorted(p.stem for p in group_dir.glob("*.yaml"))
+                    if str(value) not in choices:
+                        hint = nearest_hint(str(value), choices, f"{key}=").replace("'", "")
+                        fail(
+                            f"the sweep's {key}={value} is not an option; choices: "
+                            f"{', '.join(choices)}{hint} (no job was started)",
+                            EXIT_BAD_INPUT,
+                        )
+                    continue
+                cfg = OmegaConf.merge(OmegaConf.structured(exp.schema), base)
+                try:
+                    OmegaConf.update(cfg, key, value, merge=True)
+                    settings = settings_from(cfg, exp.schema, f"conf/{exp.name}.yaml")
+                    if exp.check is not None:
+                        exp.check(settings)
+                except (ValueError, OmegaConfBaseException) as err:
+                    msg = str(err).splitlines()[0]
+                    fail(f"the sweep's {key}={value}: {msg} (no job was started)", EXIT_BAD_INPUT)
+
+
 def hydra_entry(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function so that Hydra's own errors (a value of the wrong
     type, an unknown key, a ``+key=`` the schema does not have, a missing config group
@@ -244,7 +292,7 @@ def hydra_entry(main: Callable[[], Any]) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         if user_full_error == "1":
             raise
-        fail(one_line(err), EXIT_BAD_INPUT)
+        fail(hinted(err, _options_of(main)) or one_line(err), EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         if user_full_error == "1":
             raise
@@ -266,6 +314,53 @@ def hydra_entry(main: Callable[[], Any]) -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = user_full_error
+
+
+def _options_of(main: Callable[[], Any]) -> list[str]:
+    """The options of the registered experiment whose package holds ``main`` (for hints)."""
+    import sys as _sys
+
+    from experiments.common.cli import schema_keys
+    from experiments.common.registry import registered
+
+    module = getattr(main, "__module__", "") or ""
+    if module == "__main__":
+        spec = getattr(_sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else ""
+    package = module.rsplit(".", 1)[0]
+    for exp in registered().values():
+        if exp.schema is not None and exp.schema.__module__.rsplit(".", 1)[0] == package:
+            return schema_keys(exp.schema)
+        if exp.schema is None and package.rsplit(".", 1)[-1] == exp.name:
+            return list(exp.options)
+    return []
+
+
+def hinted(err: BaseException, options: list[str]) -> str | None:
+    """Hydra's "could not override KEY" and "could not find GROUP/OPTION" as one line with
+    the nearest valid key or option (never Hydra's "+KEY=..." advice, which the schema would
+    reject); None for other errors."""
+    import re
+
+    from experiments.common.cli import nearest_hint
+
+    text = str(err)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m and options and m.group(1) not in options:
+        key = m.group(1)
+        return f"unknown option {key!r}{nearest_hint(key, options)} (--help lists the options)"
+    m = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if m:
+        group, option = m.groups()
+        listed = re.search(rf"Available options in '{re.escape(group)}':\n((?:\t[^\n]*\n?)+)", text)
+        choices = listed.group(1).split() if listed else []
+        if choices:
+            hint = nearest_hint(option, choices, f"{group}=").replace("'", "")
+            return (
+                f"Could not find '{group}/{option}': {group}={option} is not an option; "
+                f"choices: {', '.join(choices)}{hint}"
+            )
+    return None
 
 
 def one_line(err: BaseException) -> str:

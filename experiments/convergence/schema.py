@@ -179,6 +179,12 @@ def _run_one(settings: ConvergenceConfig, run_dir: Path, outputs_root: Path) -> 
     return run_convergence(prepare(settings), run_dir, cwd=outputs_root.parent)
 
 
+def _check(settings: ConvergenceConfig) -> None:
+    from experiments.convergence.run import prepare
+
+    prepare(settings)
+
+
 def _folder(settings: ConvergenceConfig) -> str:
     return f"convergence/{settings.name}/width={settings.width}/seeds={settings.seeds}"
 
@@ -192,5 +198,6 @@ register_experiment(
         sweeps=True,
         run=_run_one,
         folder=_folder,
+        check=_check,
     )
 )
