@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.common.records import atomic_write_json, config_hash, utc_now
+from experiments.common.records import atomic_write_json, config_hash, utc_now, writable_folder
 from experiments.common.reporting import (
     RecordScan,
     SweepReport,
@@ -456,31 +456,87 @@ def make_report(
 ) -> dict[str, Any]:
     """Aggregate the records under ``root`` into ``out`` (default ``root/report``).
 
-    Returns the summary (also written to ``summary.json``); files that could not be used are
-    listed in its ``excluded``. Raises ValueError if ``root`` does not exist, holds no
-    finished convergence record, or (``strict``) holds a record that cannot be used.
+    ``out`` holds the folder's default configuration only (the runs directly in its
+    ``width=W`` folders, e.g. the README's ``relu_last-random/report/convergence.png``); runs
+    of another configuration (``width=W/<overrides>``, e.g. ``arch.nonlinearity=softplus``)
+    get their own report in ``out/<overrides>`` and never change the default's.
+
+    Returns the summary (also written to ``summary.json``; the variants' under
+    ``variants``); files that could not be used are listed in its ``excluded``. Raises
+    ValueError if ``root`` does not exist, holds no finished convergence record, or
+    (``strict``) holds a record that cannot be used.
     """
     root = Path(root)
     out = report_folder(root, out)
     found = scan(root, "convergence")
-    series = collect(root, found)
+    by_variant: dict[str, list[tuple[Path, dict]]] = {}
+    for path, rec in found.records:
+        by_variant.setdefault(variant_of(path, root), []).append((path, rec))
+    if "" not in by_variant and len(by_variant) == 1:  # one configuration, whatever its folder
+        by_variant = {"": next(iter(by_variant.values()))}
+    # each configuration is collected and fitted on its own: other runs in the folder never
+    # change its labels, numbers or bootstrap draws
+    groups = {
+        v: collect(root, RecordScan(root, recs, found.problems))
+        for v, recs in sorted(by_variant.items())
+    }
     found.check(strict)
-    if not series:
+    if not any(groups.values()):
         raise ValueError(f"no finished convergence records (record.json) under {str(root)!r}")
-    fit_series(series, n_boot=n_boot, level=level, seed=seed)
+    for series in groups.values():
+        fit_series(series, n_boot=n_boot, level=level, seed=seed)
+    variants = {
+        v: _write_report(ss, root, writable_folder(out / v, "report folder"), found)
+        for v, ss in groups.items()
+        if v
+    }
+    summ = _write_report(groups.get("", []), root, out, found, variants)
+    summ["variants"] = variants
+    return summ
+
+
+def variant_of(record: Path, root: Path) -> str:
+    """The configuration a record's folder names relative to its sweep: the folders between
+    its ``width=W`` folder and the record (Hydra's override dirname, e.g.
+    ``arch.nonlinearity=softplus``); "" for the folder's default configuration."""
+    try:
+        parts = record.parent.relative_to(root).parts
+    except ValueError:
+        return ""
+    for i, p in enumerate(parts):
+        if p.startswith("width="):
+            return "/".join(parts[i + 1 :])
+    return ""
+
+
+def _write_report(
+    series: list[Series],
+    root: Path,
+    out: Path,
+    found: RecordScan,
+    variants: dict[str, dict] | None = None,
+) -> dict[str, Any]:
+    """One report folder: points.csv, convergence.png/pdf, summary.md and summary.json."""
     n_records = sum(len(s.records) for s in series)
     summ = summary(series, root, n_records)
     summ["excluded"] = found.summary()
-    write_points_csv(series, out / "points.csv")
-    plot(series, out / "convergence")
-    write_text(out / "summary.md", summary_markdown(series) + found.markdown())
+    md = summary_markdown(series)
+    if series:
+        write_points_csv(series, out / "points.csv")
+        plot(series, out / "convergence")
+    if variants:
+        md += "\n## Other configurations (own reports)\n\n" + "".join(
+            f"- `{v}`: {r['out']}\n" for v, r in variants.items()
+        )
+    write_text(out / "summary.md", md + found.markdown())
     atomic_write_json(out / "summary.json", summ)
     summ["out"] = str(out)
     return summ
 
 
 def format_summary(summ: dict[str, Any]) -> str:
-    """A few lines for the console: the per-network and bias exponents of each series."""
+    """A few lines for the console: the per-network and bias exponents of each series (and
+    of each other configuration's report)."""
     lines = []
     for s in summ["series"]:
         for key in ("ntk_rel_fro", "ntk_mean_kernel_rel_fro", "nngp_rel_fro"):
@@ -496,6 +552,9 @@ def format_summary(summ: dict[str, Any]) -> str:
             lines.append(
                 f"{s['label']}: nothing fitted ({', '.join(sorted(set(s['not_fitted'].values())))})"
             )
+    for v, vsumm in summ.get("variants", {}).items():
+        lines += [f"[{v}] {line}" for line in format_summary(vsumm).splitlines()]
+        lines.append(f"[{v}] report: {vsumm['out']}")
     return "\n".join(lines)
 
 
