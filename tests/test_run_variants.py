@@ -34,6 +34,9 @@ def test_another_configuration_gets_its_own_report(tmp_path, capsys):
     assert [s["identity"]["arch"]["sigma_w"] for s in variant["series"]] == [1.0]
     assert (root / "report" / "arch.sigma_w=1.0" / "convergence.png").is_file()
     assert "[arch.sigma_w=1.0] report: " in out
+    # the report interprets the exponent (these runs' error is exactly n^-1/2 noise)
+    md = (root / "report" / "summary.md").read_text()
+    assert "The NTK error: the 95% interval" in md and "contains -1/2" in md
     # a folder holding only one configuration reports it at the top, whatever its folder
     one = root / "width=64" / "arch.sigma_w=1.0"
     only = report.make_report(one, out=tmp_path / "o", n_boot=10)

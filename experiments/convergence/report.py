@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,85 @@ def fit_series(series: list[Series], n_boot: int = 2000, level: float = 0.95, se
                 ser.skipped[metric.key] = reason
 
 
+# ------------------------------------------------------------------ interpretation
+@dataclass(frozen=True)
+class NextOrder:
+    r"""The fit with the next order, e(n) = A n^{-1/2} + B n^{-1}, to a per-network error.
+
+    Finite-width corrections to a kernel are a series in n^{-1/2}; an error whose fitted
+    exponent is steeper than -1/2 at the measured widths may be the leading order plus its
+    n^{-1} correction, which this two-term fit (weighted least squares on the relative
+    residuals) separates.
+
+    Attributes:
+        A, B: the coefficients; ``B < 0`` would mean a correction that slows the decay.
+        share_small, share_large: B n^{-1} / e(n) at the smallest and largest width.
+        rms_two_term, rms_power_law: RMS relative residual of this fit and of the power law.
+    """
+
+    A: float
+    B: float
+    share_small: float
+    share_large: float
+    rms_two_term: float
+    rms_power_law: float
+
+    def predict(self, widths: np.ndarray) -> np.ndarray:
+        w = np.asarray(widths, dtype=np.float64)
+        return self.A * w**-0.5 + self.B / w
+
+    @classmethod
+    def fit(cls, fit: PowerLawFit) -> NextOrder:
+        w = np.asarray(fit.widths, dtype=np.float64)
+        v = np.asarray(fit.values, dtype=np.float64)
+        design = np.stack([w**-0.5, 1.0 / w], axis=1) / v[:, None]
+        (a, b), *_ = np.linalg.lstsq(design, np.ones_like(v), rcond=None)
+        two = a * w**-0.5 + b / w
+        return cls(
+            A=float(a),
+            B=float(b),
+            share_small=float(b / w[0] / two[0]),
+            share_large=float(b / w[-1] / two[-1]),
+            rms_two_term=float(np.sqrt(np.mean((two / v - 1) ** 2))),
+            rms_power_law=float(np.sqrt(np.mean((fit.predict(w) / v - 1) ** 2))),
+        )
+
+
+def interpret(fit: PowerLawFit, what: str = "the error") -> dict[str, Any]:
+    """Whether the exponent's interval excludes the leading order -1/2 and, if it does, what
+    the fit with the next order says (``text``: one sentence for the report)."""
+    nxt = NextOrder.fit(fit) if len(fit.widths) >= 2 else None
+    lo, hi = fit.ci_low, fit.ci_high
+    out: dict[str, Any] = {"excludes_leading_order": not fit.covers(REFERENCE_EXPONENT)}
+    if not out["excludes_leading_order"]:
+        out["text"] = (
+            f"the {fit.level:.0%} interval [{lo:.3f}, {hi:.3f}] of {what}'s exponent contains "
+            "-1/2: consistent with the leading order n^-1/2"
+        )
+        return out
+    side = "steeper" if hi < REFERENCE_EXPONENT else "shallower"
+    text = (
+        f"the {fit.level:.0%} interval [{lo:.3f}, {hi:.3f}] of {what}'s exponent excludes "
+        f"-1/2 ({side} than the leading order at these widths)"
+    )
+    if nxt is not None and len(fit.widths) >= 3:
+        out["next_order"] = asdict(nxt)
+        supported = nxt.rms_two_term < nxt.rms_power_law and nxt.A > 0
+        text += (
+            f"; with the next order, {what} = {nxt.A:.3g} n^-1/2 + {nxt.B:.3g} n^-1 "
+            f"(the n^-1 term is {nxt.share_small:.0%} of it at n={fit.widths[0]}, "
+            f"{nxt.share_large:.0%} at n={fit.widths[-1]}; RMS residual {nxt.rms_two_term:.1%} "
+            f"vs {nxt.rms_power_law:.1%} for the power law): "
+            + (
+                "the data support n^-1/2 as the leading order with a finite-width correction"
+                if supported
+                else "the two-term form does not fit better; the leading order is not resolved"
+            )
+        )
+    out["text"] = text
+    return out
+
+
 # ---------------------------------------------------------------------- outputs
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("NTK, per network", ("ntk_rel_fro",)),
@@ -308,6 +387,9 @@ def summary(series: list[Series], root: Path, n_records: int) -> dict[str, Any]:
                 "widths": s.widths,
                 "seeds_per_width": {str(w): len(s.errors[w]) for w in s.widths},
                 "fits": {k: f.to_dict() for k, f in s.fits.items()},
+                "interpretation": {
+                    k: interpret(s.fits[k], w) for k, w in INTERPRETED.items() if k in s.fits
+                },
                 "not_fitted": s.skipped,
             }
             for s in series
@@ -340,10 +422,16 @@ def summary_markdown(series: list[Series]) -> str:
             if why != "not recorded":
                 lines.append(f"| {k} | not fitted: {why} | | | |")
         lines.append("")
+        for k, what in INTERPRETED.items():
+            if k in s.fits:
+                note = interpret(s.fits[k], what)["text"]
+                lines += [f"{what[0].upper() + what[1:]}: {note}.", ""]
     return "\n".join(lines)
 
 
 HEADLINE = "ntk_rel_fro"
+# per-network errors whose exponent the report interprets against the leading order
+INTERPRETED = {"ntk_rel_fro": "the NTK error", "nngp_rel_fro": "the NNGP error"}
 
 
 def _errorbar(ax, fit: PowerLawFit, color: str, marker: str, filled: bool, label: str) -> None:
@@ -393,6 +481,12 @@ def plot(series: list[Series], stem: Path) -> list[Path]:
             _errorbar(ax, fit, color, "o", True, ser.label)
             w = np.asarray(fit.widths, dtype=float)
             ax.plot(w, fit.predict(w), "-", color=color, label=fit_label(*_exp(fit), fit.level))
+            if not fit.covers(REFERENCE_EXPONENT) and len(w) >= 3:
+                nxt = NextOrder.fit(fit)
+                dense = np.geomspace(w[0], w[-1], 50)
+                terms = rf"${nxt.A:.2g}\,n^{{-1/2}} {nxt.B:+.2g}\,n^{{-1}}$"
+                ax.plot(dense, nxt.predict(dense), ":", color=color, lw=1.6,
+                        label=f"next order: {terms}")  # fmt: skip
             ref = ref or fit
         if ref is not None:
             _reference(ax, ref, REFERENCE_EXPONENT, "--", "$n^{-1/2}$ reference (theory)")
@@ -548,6 +642,9 @@ def format_summary(summ: dict[str, Any]) -> str:
                 f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}] over widths "
                 f"{f['widths'][0]}..{f['widths'][-1]}"
             )
+            note = s.get("interpretation", {}).get(key)
+            if note is not None and note["excludes_leading_order"]:
+                lines.append(f"  note: {note['text']}")
         if not s["fits"]:
             lines.append(
                 f"{s['label']}: nothing fitted ({', '.join(sorted(set(s['not_fitted'].values())))})"
