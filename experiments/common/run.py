@@ -67,7 +67,9 @@ def validated(
 ) -> S:
     """The schema object of a composed config; exits 2 with one line if it is invalid.
 
-    ``check`` runs further validation (data that must load, a device that must exist)."""
+    ``check`` runs further validation (data that must load, a device that must exist); a
+    log line says so first, so a run speaks from its first second."""
+    log.info("%s: checking the settings and loading the data", Path(config_file).stem)
     try:
         settings = settings_from(cfg, schema, config_file)
         if check is not None:

@@ -397,6 +397,7 @@ def settings_from_config(cfg: DictConfig) -> ConvergenceConfig:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: validate, then run one width (see the module docstring)."""
     hc = HydraConfig.get()
+    log.info("convergence: checking the settings and building the data")
     try:
         prep = prepare(settings_from_config(cfg))
     except ValueError as err:
