@@ -82,3 +82,32 @@ def test_help_shows_this_experiment_only(app, present, absent):
         assert text not in page, text
     option_lines = [line for line in page.splitlines() if line.startswith("  ") and "=" in line]
     assert len(option_lines) >= 8
+
+
+def test_a_new_architecture_field_reaches_the_command_line_without_a_schema_edit():
+    """What another branch adds to Architecture (a ``cell``, an ``ema`` readout parameter)
+    becomes an option with its type, default and docstring description."""
+    from omegaconf import OmegaConf
+
+    from experiments.common.schema import arch_config_for
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(Architecture):
+        """An Architecture with two more fields.
+
+        Attributes:
+            cell: the recurrent cell, ``elman``.
+            ema: the weight lambda of the ``ema`` readout (None: not used).
+        """
+
+        cell: str = "elman"
+        ema: float | None = None
+
+    cfg_cls = arch_config_for(Wider)
+    got = {f.name: f for f in dataclasses.fields(cfg_cls)}
+    assert description(got["cell"]) == "the recurrent cell, elman"
+    assert description(got["ema"]) == "the weight lambda of the ema readout (None: not used)"
+    conf = OmegaConf.merge(OmegaConf.structured(cfg_cls), {"ema": 0.9, "cell": "elman"})
+    arch = OmegaConf.to_object(conf).to_architecture()
+    assert isinstance(arch, Wider) and arch.ema == 0.9 and arch.depth == 1
+    assert OmegaConf.to_object(OmegaConf.structured(cfg_cls)).to_architecture().ema is None

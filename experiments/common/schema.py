@@ -13,6 +13,7 @@ the dataclasses' ``__post_init__`` checks the ranges before any work starts.
 
 from __future__ import annotations
 
+import inspect
 import re
 import types
 import typing
@@ -61,7 +62,7 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     """``name: text`` entries of the ``Attributes:`` section of a class docstring (an entry
     ``a, b: text`` describes both), reST markup removed: the library documents each
     :class:`Architecture` field once, and the command line shows that text."""
-    doc = cls.__doc__ or ""
+    doc = inspect.cleandoc(cls.__doc__ or "")
     if "Attributes:" not in doc:
         return {}
     section = doc.split("Attributes:", 1)[1]
@@ -70,8 +71,8 @@ def _attribute_docs(cls: type) -> dict[str, str]:
     for line in section.splitlines()[1:]:
         if not line.strip():
             break
-        m = re.match(r"\s{4,8}([\w, ]+):\s*(.*)", line)
-        if m and not line.startswith(" " * 12):
+        m = re.match(r"    ([\w, ]+):\s*(.*)", line)
+        if m and not line.startswith(" " * 5):
             names = [n.strip() for n in m.group(1).split(",")]
             for n in names:
                 out[n] = m.group(2).strip()
@@ -94,14 +95,15 @@ def _cli_type(hint: Any) -> Any:
     return hint
 
 
-def _arch_config() -> type:
-    """:class:`ArchConfig`: ``Architecture``'s fields (types, defaults and descriptions read
-    from the library's dataclass and its docstring, so a new Architecture field reaches the
-    command line and ``--help`` without editing this module) plus a ``name`` for folders
-    and legends. Its ``__post_init__`` builds the Architecture, whose checks raise
-    ValueError naming the field and the allowed values."""
-    hints = typing.get_type_hints(Architecture)
-    docs = _attribute_docs(Architecture)
+def arch_config_for(arch_cls: type = Architecture) -> type:
+    """:class:`ArchConfig` of an architecture dataclass: its fields (types, defaults, and
+    descriptions from field metadata ``help`` or the ``Attributes:`` section of its
+    docstring, so a new Architecture field reaches the command line and ``--help`` without
+    editing this module) plus a ``name`` for folders and legends. Its ``__post_init__``
+    builds the Architecture, whose checks raise ValueError naming the field and the allowed
+    values."""
+    hints = typing.get_type_hints(arch_cls)
+    docs = _attribute_docs(arch_cls)
     specs = [
         (
             "name",
@@ -109,7 +111,8 @@ def _arch_config() -> type:
             opt("relu_last", "label for folders and legends (not part of a run's identity)"),
         )
     ]
-    for f in fields(Architecture):
+    names = [f.name for f in fields(arch_cls)]
+    for f in fields(arch_cls):
         text = f.metadata.get(HELP) or docs.get(f.name, "")
         if f.default is not MISSING:
             spec = field(default=f.default, metadata={HELP: text})
@@ -118,7 +121,7 @@ def _arch_config() -> type:
         specs.append((f.name, _cli_type(hints[f.name]), spec))
 
     def to_architecture(self) -> Architecture:
-        return Architecture(**{f.name: getattr(self, f.name) for f in fields(Architecture)})
+        return arch_cls(**{name: getattr(self, name) for name in names})
 
     def post_init(self) -> None:
         self.to_architecture()
@@ -129,11 +132,11 @@ def _arch_config() -> type:
         namespace={"to_architecture": to_architecture, "__post_init__": post_init},
     )
     cls.__module__ = __name__
-    cls.__doc__ = _arch_config.__doc__
+    cls.__doc__ = arch_config_for.__doc__
     return cls
 
 
-ArchConfig = _arch_config()
+ArchConfig = arch_config_for(Architecture)
 
 
 def resolved_device(choice: DeviceChoice) -> str:
