@@ -41,3 +41,13 @@ def test_another_configuration_gets_its_own_report(tmp_path, capsys):
     one = root / "width=64" / "arch.sigma_w=1.0"
     only = report.make_report(one, out=tmp_path / "o", n_boot=10)
     assert len(only["series"]) == 1 and only["variants"] == {}
+
+
+def test_quick_finite_vs_infinite_runs_are_told_apart(tmp_path):
+    from experiments.finite_vs_infinite.report import is_quick
+
+    root = tmp_path / "erf_last"
+    assert is_quick(root / "quick=true" / "record.json", root)
+    assert is_quick(root / "quick=true,tasks=[GunPoint]" / "record.json", root)
+    assert not is_quick(root / "tasks=[GunPoint]" / "record.json", root)
+    assert not is_quick(root / "record.json", root)

@@ -293,7 +293,10 @@ def draw(tables: dict[str, Table], meta: dict):
 
 
 def write_report(root: str | Path, out_dir: str | Path | None = None, n_boot: int = 1000) -> Path:
-    """Collect every finished record under ``root`` and write the report; returns its folder."""
+    """Collect every finished record under ``root`` and write the report; returns its folder.
+
+    Quick runs (``quick=true`` in their folder) live apart: with full runs present they are
+    reported in ``OUT/quick`` and never enter the full report."""
 
     root = Path(root)
     try:
@@ -303,13 +306,27 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, n_boot: in
     records = [(p, r) for p, r in find_records(root) if record_kind(r) == "finite_vs_infinite"]
     if not records:
         raise FileNotFoundError(f"no finished finite_vs_infinite record under {root}")
+    quick = [(p, r) for p, r in records if is_quick(p, root)]
+    if quick and len(quick) < len(records):  # quick runs apart: they never enter the full report
+        _write(quick, out / "quick", n_boot)
+        records = [(p, r) for p, r in records if not is_quick(p, root)]
+    _write(records, out, n_boot)
+    return out
+
+
+def is_quick(record: Path, root: Path) -> bool:
+    """A record of a ``quick=true`` run (its folder names the override)."""
+    parts = record.parent.relative_to(root).parts if record.is_relative_to(root) else ()
+    return any("quick=true" in part.split(",") for part in parts)
+
+
+def _write(records: list[tuple[Path, dict]], out: Path, n_boot: int) -> None:
     tables, headline = collect(records, n_boot=n_boot)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():
         write_csv(out / f"{name}.csv", rows)
     atomic_write_json(out / "summary.json", {"records": [str(p) for p, _ in records], **headline})
     save_figure(draw(tables, headline), out / "finite_vs_infinite", dpi=130)
-    return out
 
 
 class ReportCallback(Callback):
