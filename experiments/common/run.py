@@ -12,6 +12,7 @@ import atexit
 import errno
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,9 +122,9 @@ def check_writable(path: str | os.PathLike, what: str = "output folder") -> Path
     except ValueError as err:
         discard_if_empty(run_dir())
         fail(str(err), EXIT_BAD_INPUT)
+        raise AssertionError("unreachable") from err  # fail() exits
     _STATE["folder"] = folder
     return folder
-    raise AssertionError("unreachable")  # fail() exits
 
 
 def set_threads(num_threads: int | None) -> None:
@@ -320,14 +321,12 @@ def hydra_entry(main: Callable[[], Any]) -> None:
 
 def _options_of(main: Callable[[], Any]) -> list[str]:
     """The options of the registered experiment whose package holds ``main`` (for hints)."""
-    import sys as _sys
-
     from experiments.common.cli import schema_keys
     from experiments.common.registry import registered
 
     module = getattr(main, "__module__", "") or ""
     if module == "__main__":
-        spec = getattr(_sys.modules["__main__"], "__spec__", None)
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
         module = spec.name if spec is not None else ""
     package = module.rsplit(".", 1)[0]
     for exp in registered().values():
@@ -342,8 +341,6 @@ def hinted(err: BaseException, options: list[str]) -> str | None:
     """Hydra's "could not override KEY" and "could not find GROUP/OPTION" as one line with
     the nearest valid key or option (never Hydra's "+KEY=..." advice, which the schema would
     reject); None for other errors."""
-    import re
-
     from experiments.common.cli import nearest_hint
 
     text = str(err)
