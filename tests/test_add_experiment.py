@@ -64,7 +64,9 @@ from pathlib import Path
 from experiments.common.sweeps import RecordIndex, records
 from kernel_diag.schema import KernelDiagConfig
 root = Path("outputs")
-recs = records([KernelDiagConfig(n=2, T=4), KernelDiagConfig(n=2, T=3)], root, RecordIndex(root))
+configs = [KernelDiagConfig(n=2, T=4), KernelDiagConfig(n=2, T=3)]
+configs.append(KernelDiagConfig(n=2, T=4, seed=1))  # the folder rule ignores the seed
+recs = records(configs, root, RecordIndex(root))
 out.append([r["finished"] for r in recs])
 print(json.dumps(out))
 """
@@ -98,3 +100,7 @@ def test_the_walkthrough_runs_through_the_real_command_line(walkthrough):
     first = json.loads((root / "outputs/kernel_diag/relu_last/n=2-T=4/record.json").read_text())
     assert finished[0] == first["finished"]
     assert (root / "outputs/kernel_diag/relu_last/n=2-T=3/record.json").is_file()
+    # another configuration whose folder is taken (seed=1) goes beside it, named by its hash
+    (beside,) = (root / "outputs/kernel_diag/relu_last").glob("n=2-T=4-*/record.json")
+    assert json.loads(beside.read_text())["identity"]["seed"] == 1
+    assert first["identity"]["seed"] == 0  # not overwritten

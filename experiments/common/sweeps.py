@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.common.records import find_records, identity_hash, record_hash
+from experiments.common.records import find_records, finished_record, identity_hash, record_hash
 from experiments.common.registry import experiment_of
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ def records(
     ``run``), running the missing ones.
 
     New runs go to ``<outputs>/<folder(cfg)>`` (the experiment's own folder rule, e.g.
-    ``convergence/<name>/width=<w>/seeds=<S>``), where a re-run finds and skips them.
+    ``convergence/<name>/width=<w>/seeds=<S>``), where a re-run finds and skips them; if that
+    folder holds a finished run of another configuration, to ``<folder>-<hash>`` beside it.
     """
     outputs = Path(outputs)
     index = index or RecordIndex(outputs)
@@ -69,10 +70,17 @@ def records(
         if exp.run is None or exp.folder is None:
             raise ValueError(f"experiment {exp.name!r} registers no run/folder to find or run")
         cfg = on_device(cfg, index.device)
-        rec = index.get(identity_hash(cfg.identity()))
+        chash = identity_hash(cfg.identity())
+        rec = index.get(chash)
         if rec is None:
-            log.info("running %s %s width=%s", exp.name, cfg.name, getattr(cfg, "width", "-"))
-            rec = exp.run(cfg, outputs / exp.folder(cfg), outputs)
+            run_dir = outputs / exp.folder(cfg)
+            held = finished_record(run_dir)
+            if held is not None and record_hash(held) != chash:
+                # the folder holds another configuration (a quick and a full figure, say):
+                # this one gets its own, named by its hash, and neither overwrites the other
+                run_dir = run_dir.with_name(f"{run_dir.name}-{chash[:8]}")
+            log.info("running %s %s -> %s", exp.name, getattr(cfg, "name", ""), run_dir)
+            rec = exp.run(cfg, run_dir, outputs)
             index.add(rec)
         out.append(rec)
     return out
