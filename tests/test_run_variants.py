@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
-from test_report import WIDTHS, write_run
+from test_report import write_run
 
 from experiments.convergence import report
+
+WIDTHS = (64, 256, 1024)
 
 
 def test_another_configuration_gets_its_own_report(tmp_path, capsys):
