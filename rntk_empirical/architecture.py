@@ -45,8 +45,9 @@ class Architecture:
 
     Attributes:
         depth: number of recurrent layers L >= 1.
-        nonlinearity: ``relu | erf | tanh | identity`` or a name registered with
-            :func:`rntk_empirical.register_nonlinearity`.
+        nonlinearity: ``relu | erf | tanh | identity``, a name registered with
+            :func:`rntk_empirical.register_nonlinearity`, or (command line) ``module:function``,
+            imported and registered at start-up.
         sigma_w, sigma_u, sigma_b, sigma_h, sigma_v: the multipliers s_w, s_u, s_b, s_h, s_v.
         readout: ``last`` (h^{L,T}), ``avg`` (mean pooling, one V), ``per_step``
             (an independent V_t per step, scaled by 1/sqrt(T)), ``ema`` (weight

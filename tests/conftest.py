@@ -93,3 +93,44 @@ def run_module(
         text=True,
         timeout=timeout,
     )
+
+
+# ``python -m MODULE ARGS`` for several commands in one interpreter (a process each costs
+# seconds of imports): each call's exit code, stdout and stderr, as the command line sees them.
+_IN_ONE_PROCESS = """
+import contextlib, io, json, logging, runpy, sys, warnings
+warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+out = []
+for module, args in json.loads(sys.argv[1]):
+    sys.argv = [module, *args]
+    o, e = io.StringIO(), io.StringIO()
+    for h in list(logging.root.handlers):  # each Hydra job configures logging afresh
+        logging.root.removeHandler(h)
+    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as ex:
+            code = ex.code if isinstance(ex.code, int) else (0 if ex.code is None else 1)
+    out.append([code, o.getvalue(), e.getvalue()])
+print(json.dumps(out))
+"""
+
+
+def run_in_one_process(
+    calls: list[tuple[str, list[str]]], cwd: Path, timeout: float = 300, **env: str
+) -> list[tuple[int, str, str]]:
+    """``[(module, args), ...]`` run in turn in one subprocess (cwd ``cwd``); returns
+    ``[(exit code, stdout, stderr), ...]``."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _IN_ONE_PROCESS, json.dumps([[m, list(a)] for m, a in calls])],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]

@@ -9,16 +9,23 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, run_module
+from conftest import REPO, run_in_one_process, run_module
 
 TINY = ["width=8", "seeds=1", "data.n=3", "data.T=3", "cache=false", "progress=false"]
 
 
 HYDRA_ERRORS = {
     "width=abc": "could not be converted to Integer",
-    "foo=1": "Key 'foo' not in 'ConvergenceConfig'",
+    "foo=1": "unknown option 'foo' (--help lists the options)",
     "+arch.sigmaw=1.0": "unknown option 'arch.sigmaw'",
     "arch=nope": "Could not find 'arch/nope'",
+    # the nearest valid key (never Hydra's "+widht=256", which the schema would reject)
+    "widht=256": "unknown option 'widht'; did you mean 'width'?",
+    "arch.sigmaw=1.0": "unknown option 'arch.sigmaw'; did you mean 'arch.sigma_w'?",
+    "+widht=256": "no such key; did you mean 'width'?",
+    # an unknown group option lists the choices and the nearest one
+    "arch=relu_lst": "arch=relu_lst is not an option; choices: bidirectional, erf_avg, erf_last, "
+    "orthogonal, relu_2layer, relu_last; did you mean arch=relu_last?",
 }
 # The entry point of ``python -m experiments.convergence``, called once per override in one
 # subprocess (cheaper than a process each; Hydra's logging set-up stays out of pytest's).
@@ -59,6 +66,7 @@ def test_hydra_errors_are_one_line_exit_2_and_leave_no_folder(tmp_path):
         assert code == 2, (override, err)
         assert err.startswith("error: ") and err.count("\n") == 1, (override, err)
         assert message in err, (override, err)
+        assert "use +" not in err, (override, err)
         assert not leaked  # HYDRA_FULL_ERROR restored after each call
     assert not (tmp_path / "outputs").exists()
 
@@ -100,8 +108,10 @@ def test_failed_or_skipped_runs_keep_the_provenance_of_finished_ones(tmp_path):
 
 
 def test_inputs_that_would_fail_after_work_started_are_rejected_first():
-    from experiments.common.schema import ArchConfig, ConvergenceConfig, DriftConfig
+    from experiments.common.schema import ArchConfig
     from experiments.convergence.run import prepare
+    from experiments.convergence.schema import ConvergenceConfig
+    from experiments.drift.schema import DriftConfig
 
     with pytest.raises(ValueError, match="sigma_v=0 makes every kernel identically 0"):
         prepare(ConvergenceConfig(arch=ArchConfig(sigma_v=0.0)))
@@ -109,3 +119,24 @@ def test_inputs_that_would_fail_after_work_started_are_rejected_first():
         DriftConfig(batch_size=0)
     with pytest.raises(ValueError, match="sigma_v=0"):
         DriftConfig(arch=ArchConfig(sigma_v=0.0))
+
+
+def test_a_sweep_validates_every_value_before_the_first_job(tmp_path):
+    calls = [
+        ("experiments.convergence", ["-m", *TINY, "width=8,-5"]),
+        ("experiments.convergence", ["-m", *TINY, "arch=relu_last,relu_lst"]),
+        ("experiments.convergence", ["-m", *TINY, "arch.sigma_v=1.0,0.0"]),
+        ("experiments.drift", ["-m", "width=8", "seeds=1", "steps=2,0"]),
+    ]
+    results = run_in_one_process(calls, tmp_path)
+    expected = [
+        "error: the sweep's width=-5: width=-5 is not valid; expected an integer >= 1",
+        "error: the sweep's arch=relu_lst is not an option; choices: bidirectional, erf_avg, "
+        "erf_last, orthogonal, relu_2layer, relu_last; did you mean arch=relu_last?",
+        "error: the sweep's arch.sigma_v=0.0: arch.sigma_v=0 makes every kernel identically 0",
+        "error: the sweep's steps=0: steps=0 is not valid",
+    ]
+    for (code, _, err), start in zip(results, expected, strict=True):
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(start) and err.endswith("(no job was started)\n"), err
+    assert not (tmp_path / "outputs").exists()  # the valid first values did not run either

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import run_module
 
+from experiments.common.reporting import read_csv
 from experiments.figures import FIGURES, RunOptions, known_figures, run_figure
-from experiments.figures.common import read_csv, select
+from experiments.figures.common import select
 
 MY_FIGURES = ("time_weighting", "different_lengths", "spectrum", "ucr_table")
 
@@ -25,7 +26,8 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("figures")
+    """Where quick figures go: ``OUT_DIR/quick``, apart from the full ones."""
+    return tmp_path_factory.mktemp("figures") / "quick"
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,10 @@ def made(out_dir) -> dict[str, dict]:
     metas = {}
     for name in ("time_weighting", "different_lengths", "ucr_table"):
         metas[name] = run_figure(name, out_dir, opts)
-    res = _cli("figure=spectrum", "quick=true", f"out_dir={out_dir}", "progress=false")
+    res = _cli("figure=spectrum", "quick=true", f"out_dir={out_dir.parent}", "progress=false")
     assert res.returncode == 0, res.stderr
+    # a quick figure never lands where the full figure lives
+    assert [p.name for p in out_dir.parent.iterdir()] == ["quick"]
     metas["spectrum"] = json.loads((out_dir / "spectrum.json").read_text())
     return metas
 
@@ -125,7 +129,7 @@ def test_redraw_from_csv(made, out_dir):
     png = out_dir / "spectrum.png"
     png.unlink()
     (out_dir / "spectrum.pdf").unlink()
-    res = _cli("figure=spectrum", "redraw=true", f"out_dir={out_dir}")
+    res = _cli("figure=spectrum", "redraw=true", "quick=true", f"out_dir={out_dir.parent}")
     assert res.returncode == 0, res.stderr
     assert png.exists() and png.stat().st_size > 0
     # the in-process redraw of every figure works from the CSVs alone

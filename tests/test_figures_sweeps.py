@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from experiments.common.records import find_records
+from experiments.common.reporting import read_csv
 from experiments.figures import RunOptions, run_figure
-from experiments.figures.common import read_csv, select
+from experiments.figures.common import select
 
 
 @pytest.fixture(scope="module")

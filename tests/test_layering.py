@@ -1,8 +1,10 @@
-"""The layering rules: the library stands alone, and no module uses another's private names."""
+"""The layering rules: the library stands alone, experiments/common imports nothing built on
+it (no import circle), and no module uses another's private names."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +102,65 @@ def test_the_checker_sees_a_private_import():
         "experiments._planted_for_test: from rntk_empirical.analytic.common import _variances",
         "experiments._planted_for_test: empirical._prepare_pair",
     ]
+
+
+def _project_imports(path: Path) -> list[str]:
+    """Every project module ``path`` imports, at any depth (function-level imports too)."""
+    tree = ast.parse(path.read_text(), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+            out += [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+    return [m for m in out if m.split(".")[0] in PACKAGES]
+
+
+def _upward_imports(files: list[Path]) -> list[str]:
+    """Imports of ``experiments.<package>`` other than ``experiments.common`` in ``files``."""
+    found = []
+    for p in files:
+        for m in _project_imports(p):
+            parts = m.split(".")
+            if parts[0] == "experiments" and len(parts) > 1 and parts[1] != "common":
+                found.append(f"{p.name} imports {m}")
+    return sorted(set(found))
+
+
+def test_common_imports_nothing_above_it():
+    """No import circle: experiments/common is imported by the experiments, never the
+    reverse (help and sweeps read the experiment registry instead)."""
+    files = sorted((ROOT / "experiments" / "common").rglob("*.py"))
+    assert len(files) >= 8
+    assert _upward_imports(files) == []
+
+
+def test_the_circle_checker_sees_an_upward_import(tmp_path):
+    """The scan above is not vacuous: a module-level and a function-level import are found."""
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from experiments.common.records import read_json\n"
+        "def f():\n    from experiments.convergence.run import prepare\n"
+        "import experiments.figures\n"
+    )
+    found = [f.split(" imports ")[1] for f in _upward_imports([planted])]
+    assert found == [
+        "experiments.convergence.run",
+        "experiments.convergence.run.prepare",
+        "experiments.figures",
+    ]
+
+
+def test_no_shim_modules_are_left():
+    """Old command names were shims kept alive by the docs; the docs cite the packages."""
+    old = ("report", "drift_report", "report_uci", "bench_bank", "bench_entk", "bench_rntk")
+    assert [n for n in old if (ROOT / "experiments" / f"{n}.py").exists()] == []
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    cited = [
+        f"{p.name}: experiments.{n}"
+        for p in docs
+        for n in old
+        if re.search(rf"experiments\.{n}\b(?!\.)", p.read_text())
+    ]
+    assert cited == []

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from experiments.common.records import find_records
+from experiments.common.reporting import read_csv
 from experiments.figures import RunOptions, run_figure
-from experiments.figures.common import read_csv, select
+from experiments.figures.common import select
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.scaling import (
     LAWS,

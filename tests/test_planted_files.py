@@ -259,7 +259,7 @@ def _no_seconds(d):
 
 # ------------------------------------------------------------------------------------- UCI
 def test_uci_resume_state(tmp_path, marker, uci_fixture_root):
-    from experiments.common.schema import UCIBaselineConfig, UCIConfig, UCIGridConfig
+    from experiments.uci.schema import UCIBaselineConfig, UCIConfig, UCIGridConfig
     from experiments.uci import run as uci_exp
 
     def settings(out: Path) -> UCIConfig:

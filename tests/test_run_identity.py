@@ -7,16 +7,11 @@ from __future__ import annotations
 import torch
 
 from experiments.common.records import identity_hash, record_hash
-from experiments.common.schema import (
-    ArchConfig,
-    BackendChoice,
-    ConvergenceConfig,
-    DeviceChoice,
-    DriftConfig,
-    DTypeChoice,
-    UCIConfig,
-)
+from experiments.common.schema import ArchConfig, BackendChoice, DeviceChoice, DTypeChoice
+from experiments.convergence.schema import ConvergenceConfig
+from experiments.drift.schema import DriftConfig
 from experiments.uci.run import identity as uci_identity
+from experiments.uci.schema import UCIConfig
 from rntk_empirical.analytic import numba_backend
 
 

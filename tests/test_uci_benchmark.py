@@ -14,7 +14,6 @@ import pytest
 import torch
 from conftest import run_module
 
-from experiments.common.schema import UCIConfig
 from experiments.uci import benchmark
 from experiments.uci import report as report_uci
 from experiments.uci.benchmark import (
@@ -28,6 +27,7 @@ from experiments.uci.benchmark import (
     offer_kernel,
     recurrent_kernels,
 )
+from experiments.uci.schema import UCIConfig
 from rntk_empirical import uci
 from rntk_empirical.analytic import analytic_kernel_bank, analytic_kernels
 from rntk_empirical.architecture import Architecture
@@ -239,8 +239,8 @@ def test_experiment_rejects_bad_input(tmp_path: Path) -> None:
 
 
 def test_a_killed_dataset_resumes_after_its_last_finished_unit(tmp_path: Path, monkeypatch) -> None:
-    from experiments.common.schema import UCIBaselineConfig, UCIGridConfig
     from experiments.uci import run as uci_exp
+    from experiments.uci.schema import UCIBaselineConfig, UCIGridConfig
 
     def settings(out: Path) -> UCIConfig:
         return UCIConfig(

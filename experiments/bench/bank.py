@@ -1,6 +1,6 @@
 """Benchmark of the kernel bank's backends, and what it means for the UCI benchmark (issue 7).
 
-    python -m experiments.bench_bank [--N 600] [--T 57] [--threads K] [--no-torch] [--project]
+    python -m experiments.bench.bank [--N 600] [--T 57] [--threads K] [--no-torch] [--project]
 
 Times :func:`rntk_empirical.analytic.analytic_kernel_bank` on one (s_u, s_b) unit of the UCI
 grid: depth 2, readouts last, per_step and avg (mean pooling: T^2 cells per pair), ReLU,

@@ -1,6 +1,6 @@
 """Benchmark of the empirical NTK methods (issue 2).
 
-    python -m experiments.bench_entk [--quick] [--device cpu|cuda] [--out results.json]
+    python -m experiments.bench.entk [--quick] [--device cpu|cuda] [--out results.json]
 
 Prints seconds per method for N=16 sequences, T=10, m=4, ReLU, one layer, float64 at widths
 256, 1024 and 4096, the ratio jacobian/structured, and the large case (width 8192, N=64,

@@ -3,6 +3,8 @@ object, and the one-line ``error: ...`` exit for bad input."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import sys
 from pathlib import Path
 from typing import TypeVar
@@ -26,8 +28,8 @@ def settings_from(cfg: DictConfig, schema: type[S], config_file: str) -> S:
     unknown = _unknown_keys(cfg, OmegaConf.structured(schema))
     if unknown:
         raise ValueError(
-            f"unknown option {unknown[0]!r} (added with '+'?): the schema of {config_file} has "
-            "no such key; check the spelling (--help lists the options)"
+            f"unknown option {unknown[0]!r}: the schema of {config_file} has no such key"
+            f"{nearest_hint(unknown[0], schema_keys(schema))} (--help lists the options)"
         )
     try:
         obj = OmegaConf.to_object(cfg)
@@ -38,6 +40,28 @@ def settings_from(cfg: DictConfig, schema: type[S], config_file: str) -> S:
     if not isinstance(obj, schema):
         raise ValueError(f"the config is not a {schema.__name__} ({config_file})")
     return obj
+
+
+def schema_keys(schema: type, prefix: str = "") -> list[str]:
+    """Every dotted option of a schema dataclass (nested configs included)."""
+    out = []
+    for f in dataclasses.fields(schema):
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if dataclasses.is_dataclass(default):
+            out += schema_keys(type(default), f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def nearest_hint(word: str, choices: list[str], what: str = "") -> str:
+    """``"; did you mean 'x'?"`` with the choice closest to ``word`` (difflib), or ""."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close and "." in word:  # the leaf alone: arch.sigmaw -> arch.sigma_w
+        head, leaf = word.rsplit(".", 1)
+        leaves = [c.rsplit(".", 1)[1] for c in choices if c.startswith(head + ".")]
+        close = [f"{head}.{m}" for m in difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.6)]
+    return f"; did you mean {what}{close[0]!r}?" if close else ""
 
 
 def fail(message: str, code: int) -> None:

@@ -73,6 +73,34 @@ def find_records(root: str | os.PathLike) -> list[tuple[Path, dict]]:
     return out
 
 
+def writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` as a folder this process can write into (created if missing, probed with a
+    temporary file), so a run or report fails before its work, not after it.
+
+    Raises ValueError, one line naming ``what`` and the path, if ``path`` (or a folder above
+    it) is a file, cannot be created, or cannot be written (permissions, read-only file
+    system)."""
+    import tempfile
+
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"lies under the file {p}"
+                raise ValueError(f"{what} {path} {where}, not a folder; choose another path")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(
+            f"{what} {path} cannot be written ({err.strerror or err}); choose another path"
+        ) from None
+    return path
+
+
 def config_hash(obj: Any, length: int = 16) -> str:
     """A stable hex digest of a JSON-able object (dict key order does not matter)."""
     text = json.dumps(jsonable(obj), sort_keys=True, separators=(",", ":"))

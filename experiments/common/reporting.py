@@ -1,4 +1,5 @@
-"""The records -> series -> power-law layer every report shares.
+"""The one reporting module: records -> series -> power-law layer every report shares, and
+the files reports and figures write (CSV, text, PNG/PDF; atomically).
 
 :func:`scan` reads the finished records of one experiment under a folder and lists every
 record it could not use (damaged JSON, a run that did not finish, a truncated kernels file)
@@ -12,15 +13,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import logging
 import math
+import os
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.common.records import FINISHED, RECORD_NAME, read_json
+from experiments.common.records import FINISHED, RECORD_NAME, read_json, writable_folder
 from experiments.common.run import record_kind
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,17 @@ def scan(root: str | Path, experiment: str) -> RecordScan:
     return out
 
 
+def report_folder(root: str | Path, out: str | Path | None) -> Path:
+    """The folder a report of ``root`` writes to (``out``, default ``ROOT/report``, or next
+    to a single record), created and checked writable before any fitting or drawing: a
+    ValueError names the path otherwise (also when ``root`` does not exist)."""
+    root = Path(root)
+    if not root.exists():
+        raise ValueError(f"{str(root)!r} does not exist")
+    default = (root if root.is_dir() else root.parent) / "report"
+    return writable_folder(Path(out) if out is not None else default, "report folder")
+
+
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     out: dict[str, Any] = {}
@@ -106,25 +121,84 @@ def differing_keys(identities: list[dict], ignore: set[str] = frozenset()) -> li
     return [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Rows of dicts as CSV (columns in order of first appearance); nothing if no rows."""
-    if not rows:
-        return
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
+# ------------------------------------------------------------------- writing outputs
+# The one home of the files every report and figure writes: atomic (a temporary file in the
+# same folder, then a rename), so a killed report never leaves half a table or image.
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-def save_figure(fig, stem: Path) -> list[Path]:
-    """``stem.png`` and ``stem.pdf``; closes the figure."""
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if type(v).__module__ == "numpy" and hasattr(v, "item"):  # numpy scalars as Python's
+        v = v.item()
+    if isinstance(v, float):
+        return repr(v) if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def write_csv(
+    path: str | Path, rows: list[dict[str, Any]], columns: Sequence[str] | None = None
+) -> None:
+    """Rows of dicts as CSV, atomically: the columns are ``columns`` or the union of keys (in
+    first-seen order), a missing key or None is an empty cell, floats keep every digit."""
+    cols = list(columns) if columns is not None else list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow([_cell(r.get(c)) for c in cols])
+    write_text(path, buf.getvalue())
+
+
+def _parse(s: str) -> Any:
+    if s == "":
+        return None
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(s)
+    except ValueError:
+        return {"True": True, "False": False}.get(s, s)
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a CSV written by :func:`write_csv`, numbers parsed back."""
+    with open(path, newline="") as fh:
+        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def save_figure(fig, stem: str | Path, dpi: float | None = None) -> list[Path]:
+    """``stem.png`` and ``stem.pdf``, each written atomically; closes the figure.
+
+    ``dpi`` None: the active style's ``savefig.dpi``
+    (:data:`experiments.common.style.STYLE` inside ``paper_style()``)."""
     import matplotlib.pyplot as plt
 
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+    stem = Path(stem)
+    paths = []
+    kw = {} if dpi is None else {"dpi": dpi}
+    try:
+        for ext in ("png", "pdf"):
+            p = stem.with_name(f"{stem.name}.{ext}")
+            tmp = stem.with_name(f".{stem.name}.tmp.{ext}")
+            fig.savefig(tmp, **kw)
+            os.replace(tmp, p)
+            paths.append(p)
+    finally:
+        plt.close(fig)
     return paths
 
 
@@ -162,6 +236,14 @@ def report_main(
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(
+            "interrupted: the runs are untouched (reports only read them); re-run to report",
+            file=sys.stderr,
+        )
+        return 130
     print(format_summary(summ))
     for p in summ.get("excluded", []):
         print(f"excluded: {p['path']}: {p['reason']}")

@@ -2,20 +2,25 @@
 record envelope, thread settings, and out-of-memory errors turned into exit 3 with a remedy.
 
 Exit codes of every entry point: 0 success (or skipped: already finished), 2 invalid input,
-3 out of memory.
+3 out of memory, 130 interrupted (Ctrl-C: one line, no traceback; ``HYDRA_FULL_ERROR=1``
+shows it).
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
+import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from experiments.common.cli import fail, settings_from
 from experiments.common.records import (
@@ -24,6 +29,7 @@ from experiments.common.records import (
     finished_record,
     library_versions,
     utc_now,
+    writable_folder,
 )
 
 try:
@@ -34,7 +40,10 @@ except ImportError:  # pragma: no cover - hydra is a dependency of the experimen
 log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
+# errors of a path the user chose (hydra.run.dir, out_dir, ...): exit 2 in one line
+PATH_ERRNOS = (errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS)
 EXIT_OUT_OF_MEMORY = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 OOM_ERRORS = (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError)
 S = TypeVar("S")
 R = TypeVar("R")
@@ -59,7 +68,9 @@ def validated(
 ) -> S:
     """The schema object of a composed config; exits 2 with one line if it is invalid.
 
-    ``check`` runs further validation (data that must load, a device that must exist)."""
+    ``check`` runs further validation (data that must load, a device that must exist); a
+    log line says so first, so a run speaks from its first second."""
+    log.info("%s: checking the settings and loading the data", Path(config_file).stem)
     try:
         settings = settings_from(cfg, schema, config_file)
         if check is not None:
@@ -103,6 +114,19 @@ def already_finished(out_dir: Path, config_hash: str, force: bool) -> dict | Non
     return done
 
 
+def check_writable(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """:func:`~experiments.common.records.writable_folder`, or exit 2 with its one line:
+    every entry point checks its output, cache and run folders before it computes."""
+    try:
+        folder = writable_folder(path, what)
+    except ValueError as err:
+        discard_if_empty(run_dir())
+        fail(str(err), EXIT_BAD_INPUT)
+        raise AssertionError("unreachable") from err  # fail() exits
+    _STATE["folder"] = folder
+    return folder
+
+
 def set_threads(num_threads: int | None) -> None:
     """torch's intra-op threads (None: leave torch's default)."""
     if num_threads is not None:
@@ -139,7 +163,7 @@ def record_timings(record: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- provenance
-_STATE = {"computed": False}
+_STATE: dict[str, Any] = {"computed": False, "folder": None}
 
 
 def run_dir() -> Path | None:
@@ -210,6 +234,53 @@ class KeepSweepProvenance(Callback):
         atexit.register(restore)
 
 
+class ValidateSweep(Callback):
+    """Hydra callback: before the first job of a sweep starts, every value of every swept
+    key (``-m width=64,-5``, ``arch=relu_last,erf_lst``, the YAML's default sweep) is
+    checked against the experiment's schema (and its ``check``); a bad one stops the sweep
+    with one line, exit 2, and no job has run."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        from experiments.common.cli import CONF_DIR, nearest_hint
+        from experiments.common.registry import registered
+
+        exp = registered().get(str(config.hydra.job.name))
+        if exp is None or exp.schema is None:
+            return
+        texts = list(config.hydra.overrides.task)
+        params = config.hydra.sweeper.get("params") or {}
+        texts += [f"{k}={v}" for k, v in params.items()]
+        base = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        for ov in OverridesParser.create().parse_overrides(texts):
+            if not ov.is_sweep_override():
+                continue
+            key = ov.key_or_group
+            for value in ov.sweep_iterator():
+                group_dir = Path(CONF_DIR) / key
+                if group_dir.is_dir():
+                    choices = sorted(p.stem for p in group_dir.glob("*.yaml"))
+                    if str(value) not in choices:
+                        hint = nearest_hint(str(value), choices, f"{key}=").replace("'", "")
+                        fail(
+                            f"the sweep's {key}={value} is not an option; choices: "
+                            f"{', '.join(choices)}{hint} (no job was started)",
+                            EXIT_BAD_INPUT,
+                        )
+                    continue
+                cfg = OmegaConf.merge(OmegaConf.structured(exp.schema), base)
+                try:
+                    OmegaConf.update(cfg, key, value, merge=True)
+                    settings = settings_from(cfg, exp.schema, f"conf/{exp.name}.yaml")
+                    if exp.check is not None:
+                        exp.check(settings)
+                except (ValueError, OmegaConfBaseException) as err:
+                    msg = str(err).splitlines()[0]
+                    fail(f"the sweep's {key}={value}: {msg} (no job was started)", EXIT_BAD_INPUT)
+
+
 def hydra_entry(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function so that Hydra's own errors (a value of the wrong
     type, an unknown key, a ``+key=`` the schema does not have, a missing config group
@@ -224,12 +295,71 @@ def hydra_entry(main: Callable[[], Any]) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         if user_full_error == "1":
             raise
-        fail(one_line(err), EXIT_BAD_INPUT)
+        fail(hinted(err, _options_of(main)) or one_line(err), EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        if user_full_error == "1":
+            raise
+        folder = _STATE["folder"]
+        where = f" (last folder: {folder})" if folder is not None else ""
+        print(
+            f"interrupted: what finished is kept{where}; re-run the same command to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as err:
+        # a folder Hydra or a run must create is a file, read-only or not permitted
+        if user_full_error == "1" or err.errno not in PATH_ERRNOS or not err.filename:
+            raise
+        fail(f"cannot write {err.filename}: {err.strerror}; choose another path", EXIT_BAD_INPUT)
     finally:
         if user_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = user_full_error
+
+
+def _options_of(main: Callable[[], Any]) -> list[str]:
+    """The options of the registered experiment whose package holds ``main`` (for hints)."""
+    from experiments.common.cli import schema_keys
+    from experiments.common.registry import registered
+
+    module = getattr(main, "__module__", "") or ""
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else ""
+    package = module.rsplit(".", 1)[0]
+    for exp in registered().values():
+        if exp.schema is not None and exp.schema.__module__.rsplit(".", 1)[0] == package:
+            return schema_keys(exp.schema)
+        if exp.schema is None and package.rsplit(".", 1)[-1] == exp.name:
+            return list(exp.options)
+    return []
+
+
+def hinted(err: BaseException, options: list[str]) -> str | None:
+    """Hydra's "could not override KEY" and "could not find GROUP/OPTION" as one line with
+    the nearest valid key or option (never Hydra's "+KEY=..." advice, which the schema would
+    reject); None for other errors."""
+    from experiments.common.cli import nearest_hint
+
+    text = str(err)
+    m = re.search(r"Could not override '([^']+)'", text)
+    if m and options and m.group(1) not in options:
+        key = m.group(1)
+        return f"unknown option {key!r}{nearest_hint(key, options)} (--help lists the options)"
+    m = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if m:
+        group, option = m.groups()
+        listed = re.search(rf"Available options in '{re.escape(group)}':\n((?:\t[^\n]*\n?)+)", text)
+        choices = listed.group(1).split() if listed else []
+        if choices:
+            hint = nearest_hint(option, choices, f"{group}=").replace("'", "")
+            return (
+                f"Could not find '{group}/{option}': {group}={option} is not an option; "
+                f"choices: {', '.join(choices)}{hint}"
+            )
+    return None
 
 
 def one_line(err: BaseException) -> str:

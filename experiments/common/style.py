@@ -6,6 +6,7 @@ Okabe & Ito's colour-blind-safe set; figures of a ``quick`` (smoke-test) run car
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -59,6 +60,18 @@ def mark_quick(fig, quick: bool = True) -> None:
             color="#D55E00",
             weight="bold",
         )
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def series_styles(keys: Sequence[str]) -> dict[str, dict[str, str]]:
+    """One colour and marker per key of a fixed, ordered vocabulary (the arms of a study,
+    the kernels of a table): every panel and figure that draws key k draws it alike."""
+    return {
+        k: {"color": PALETTE[i % len(PALETTE)], "marker": MARKERS[i % len(MARKERS)]}
+        for i, k in enumerate(keys)
+    }
 
 
 NONLINEARITY_NAMES = {"relu": "ReLU", "erf": "erf", "tanh": "tanh", "identity": "linear"}

@@ -1,4 +1,4 @@
-"""Find-or-run width sweeps of the convergence and drift experiments.
+"""Find-or-run width sweeps of the registered experiments (convergence, drift, ...).
 
 Figures need the numbers of many runs. A run is identified by the hash of what it measures
 (its config identity), so a figure first looks for a finished record with that hash anywhere
@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.common.records import find_records, identity_hash, record_hash
+from experiments.common.records import find_records, finished_record, identity_hash, record_hash
+from experiments.common.registry import experiment_of
 
 log = logging.getLogger(__name__)
 
@@ -42,55 +43,44 @@ class RecordIndex:
 
 
 def on_device(cfg, device: str):
-    """``cfg`` (a convergence or drift config) set to run on ``device``."""
+    """``cfg`` (a registered experiment's settings) set to run on ``device`` (unchanged if
+    its schema has no ``device``)."""
     from experiments.common.schema import DeviceChoice
 
+    if not hasattr(cfg, "device"):
+        return cfg
     return replace(cfg, device=DeviceChoice(device))
 
 
-def convergence_records(
-    configs: Iterable, outputs: str | Path, index: RecordIndex | None = None, progress: bool = False
-) -> list[dict]:
-    """Records of :class:`~experiments.common.schema.ConvergenceConfig` runs, running missing ones.
-
-    New runs go to ``<outputs>/convergence/<name>/width=<w>/seeds=<S>`` (re-runs skip them).
-    """
-    from experiments.convergence.run import prepare, run_convergence
-
-    outputs = Path(outputs)
-    index = index or RecordIndex(outputs)
-    out = []
-    for cfg in configs:
-        prep = prepare(on_device(cfg, index.device))
-        rec = index.get(prep.config_hash)
-        if rec is None:
-            run_dir = (
-                outputs / "convergence" / cfg.name / f"width={cfg.width}" / f"seeds={cfg.seeds}"
-            )
-            log.info("running %s width=%d (%d seeds)", cfg.name, cfg.width, cfg.seeds)
-            rec = run_convergence(prep, run_dir, cwd=outputs.parent)
-            index.add(rec)
-        out.append(rec)
-    return out
-
-
-def drift_records(
+def records(
     configs: Iterable, outputs: str | Path, index: RecordIndex | None = None
 ) -> list[dict]:
-    """Records of :class:`experiments.common.schema.DriftConfig` runs, running missing ones."""
-    from experiments.drift.run import run_drift
+    """Records of the runs of ``configs`` (settings of registered experiments with a
+    ``run``), running the missing ones.
 
+    New runs go to ``<outputs>/<folder(cfg)>`` (the experiment's own folder rule, e.g.
+    ``convergence/<name>/width=<w>/seeds=<S>``), where a re-run finds and skips them; if that
+    folder holds a finished run of another configuration, to ``<folder>-<hash>`` beside it.
+    """
     outputs = Path(outputs)
     index = index or RecordIndex(outputs)
     out = []
     for cfg in configs:
+        exp = experiment_of(cfg)
+        if exp.run is None or exp.folder is None:
+            raise ValueError(f"experiment {exp.name!r} registers no run/folder to find or run")
         cfg = on_device(cfg, index.device)
         chash = identity_hash(cfg.identity())
         rec = index.get(chash)
         if rec is None:
-            run_dir = outputs / "drift" / cfg.name / f"width={cfg.width}" / f"seeds={cfg.seeds}"
-            log.info("training %s width=%d (%d seeds)", cfg.name, cfg.width, cfg.seeds)
-            rec = run_drift(cfg, run_dir)
+            run_dir = outputs / exp.folder(cfg)
+            held = finished_record(run_dir)
+            if held is not None and record_hash(held) != chash:
+                # the folder holds another configuration (a quick and a full figure, say):
+                # this one gets its own, named by its hash, and neither overwrites the other
+                run_dir = run_dir.with_name(f"{run_dir.name}-{chash[:8]}")
+            log.info("running %s %s -> %s", exp.name, getattr(cfg, "name", ""), run_dir)
+            rec = exp.run(cfg, run_dir, outputs)
             index.add(rec)
         out.append(rec)
     return out

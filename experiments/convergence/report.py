@@ -23,25 +23,27 @@ Writes into DIR (default PATH/report): ``convergence.png`` / ``convergence.pdf``
 
 from __future__ import annotations
 
-import csv
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments.common.records import atomic_write_json, config_hash, utc_now
+from experiments.common.records import atomic_write_json, config_hash, utc_now, writable_folder
 from experiments.common.reporting import (
     RecordScan,
     SweepReport,
     differing_keys,
     flatten,
+    report_folder,
     report_main,
     save_figure,
     scan,
+    write_csv,
+    write_text,
 )
 from experiments.common.style import PALETTE, describe_arch, fit_label, paper_style
 from rntk_empirical.metrics import debiased_bias, mean_kernel_error
@@ -233,6 +235,85 @@ def fit_series(series: list[Series], n_boot: int = 2000, level: float = 0.95, se
                 ser.skipped[metric.key] = reason
 
 
+# ------------------------------------------------------------------ interpretation
+@dataclass(frozen=True)
+class NextOrder:
+    r"""The fit with the next order, e(n) = A n^{-1/2} + B n^{-1}, to a per-network error.
+
+    Finite-width corrections to a kernel are a series in n^{-1/2}; an error whose fitted
+    exponent is steeper than -1/2 at the measured widths may be the leading order plus its
+    n^{-1} correction, which this two-term fit (weighted least squares on the relative
+    residuals) separates.
+
+    Attributes:
+        A, B: the coefficients; ``B < 0`` would mean a correction that slows the decay.
+        share_small, share_large: B n^{-1} / e(n) at the smallest and largest width.
+        rms_two_term, rms_power_law: RMS relative residual of this fit and of the power law.
+    """
+
+    A: float
+    B: float
+    share_small: float
+    share_large: float
+    rms_two_term: float
+    rms_power_law: float
+
+    def predict(self, widths: np.ndarray) -> np.ndarray:
+        w = np.asarray(widths, dtype=np.float64)
+        return self.A * w**-0.5 + self.B / w
+
+    @classmethod
+    def fit(cls, fit: PowerLawFit) -> NextOrder:
+        w = np.asarray(fit.widths, dtype=np.float64)
+        v = np.asarray(fit.values, dtype=np.float64)
+        design = np.stack([w**-0.5, 1.0 / w], axis=1) / v[:, None]
+        (a, b), *_ = np.linalg.lstsq(design, np.ones_like(v), rcond=None)
+        two = a * w**-0.5 + b / w
+        return cls(
+            A=float(a),
+            B=float(b),
+            share_small=float(b / w[0] / two[0]),
+            share_large=float(b / w[-1] / two[-1]),
+            rms_two_term=float(np.sqrt(np.mean((two / v - 1) ** 2))),
+            rms_power_law=float(np.sqrt(np.mean((fit.predict(w) / v - 1) ** 2))),
+        )
+
+
+def interpret(fit: PowerLawFit, what: str = "the error") -> dict[str, Any]:
+    """Whether the exponent's interval excludes the leading order -1/2 and, if it does, what
+    the fit with the next order says (``text``: one sentence for the report)."""
+    nxt = NextOrder.fit(fit) if len(fit.widths) >= 2 else None
+    lo, hi = fit.ci_low, fit.ci_high
+    out: dict[str, Any] = {"excludes_leading_order": not fit.covers(REFERENCE_EXPONENT)}
+    if not out["excludes_leading_order"]:
+        out["text"] = (
+            f"the {fit.level:.0%} interval [{lo:.3f}, {hi:.3f}] of {what}'s exponent contains "
+            "-1/2: consistent with the leading order n^-1/2"
+        )
+        return out
+    side = "steeper" if hi < REFERENCE_EXPONENT else "shallower"
+    text = (
+        f"the {fit.level:.0%} interval [{lo:.3f}, {hi:.3f}] of {what}'s exponent excludes "
+        f"-1/2 ({side} than the leading order at these widths)"
+    )
+    if nxt is not None and len(fit.widths) >= 3:
+        out["next_order"] = asdict(nxt)
+        supported = nxt.rms_two_term < nxt.rms_power_law and nxt.A > 0
+        text += (
+            f"; with the next order, {what} = {nxt.A:.3g} n^-1/2 + {nxt.B:.3g} n^-1 "
+            f"(the n^-1 term is {nxt.share_small:.0%} of it at n={fit.widths[0]}, "
+            f"{nxt.share_large:.0%} at n={fit.widths[-1]}; RMS residual {nxt.rms_two_term:.1%} "
+            f"vs {nxt.rms_power_law:.1%} for the power law): "
+            + (
+                "the data support n^-1/2 as the leading order with a finite-width correction"
+                if supported
+                else "the two-term form does not fit better; the leading order is not resolved"
+            )
+        )
+    out["text"] = text
+    return out
+
+
 # ---------------------------------------------------------------------- outputs
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("NTK, per network", ("ntk_rel_fro",)),
@@ -258,49 +339,38 @@ _SHORT = {
 }
 
 
+POINT_COLUMNS = (
+    "series", "label", "metric", "description", "width", "n_seeds", "value", "ci_low",
+    "ci_high", "fit", "exponent", "exponent_ci_low", "exponent_ci_high",
+)  # fmt: skip
+
+
 def write_points_csv(series: list[Series], path: Path) -> None:
     """Every plotted number: points with intervals and the fitted line at each width."""
     metric_by_key = {m.key: m for m in METRICS}
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(
-            [
-                "series",
-                "label",
-                "metric",
-                "description",
-                "width",
-                "n_seeds",
-                "value",
-                "ci_low",
-                "ci_high",
-                "fit",
-                "exponent",
-                "exponent_ci_low",
-                "exponent_ci_high",
-            ]
-        )
-        for ser in series:
-            for key, fit in ser.fits.items():
-                pred = fit.predict(fit.widths)
-                for j, width in enumerate(fit.widths):
-                    w.writerow(
-                        [
-                            ser.key,
-                            ser.label,
-                            key,
-                            metric_by_key[key].label,
-                            width,
-                            fit.n_seeds[j],
-                            fit.values[j],
-                            fit.value_low[j],
-                            fit.value_high[j],
-                            pred[j],
-                            fit.exponent,
-                            fit.ci_low,
-                            fit.ci_high,
-                        ]
-                    )
+    rows = []
+    for ser in series:
+        for key, fit in ser.fits.items():
+            pred = fit.predict(fit.widths)
+            for j, width in enumerate(fit.widths):
+                rows.append(
+                    {
+                        "series": ser.key,
+                        "label": ser.label,
+                        "metric": key,
+                        "description": metric_by_key[key].label,
+                        "width": width,
+                        "n_seeds": fit.n_seeds[j],
+                        "value": fit.values[j],
+                        "ci_low": fit.value_low[j],
+                        "ci_high": fit.value_high[j],
+                        "fit": pred[j],
+                        "exponent": fit.exponent,
+                        "exponent_ci_low": fit.ci_low,
+                        "exponent_ci_high": fit.ci_high,
+                    }
+                )
+    write_csv(path, rows, columns=POINT_COLUMNS)
 
 
 def summary(series: list[Series], root: Path, n_records: int) -> dict[str, Any]:
@@ -317,6 +387,9 @@ def summary(series: list[Series], root: Path, n_records: int) -> dict[str, Any]:
                 "widths": s.widths,
                 "seeds_per_width": {str(w): len(s.errors[w]) for w in s.widths},
                 "fits": {k: f.to_dict() for k, f in s.fits.items()},
+                "interpretation": {
+                    k: interpret(s.fits[k], w) for k, w in INTERPRETED.items() if k in s.fits
+                },
                 "not_fitted": s.skipped,
             }
             for s in series
@@ -349,10 +422,16 @@ def summary_markdown(series: list[Series]) -> str:
             if why != "not recorded":
                 lines.append(f"| {k} | not fitted: {why} | | | |")
         lines.append("")
+        for k, what in INTERPRETED.items():
+            if k in s.fits:
+                note = interpret(s.fits[k], what)["text"]
+                lines += [f"{what[0].upper() + what[1:]}: {note}.", ""]
     return "\n".join(lines)
 
 
 HEADLINE = "ntk_rel_fro"
+# per-network errors whose exponent the report interprets against the leading order
+INTERPRETED = {"ntk_rel_fro": "the NTK error", "nngp_rel_fro": "the NNGP error"}
 
 
 def _errorbar(ax, fit: PowerLawFit, color: str, marker: str, filled: bool, label: str) -> None:
@@ -402,6 +481,12 @@ def plot(series: list[Series], stem: Path) -> list[Path]:
             _errorbar(ax, fit, color, "o", True, ser.label)
             w = np.asarray(fit.widths, dtype=float)
             ax.plot(w, fit.predict(w), "-", color=color, label=fit_label(*_exp(fit), fit.level))
+            if not fit.covers(REFERENCE_EXPONENT) and len(w) >= 3:
+                nxt = NextOrder.fit(fit)
+                dense = np.geomspace(w[0], w[-1], 50)
+                terms = rf"${nxt.A:.2g}\,n^{{-1/2}} {nxt.B:+.2g}\,n^{{-1}}$"
+                ax.plot(dense, nxt.predict(dense), ":", color=color, lw=1.6,
+                        label=f"next order: {terms}")  # fmt: skip
             ref = ref or fit
         if ref is not None:
             _reference(ax, ref, REFERENCE_EXPONENT, "--", "$n^{-1/2}$ reference (theory)")
@@ -465,32 +550,87 @@ def make_report(
 ) -> dict[str, Any]:
     """Aggregate the records under ``root`` into ``out`` (default ``root/report``).
 
-    Returns the summary (also written to ``summary.json``); files that could not be used are
-    listed in its ``excluded``. Raises ValueError if ``root`` does not exist, holds no
-    finished convergence record, or (``strict``) holds a record that cannot be used.
+    ``out`` holds the folder's default configuration only (the runs directly in its
+    ``width=W`` folders, e.g. the README's ``relu_last-random/report/convergence.png``); runs
+    of another configuration (``width=W/<overrides>``, e.g. ``arch.nonlinearity=softplus``)
+    get their own report in ``out/<overrides>`` and never change the default's.
+
+    Returns the summary (also written to ``summary.json``; the variants' under
+    ``variants``); files that could not be used are listed in its ``excluded``. Raises
+    ValueError if ``root`` does not exist, holds no finished convergence record, or
+    (``strict``) holds a record that cannot be used.
     """
     root = Path(root)
+    out = report_folder(root, out)
     found = scan(root, "convergence")
-    series = collect(root, found)
+    by_variant: dict[str, list[tuple[Path, dict]]] = {}
+    for path, rec in found.records:
+        by_variant.setdefault(variant_of(path, root), []).append((path, rec))
+    if "" not in by_variant and len(by_variant) == 1:  # one configuration, whatever its folder
+        by_variant = {"": next(iter(by_variant.values()))}
+    # each configuration is collected and fitted on its own: other runs in the folder never
+    # change its labels, numbers or bootstrap draws
+    groups = {
+        v: collect(root, RecordScan(root, recs, found.problems))
+        for v, recs in sorted(by_variant.items())
+    }
     found.check(strict)
-    if not series:
+    if not any(groups.values()):
         raise ValueError(f"no finished convergence records (record.json) under {str(root)!r}")
-    out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    fit_series(series, n_boot=n_boot, level=level, seed=seed)
+    for series in groups.values():
+        fit_series(series, n_boot=n_boot, level=level, seed=seed)
+    variants = {
+        v: _write_report(ss, root, writable_folder(out / v, "report folder"), found)
+        for v, ss in groups.items()
+        if v
+    }
+    summ = _write_report(groups.get("", []), root, out, found, variants)
+    summ["variants"] = variants
+    return summ
+
+
+def variant_of(record: Path, root: Path) -> str:
+    """The configuration a record's folder names relative to its sweep: the folders between
+    its ``width=W`` folder and the record (Hydra's override dirname, e.g.
+    ``arch.nonlinearity=softplus``); "" for the folder's default configuration."""
+    try:
+        parts = record.parent.relative_to(root).parts
+    except ValueError:
+        return ""
+    for i, p in enumerate(parts):
+        if p.startswith("width="):
+            return "/".join(parts[i + 1 :])
+    return ""
+
+
+def _write_report(
+    series: list[Series],
+    root: Path,
+    out: Path,
+    found: RecordScan,
+    variants: dict[str, dict] | None = None,
+) -> dict[str, Any]:
+    """One report folder: points.csv, convergence.png/pdf, summary.md and summary.json."""
     n_records = sum(len(s.records) for s in series)
     summ = summary(series, root, n_records)
     summ["excluded"] = found.summary()
-    write_points_csv(series, out / "points.csv")
-    plot(series, out / "convergence")
-    (out / "summary.md").write_text(summary_markdown(series) + found.markdown())
+    md = summary_markdown(series)
+    if series:
+        write_points_csv(series, out / "points.csv")
+        plot(series, out / "convergence")
+    if variants:
+        md += "\n## Other configurations (own reports)\n\n" + "".join(
+            f"- `{v}`: {r['out']}\n" for v, r in variants.items()
+        )
+    write_text(out / "summary.md", md + found.markdown())
     atomic_write_json(out / "summary.json", summ)
     summ["out"] = str(out)
     return summ
 
 
 def format_summary(summ: dict[str, Any]) -> str:
-    """A few lines for the console: the per-network and bias exponents of each series."""
+    """A few lines for the console: the per-network and bias exponents of each series (and
+    of each other configuration's report)."""
     lines = []
     for s in summ["series"]:
         for key in ("ntk_rel_fro", "ntk_mean_kernel_rel_fro", "nngp_rel_fro"):
@@ -502,10 +642,16 @@ def format_summary(summ: dict[str, Any]) -> str:
                 f"[{f['ci_low']:.3f}, {f['ci_high']:.3f}] over widths "
                 f"{f['widths'][0]}..{f['widths'][-1]}"
             )
+            note = s.get("interpretation", {}).get(key)
+            if note is not None and note["excludes_leading_order"]:
+                lines.append(f"  note: {note['text']}")
         if not s["fits"]:
             lines.append(
                 f"{s['label']}: nothing fitted ({', '.join(sorted(set(s['not_fitted'].values())))})"
             )
+    for v, vsumm in summ.get("variants", {}).items():
+        lines += [f"[{v}] {line}" for line in format_summary(vsumm).splitlines()]
+        lines.append(f"[{v}] report: {vsumm['out']}")
     return "\n".join(lines)
 
 

@@ -59,6 +59,7 @@ from experiments.common.run import (
     EXIT_BAD_INPUT,
     OutOfMemory,
     already_finished,
+    check_writable,
     discard_if_empty,
     envelope,
     guarded,
@@ -68,7 +69,7 @@ from experiments.common.run import (
     set_threads,
     write_provenance,
 )
-from experiments.common.schema import ConvergenceConfig, register_configs
+from experiments.convergence.schema import ConvergenceConfig
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.devices import precision_scope, resolve_dtype
 from rntk_empirical.metrics import (
@@ -81,7 +82,6 @@ from rntk_empirical.safe_io import load_torch, reuse
 from rntk_empirical.sequences import Sequences
 
 log = logging.getLogger(__name__)
-register_configs()
 
 KERNELS_NAME = "kernels.npz"
 
@@ -250,11 +250,7 @@ def run_convergence(
         return done
     set_threads(s.num_threads)
     started, t_start = utc_now(), time.perf_counter()
-    cache_dir = None
-    if s.cache:
-        cache_dir = Path(s.cache_dir)
-        if not cache_dir.is_absolute():
-            cache_dir = (cwd or Path.cwd()) / cache_dir
+    cache_dir = cache_folder(s, cwd or Path.cwd()) if s.cache else None
     try:
         with precision_scope(prep.dtype):  # IEEE float32 on CUDA; flags restored after
             return _run(prep, out_dir, cache_dir, overrides or [], started, t_start)
@@ -262,6 +258,12 @@ def run_convergence(
         if is_out_of_memory(err):
             raise OutOfMemory(_oom_message(prep, err)) from err
         raise
+
+
+def cache_folder(s: ConvergenceConfig, cwd: Path) -> Path:
+    """``cache_dir``, relative paths taken from ``cwd`` (where the command started)."""
+    path = Path(s.cache_dir)
+    return path if path.is_absolute() else cwd / path
 
 
 def _oom_message(prep: Prepared, err: BaseException) -> str:
@@ -403,12 +405,15 @@ def settings_from_config(cfg: DictConfig) -> ConvergenceConfig:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point: validate, then run one width (see the module docstring)."""
     hc = HydraConfig.get()
+    log.info("convergence: checking the settings and building the data")
     try:
         prep = prepare(settings_from_config(cfg))
     except ValueError as err:
         discard_if_empty(run_dir())
         fail(str(err), EXIT_BAD_INPUT)
-    out_dir = Path(hc.runtime.output_dir)
+    out_dir = check_writable(hc.runtime.output_dir, "the run folder (hydra.run.dir)")
+    if prep.settings.cache:
+        check_writable(cache_folder(prep.settings, Path(hc.runtime.cwd)), "cache_dir")
     if prep.settings.force or finished_record(out_dir) is None:
         write_provenance(cfg, out_dir)
     record = guarded(

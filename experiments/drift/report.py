@@ -35,10 +35,12 @@ from experiments.common.reporting import (  # noqa: E402
     SweepReport,
     differing_keys,
     flatten,
+    report_folder,
     report_main,
     save_figure,
     scan,
     write_csv,
+    write_text,
 )
 from experiments.common.style import describe_arch, paper_style  # noqa: E402
 from experiments.drift.summary import final_value  # noqa: E402
@@ -259,13 +261,12 @@ def make_report(
     """Aggregate every drift record under ``root``; returns the summary (files that could
     not be used are listed in its ``excluded``; with ``strict`` they raise ValueError)."""
     root = Path(root)
+    out_dir = report_folder(root, out)
     found = scan(root, "drift")
     groups = collect(found)
     found.check(strict)
     if not groups:
         raise ValueError(f"no finished drift records under {str(root)!r}")
-    out_dir = Path(out) if out else (root if root.is_dir() else root.parent) / "report"
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows = fit_groups(groups, n_boot, level, seed)
     write_csv(out_dir / "points.csv", rows)
     write_csv(out_dir / "curves.csv", curve_rows(groups))
@@ -294,7 +295,7 @@ def make_report(
         "out": str(out_dir),
     }
     atomic_write_json(out_dir / "summary.json", summ)
-    (out_dir / "summary.md").write_text(summary_markdown(summ) + found.markdown())
+    write_text(out_dir / "summary.md", summary_markdown(summ) + found.markdown())
     return summ
 
 

@@ -51,6 +51,7 @@ from experiments.common.records import (
 )
 from experiments.common.run import (
     already_finished,
+    check_writable,
     envelope,
     guarded,
     hydra_entry,
@@ -58,7 +59,7 @@ from experiments.common.run import (
     validated,
     write_provenance,
 )
-from experiments.common.schema import DriftConfig, register_configs
+from experiments.drift.schema import DriftConfig
 from experiments.drift.summary import summarize
 from rntk_empirical.devices import precision_scope, resolve_device, resolve_dtype
 from rntk_empirical.safe_io import load_json, reuse, written_by
@@ -70,8 +71,6 @@ from rntk_empirical.training import (
     kernel_learning_rate,
     train_and_track,
 )
-
-register_configs()
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +259,7 @@ def main(cfg: DictConfig) -> None:
         resolve_device(s.device.value)
 
     settings = validated(cfg, DriftConfig, "conf/drift.yaml", check)
-    out_dir = Path(hc.runtime.output_dir)
+    out_dir = check_writable(hc.runtime.output_dir, "the run folder (hydra.run.dir)")
     if settings.force or finished_record(out_dir) is None:
         write_provenance(cfg, out_dir)
     guarded(

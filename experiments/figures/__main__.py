@@ -6,7 +6,8 @@
     python -m experiments.figures figure=NAME redraw=true  # re-plot from NAME.csv only
     python -m experiments.figures figure=NAME out_dir=some/dir seed=1 device=cuda
 
-Outputs go to ``out_dir`` (default ``outputs/figures``): ``NAME.png``, ``NAME.pdf``,
+Outputs go to ``out_dir`` (default ``outputs/figures``; ``quick=true``: ``out_dir/quick``,
+so a smoke run never overwrites a paper figure): ``NAME.png``, ``NAME.pdf``,
 ``NAME.csv``, ``NAME.json``, and the index page ``README.md`` rebuilt from every figure's
 JSON there. Figures are registered in :mod:`experiments.figures`; their parameters live in
 one dataclass per figure module (override fields with ``+params.FIELD=VALUE``).
@@ -25,12 +26,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.common.cli import CONF_DIR, fail
-from experiments.common.help import register_help_resolver
-from experiments.common.run import hydra_entry
+from experiments.common.run import check_writable, hydra_entry
 from experiments.figures import FIGURES, RunOptions, known_figures, redraw, run_figure
 
 log = logging.getLogger(__name__)
-register_help_resolver()
 EXIT_BAD_INPUT = 2
 
 
@@ -52,6 +51,10 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(cfg.out_dir)
     if not out_dir.is_absolute():
         out_dir = Path(HydraConfig.get().runtime.cwd) / out_dir
+    if cfg.quick:  # quick figures live apart and never overwrite the full ones
+        out_dir = out_dir / "quick"
+    if not cfg.redraw:
+        check_writable(out_dir, "out_dir")
     params = OmegaConf.to_container(cfg.params, resolve=True) or {}
     if params and len(names) > 1:
         fail("params overrides apply to one figure; name it with figure=NAME", EXIT_BAD_INPUT)

@@ -16,9 +16,7 @@ produced independently and in any order.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
 import time
@@ -30,10 +28,10 @@ from typing import Any, TypeVar
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from experiments.common.records import atomic_write_json, library_versions, read_json, utc_now  # noqa: E402
+from experiments.common.reporting import read_csv, save_figure, write_csv  # noqa: E402
 from experiments.common.style import mark_quick, paper_style  # noqa: E402
 
 Row = dict[str, Any]
@@ -145,48 +143,6 @@ def params_dict(params: Any) -> dict[str, Any]:
     return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params or {})
 
 
-# ---------------------------------------------------------------------------- CSV
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else str(v)
-    return str(v)
-
-
-def write_csv(path: Path, rows: Table) -> None:
-    """Rows (dicts; the union of keys, in first-seen order, are the columns) to CSV atomically."""
-    cols: list[str] = []
-    for r in rows:
-        cols.extend(k for k in r if k not in cols)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        w.writerow([_fmt(r.get(c, "")) for c in cols])
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-
-
-def _parse(s: str) -> Any:
-    if s == "":
-        return None
-    try:
-        i = int(s)
-        return i
-    except ValueError:
-        pass
-    try:
-        return float(s)
-    except ValueError:
-        return {"True": True, "False": False}.get(s, s)
-
-
-def read_csv(path: Path) -> Table:
-    """The rows of a CSV written by :func:`write_csv`, numbers parsed back."""
-    with open(path, newline="") as fh:
-        return [{k: _parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
-
-
 def table_paths(out_dir: Path, name: str, table_names: Sequence[str]) -> dict[str, Path]:
     return {
         t: out_dir / (f"{name}.csv" if t == MAIN_TABLE else f"{name}-{t}.csv") for t in table_names
@@ -203,18 +159,6 @@ def column(rows: Table, key: str) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------- saving
-def save_figure(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    paths = []
-    for ext in ("png", "pdf"):
-        p = out_dir / f"{name}.{ext}"
-        tmp = out_dir / f".{name}.tmp.{ext}"
-        fig.savefig(tmp)
-        os.replace(tmp, p)
-        paths.append(p)
-    plt.close(fig)
-    return paths
-
-
 def command_for(name: str) -> str:
     return f"python -m experiments.figures figure={name}"
 
@@ -246,7 +190,7 @@ def save_result(
     with paper_style():  # savefig inside: the style's tight bounding box keeps the banner
         fig = result.draw(result.tables, meta)
         mark_quick(fig, opts.quick)
-        save_figure(fig, out_dir, name)
+        save_figure(fig, out_dir / name)
     atomic_write_json(out_dir / f"{name}.json", meta)
     write_index(out_dir)
     return meta
@@ -267,7 +211,7 @@ def redraw(spec: FigureSpec, out_dir: Path) -> list[Path]:
     with paper_style():
         fig = spec.draw(tables, meta)
         mark_quick(fig, bool(meta.get("quick")))
-        paths = save_figure(fig, out_dir, spec.name)
+        paths = save_figure(fig, out_dir / spec.name)
     write_index(out_dir)
     return paths
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.common.sweeps import RecordIndex, drift_records
+from experiments.common.sweeps import RecordIndex, records
 from experiments.drift.summary import final_value
 from experiments.figures.common import (
     FigureResult,
@@ -61,10 +61,11 @@ QUICK = {
 
 
 def drift_configs(p, widths, seed: int, init: str = "gaussian"):
-    """The :class:`experiments.common.schema.DriftConfig` of each width (shared with other figures),
+    """The :class:`experiments.drift.schema.DriftConfig` of each width (shared with other figures),
     named as the command line names them (``arch=relu_last`` / ``arch=orthogonal``), so a
     sweep run from the command line with the same settings is reused."""
-    from experiments.common.schema import ArchConfig, DriftConfig, TaskConfig
+    from experiments.common.schema import ArchConfig
+    from experiments.drift.schema import DriftConfig, TaskConfig
 
     arch = dict(p.arch or {})
     arch["init"] = init
@@ -168,7 +169,7 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
 def compute(opts: RunOptions) -> FigureResult:
     p = resolve_params(KernelDriftParams, opts, QUICK)
     outputs = Path(opts.outputs_root)
-    recs = drift_records(
+    recs = records(
         drift_configs(p, p.widths, opts.seed), outputs, RecordIndex(outputs, opts.device)
     )
     main: Table = []

@@ -32,8 +32,9 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from experiments.common.records import atomic_write_json, find_records, record_hash, utc_now
-from experiments.common.schema import ArchConfig, ConvergenceConfig, DataConfig
-from experiments.common.sweeps import RecordIndex, convergence_records
+from experiments.common.schema import ArchConfig
+from experiments.common.sweeps import RecordIndex, records
+from experiments.convergence.schema import ConvergenceConfig, DataConfig
 from experiments.figures.common import (
     FigureResult,
     RunOptions,
@@ -430,7 +431,7 @@ def compute(opts: RunOptions) -> FigureResult:
     index = RecordIndex(outputs)
     cells = grid_cells(p)
     recs = {
-        c: convergence_records([cell_config(p, *c, opts.seed, outputs)], outputs, index)[0]
+        c: records([cell_config(p, *c, opts.seed, outputs)], outputs, index)[0]
         for c in cells
     }
     where = {record_hash(r): path.parent for path, r in find_records(outputs / "convergence")}

@@ -20,8 +20,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from experiments.common.schema import ArchConfig, ConvergenceConfig, DataConfig
-from experiments.common.sweeps import RecordIndex, convergence_records
+from experiments.common.schema import ArchConfig
+from experiments.common.sweeps import RecordIndex, records
+from experiments.convergence.schema import ConvergenceConfig, DataConfig
 from experiments.figures.common import (
     FigureResult,
     RunOptions,
@@ -198,7 +199,7 @@ def compute(opts: RunOptions) -> FigureResult:
                 _config(name, arch, depth, p.seq_len, w, p.seeds, p, opts.seed, outputs)
                 for w in p.widths
             ]
-            recs = convergence_records(cfgs, outputs, index)
+            recs = records(cfgs, outputs, index)
             r, h = _series_rows(
                 recs,
                 name,
@@ -214,7 +215,7 @@ def compute(opts: RunOptions) -> FigureResult:
             _config("relu_last", {}, 1, T, w, p.length_seeds, p, opts.seed, outputs)
             for w in p.length_widths
         ]
-        recs = convergence_records(cfgs, outputs, index)
+        recs = records(cfgs, outputs, index)
         r, h = _series_rows(
             recs,
             f"T={T}",

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from experiments.common.schema import ArchConfig, ConvergenceConfig, DataConfig
-from experiments.common.sweeps import RecordIndex, convergence_records, drift_records
+from experiments.common.schema import ArchConfig
+from experiments.common.sweeps import RecordIndex, records
+from experiments.convergence.schema import ConvergenceConfig, DataConfig
 from experiments.figures.common import (
     FigureResult,
     RunOptions,
@@ -106,7 +107,7 @@ def _deviation(p: OrthogonalParams, seed: int, outputs: Path, index: RecordIndex
             )
             for w in p.widths
         ]
-        recs = convergence_records(cfgs, outputs, index)
+        recs = records(cfgs, outputs, index)
         samples = {
             int(r["width"]): np.array([e["ntk"]["rel_fro"] for e in r["per_seed"]]) for r in recs
         }
@@ -133,7 +134,7 @@ def _drift(p: OrthogonalParams, seed: int, outputs: Path, index: RecordIndex) ->
         )
     rows: Table = []
     for init in INITS:
-        recs = drift_records(drift_configs(dp, dp.widths, seed, init=init), outputs, index)
+        recs = records(drift_configs(dp, dp.widths, seed, init=init), outputs, index)
         r, _ = drift_rows(recs, init, p.n_boot, seed)
         rows += [{"panel": "drift", **row} for row in r]
     return rows

@@ -14,7 +14,6 @@ at its widest width and of the kernels, per data set, and the mean over data set
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import sys
@@ -25,7 +24,9 @@ import numpy as np
 from hydra.experimental.callback import Callback
 
 from experiments.common.records import atomic_write_json, find_records
+from experiments.common.reporting import report_folder, save_figure, write_csv
 from experiments.common.run import record_kind
+from experiments.common.style import series_styles
 from experiments.finite_vs_infinite.methods import distance_power_laws
 from rntk_empirical.safe_io import UnreadableFile, load_npz
 
@@ -46,6 +47,14 @@ DISTANCE_SERIES = {
     "centered": ("centered", "single"),
     "centered_ensemble": ("centered", "ensemble"),
 }
+# the arm each distance series measures: drawn in that arm's colour, marker and name
+DISTANCE_ARM = {
+    "plain": "ntk",
+    "plain_ensemble": "ntk_ensemble",
+    "centered": "centered",
+    "centered_ensemble": "centered_ensemble",
+}
+ARM_STYLES = series_styles(ARMS)
 
 
 def _arm_row(row: dict, arm: str) -> dict | None:
@@ -194,10 +203,9 @@ def draw(tables: dict[str, Table], meta: dict):
 
     keys = sorted({(r["series"], r["dataset"]) for r in tables["kernels"]})
     fig, axes = plt.subplots(len(keys), 2, figsize=(11, 3.6 * len(keys)), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, key in enumerate(keys):
         ax, ax2 = axes[i]
-        for j, arm in enumerate(ARMS):
+        for arm in ARMS:
             rr = sorted(
                 (
                     r
@@ -212,9 +220,11 @@ def draw(tables: dict[str, Table], meta: dict):
             a = [r["test_accuracy"] for r in rr]
             s = [r["test_accuracy_std"] for r in rr]
             ls = "--" if arm.endswith("_ensemble") else "-"
+            st = ARM_STYLES[arm]
             ax.errorbar(
-                w, a, yerr=s, fmt="o" + ls, ms=3, lw=1, color=colors[j], label=ARM_LABELS[arm]
-            )
+                w, a, yerr=s, fmt=st["marker"] + ls, ms=3, lw=1, color=st["color"],
+                label=ARM_LABELS[arm],
+            )  # fmt: skip
         for label, style in (("RNTK", "k-"), ("NNGP", "k:")):
             for r in tables["kernels"]:
                 if (
@@ -234,7 +244,9 @@ def draw(tables: dict[str, Table], meta: dict):
         )
         ax.set_xscale("log", base=2)
         ax.legend(fontsize=6, frameon=False)
-        for j, name in enumerate(DISTANCE_SERIES):
+        for name in DISTANCE_SERIES:
+            arm = DISTANCE_ARM[name]
+            st = ARM_STYLES[arm]
             rr = sorted(
                 (
                     r
@@ -248,20 +260,25 @@ def draw(tables: dict[str, Table], meta: dict):
             w = np.array([r["width"] for r in rr], float)
             v = np.array([r["value"] for r in rr])
             ax2.fill_between(
-                w, [r["low"] for r in rr], [r["high"] for r in rr], color=colors[j], alpha=0.2, lw=0
-            )
+                w, [r["low"] for r in rr], [r["high"] for r in rr], color=st["color"], alpha=0.2,
+                lw=0,
+            )  # fmt: skip
             r0 = rr[0]
             ax2.plot(
                 w,
                 v,
-                "o",
-                color=colors[j],
+                st["marker"],
+                color=st["color"],
                 ms=4,
                 label=(
-                    f"{name}: $p$={r0['exponent']:.2f} [{r0['exp_low']:.2f}, {r0['exp_high']:.2f}]"
+                    f"{ARM_LABELS[arm]}: $p$={r0['exponent']:.2f} "
+                    f"[{r0['exp_low']:.2f}, {r0['exp_high']:.2f}]"
                 ),
             )
-            ax2.plot(w, math.exp(r0["intercept"]) * w ** r0["exponent"], "-", color=colors[j], lw=1)
+            ls = "--" if arm.endswith("_ensemble") else "-"
+            ax2.plot(
+                w, math.exp(r0["intercept"]) * w ** r0["exponent"], ls, color=st["color"], lw=1
+            )
         ax2.set(
             xlabel="width $n$",
             ylabel="RMS distance to RNTK GD",
@@ -275,33 +292,41 @@ def draw(tables: dict[str, Table], meta: dict):
     return fig
 
 
-def write_csv(path: Path, rows: Table) -> None:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-
-
 def write_report(root: str | Path, out_dir: str | Path | None = None, n_boot: int = 1000) -> Path:
-    """Collect every finished record under ``root`` and write the report; returns its folder."""
-    import matplotlib.pyplot as plt
+    """Collect every finished record under ``root`` and write the report; returns its folder.
+
+    Quick runs (``quick=true`` in their folder) live apart: with full runs present they are
+    reported in ``OUT/quick`` and never enter the full report."""
 
     root = Path(root)
-    out = Path(out_dir) if out_dir is not None else root / "report"
+    try:
+        out = report_folder(root, out_dir)
+    except ValueError as err:
+        raise FileNotFoundError(str(err)) from None
     records = [(p, r) for p, r in find_records(root) if record_kind(r) == "finite_vs_infinite"]
     if not records:
         raise FileNotFoundError(f"no finished finite_vs_infinite record under {root}")
+    quick = [(p, r) for p, r in records if is_quick(p, root)]
+    if quick and len(quick) < len(records):  # quick runs apart: they never enter the full report
+        _write(quick, out / "quick", n_boot)
+        records = [(p, r) for p, r in records if not is_quick(p, root)]
+    _write(records, out, n_boot)
+    return out
+
+
+def is_quick(record: Path, root: Path) -> bool:
+    """A record of a ``quick=true`` run (its folder names the override)."""
+    parts = record.parent.relative_to(root).parts if record.is_relative_to(root) else ()
+    return any("quick=true" in part.split(",") for part in parts)
+
+
+def _write(records: list[tuple[Path, dict]], out: Path, n_boot: int) -> None:
     tables, headline = collect(records, n_boot=n_boot)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():
         write_csv(out / f"{name}.csv", rows)
     atomic_write_json(out / "summary.json", {"records": [str(p) for p, _ in records], **headline})
-    fig = draw(tables, headline)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"finite_vs_infinite.{ext}", dpi=130)
-    plt.close(fig)
-    return out
+    save_figure(draw(tables, headline), out / "finite_vs_infinite", dpi=130)
 
 
 class ReportCallback(Callback):

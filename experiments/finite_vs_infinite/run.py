@@ -20,7 +20,6 @@ Exit codes: 0 success (or skipped), 2 invalid input, 3 out of memory.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,12 +27,17 @@ from omegaconf import DictConfig
 
 from experiments.common.cli import CONF_DIR
 from experiments.common.records import finished_record
-from experiments.common.run import guarded, hydra_entry, validated, write_provenance
-from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig, register_configs
+from experiments.common.run import (
+    check_writable,
+    guarded,
+    hydra_entry,
+    validated,
+    write_provenance,
+)
+from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
 from experiments.finite_vs_infinite.study import load_task, run_study
 from rntk_empirical.devices import resolve_device
 
-register_configs()
 log = logging.getLogger(__name__)
 CONFIG_FILE = "conf/finite_vs_infinite.yaml"
 
@@ -48,7 +52,7 @@ def _check(s: FiniteVsInfiniteConfig) -> None:
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     settings = validated(cfg, FiniteVsInfiniteConfig, CONFIG_FILE, _check)
-    out_dir = Path(hc.runtime.output_dir)
+    out_dir = check_writable(hc.runtime.output_dir, "the run folder (hydra.run.dir)")
     if settings.force or finished_record(out_dir) is None:
         write_provenance(cfg, out_dir)
     record = guarded(

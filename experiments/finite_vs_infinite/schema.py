@@ -1,13 +1,16 @@
+# ruff: noqa: UP045 - OmegaConf reads typing.Optional (not X | None) on Python 3.10
 """The structured config of the finite-versus-infinite study (``conf/finite_vs_infinite.yaml``),
-registered in Hydra's ConfigStore as ``finite_vs_infinite_schema``."""
+registered (:func:`experiments.common.registry.register_experiment`) as
+``finite_vs_infinite_schema``."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
-from experiments.common.schema import ArchConfig, DeviceChoice, DTypeChoice
+from experiments.common.registry import Experiment, register_experiment
+from experiments.common.schema import ArchConfig, DeviceChoice, DTypeChoice, opt
 
 ARMS = ("ntk", "centered", "standard", "adam")
 # Fields that change how a run executes, not what it measures.
@@ -47,33 +50,46 @@ class FiniteVsInfiniteConfig:
     The ensembles (seed means of ``ntk`` and ``centered``) need no training.
     """
 
-    name: str = "${arch.name}"
-    arch: ArchConfig = field(default_factory=_erf_arch)
-    tasks: list[str] = field(default_factory=lambda: ["ItalyPowerDemand", "JapaneseVowels"])
-    val_fraction: float = 0.25
-    max_len: Optional[int] = None  # noqa: UP045 - longer series are resampled to this
-    n_train: Optional[int] = None  # noqa: UP045 - stratified subset of the UCR train split
-    n_test: Optional[int] = None  # noqa: UP045
-    data_seed: int = 0
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
-    seeds: int = 3
-    base_seed: int = 0
-    steps: int = 200
-    record_every: int = 10
-    checkpoint_every: int = 50
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
-    lr_scale: float = 1.0
-    sp_lr_scales: list[float] = field(default_factory=lambda: [0.5, 2.0, 8.0])
-    sp_seeds: int = 1
-    adam_lr: float = 0.01
-    ridges: list[float] = field(default_factory=lambda: [0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0])
-    n_boot: int = 1000
-    dtype: DTypeChoice = DTypeChoice.float32
-    device: DeviceChoice = DeviceChoice.auto
-    quick: bool = False
-    force: bool = False
-    progress: bool = True
-    num_threads: Optional[int] = None  # noqa: UP045
+    name: str = opt("${arch.name}", "run folder name (default ARCH)")
+    arch: ArchConfig = opt(factory=_erf_arch, help="the architecture (group arch=...)")
+    tasks: list[str] = opt(
+        factory=lambda: ["ItalyPowerDemand", "JapaneseVowels"],
+        help="aeon UCR/UEA data sets (bundled ones load offline)",
+    )
+    val_fraction: float = opt(0.25, "share of the UCR train split held out for validation")
+    max_len: Optional[int] = opt(None, "resample longer series to this length (null: keep)")  # noqa: UP045 - longer series are resampled to this
+    n_train: Optional[int] = opt(None, "stratified subset of the train split (null: all)")  # noqa: UP045 - stratified subset of the UCR train split
+    n_test: Optional[int] = opt(None, "subset of the test split (null: all)")  # noqa: UP045
+    data_seed: int = opt(0, "seed of the splits and subsets")
+    widths: list[int] = opt(
+        factory=lambda: [32, 64, 128, 256], help="widths of the finite networks"
+    )
+    seeds: int = opt(3, "networks per width (NTK-parameterized arms)")
+    base_seed: int = opt(0, "network s uses seed base_seed + s")
+    steps: int = opt(200, "full-batch training steps")
+    record_every: int = opt(10, "steps between validation checks (early stopping)")
+    checkpoint_every: int = opt(50, "steps between checkpoints")
+    arms: list[str] = opt(factory=lambda: list(ARMS), help="ntk, centered, standard, adam")
+    lr_scale: float = opt(1.0, "NTK arms: lr = lr_scale * N / lambda_max")
+    sp_lr_scales: list[float] = opt(
+        factory=lambda: [0.5, 2.0, 8.0],
+        help="standard param.: c in lr = c * N / lambda_max (2: edge of stability)",
+    )
+    sp_seeds: int = opt(1, "networks per width in the standard parameterization")
+    adam_lr: float = opt(0.01, "Adam's learning rate")
+    ridges: list[float] = opt(
+        factory=lambda: [0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+        help="diagonal regularizers of the kernel predictors (chosen on validation)",
+    )
+    n_boot: int = opt(1000, "bootstrap replicates of the distance exponents")
+    dtype: DTypeChoice = opt(
+        DTypeChoice.float32, "float32 | float64 of the networks (kernels: both)"
+    )
+    device: DeviceChoice = opt(DeviceChoice.auto, "auto | cpu | cuda")
+    quick: bool = opt(False, "reduced setup (tests, smoke runs)")
+    force: bool = opt(False, "recompute finished runs")
+    progress: bool = opt(True, "show progress bars")
+    num_threads: Optional[int] = opt(None, "torch threads (null: torch's default)")  # noqa: UP045
 
     def __post_init__(self) -> None:
         if self.quick:  # the quick values replace the fields still at their defaults
@@ -130,11 +146,11 @@ class FiniteVsInfiniteConfig:
         return out
 
 
-def register_configs() -> None:
-    """Store the schema in Hydra's ConfigStore (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    from experiments.common.help import register_help_resolver
-
-    register_help_resolver()
-    ConfigStore.instance().store(name="finite_vs_infinite_schema", node=FiniteVsInfiniteConfig)
+register_experiment(
+    Experiment(
+        name="finite_vs_infinite",
+        title="Trained finite RNNs vs RNTK/NNGP predictors on UCR/UEA data",
+        schema=FiniteVsInfiniteConfig,
+        groups=("arch",),
+    )
+)

@@ -284,6 +284,9 @@ def _arm_summary(entries: list[dict], labels: torch.Tensor, y_te, ridge_ref, gd_
 def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) -> dict:
     """Kernels and every width and arm of one task; returns its part of the record."""
     data = load_task(cfg, name)
+    log.info(
+        "%s: %d train / %d validation / %d test series; analytic RNTK and NNGP", name, *data.sizes
+    )
     tdir = out_dir / name
     tdir.mkdir(parents=True, exist_ok=True)
     kernels = task_kernels(cfg, data, tdir / "kernels.pt", chash)
@@ -302,6 +305,7 @@ def run_task(cfg: FiniteVsInfiniteConfig, name: str, out_dir: Path, chash: str) 
 
     for width in sorted(int(w) for w in cfg.widths):
         t0 = time.perf_counter()
+        log.info("%s width=%d: training %s", name, width, ", ".join(cfg.arms))
         wdir = tdir / f"w{width}"
         row: dict[str, Any] = {}
 

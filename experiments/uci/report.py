@@ -26,15 +26,11 @@ finished UCI record.
 from __future__ import annotations
 
 import argparse
-import csv
 import inspect
-import io
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +40,14 @@ import numpy as np
 
 from experiments.common.cli import fail
 from experiments.common.records import atomic_write_json, utc_now
-from experiments.common.reporting import RecordScan, scan
+from experiments.common.reporting import (
+    RecordScan,
+    report_folder,
+    save_figure,
+    scan,
+    write_csv,
+    write_text,
+)
 from experiments.common.run import record_timings
 from experiments.common.style import paper_style
 from experiments.uci.stats import friedman_test, summary_table
@@ -205,24 +208,8 @@ def _disambiguate(info: dict[str, dict[str, str]], families: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- outputs
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, replace)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_csv(path: Path, header: Sequence[str], rows: list[Sequence[Any]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(["" if v is None else v for v in row] for row in rows)
-    _write_text(path, buf.getvalue())
+    write_csv(path, [dict(zip(header, row, strict=True)) for row in rows], columns=header)
 
 
 def _timing(rec: dict) -> dict[str, float | None]:
@@ -426,11 +413,7 @@ def plot(bench: Benchmark, rows: list[dict], stem: Path) -> list[Path]:
     ] + ax_acc.get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.set_layout_engine("tight", rect=(0, 0.07, 1, 1))
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=150)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, stem, dpi=150)
 
 
 def _table(bench: Benchmark, acc: np.ndarray, families: list[str]) -> list[dict]:
@@ -469,10 +452,9 @@ def build_report(
     family is present in every data set.
     """
     root = Path(root)
+    out = report_folder(root, out)
     scanned = scan(root, KIND)
     bench = collect(root, families, scanned)
-    out = Path(out) if out is not None else (root if root.is_dir() else root.parent) / "report"
-    out.mkdir(parents=True, exist_ok=True)
     rows = _table(bench, bench.acc, bench.columns)
     test = friedman_test(bench.acc)
     summ: dict[str, Any] = {
@@ -494,7 +476,7 @@ def build_report(
     if bench.dropped:
         summ["complete_case"] = complete_case(bench)
     write_tables(bench, rows, out)
-    _write_text(out / "uci_table.md", report_markdown(summ))
+    write_text(out / "uci_table.md", report_markdown(summ))
     with paper_style():
         plot(bench, rows, out / "uci_table")
     atomic_write_json(out / "uci_summary.json", summ)

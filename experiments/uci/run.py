@@ -7,7 +7,7 @@ r"""The 90-dataset UCI benchmark of recurrent kernels (the RNTK papers' protocol
     python -m experiments.uci.report outputs/uci/<grid hash>  # the table, again
 
 For each dataset every recurrent kernel of the grid (``conf/uci.yaml``; the schema is
-:class:`experiments.common.schema.UCIConfig`) is computed once on all rows, and an SVM on the
+:class:`experiments.uci.schema.UCIConfig`) is computed once on all rows, and an SVM on the
 precomputed kernel is fitted for every C on the ``conxuntos.dat`` split; each family of
 :data:`experiments.uci.benchmark.FAMILIES` (a row of the table) keeps its best
 (kernel, C) on validation and reports the mean test accuracy over the four k-fold pairs.
@@ -48,6 +48,7 @@ from experiments.common.records import (
     finished_record,
 )
 from experiments.common.run import (
+    check_writable,
     envelope,
     guarded,
     hydra_entry,
@@ -55,7 +56,6 @@ from experiments.common.run import (
     validated,
     write_provenance,
 )
-from experiments.common.schema import UCIConfig, register_configs
 from experiments.uci.benchmark import (
     FamilySelection,
     KernelSVM,
@@ -64,13 +64,13 @@ from experiments.uci.benchmark import (
     offer_kernel,
     unit_kernels,
 )
+from experiments.uci.schema import UCIConfig
 from rntk_empirical import uci
 from rntk_empirical.analytic import CUDA_BLOCK_ELEMENTS, numba_backend
 from rntk_empirical.devices import resolve_device, resolve_dtype
 from rntk_empirical.safe_io import load_json, reuse, written_by
 
 log = logging.getLogger(__name__)
-register_configs()
 
 EXIT_BAD_INPUT, EXIT_OUT_OF_MEMORY = 2, 3
 PARTIAL_NAME = "partial.json"
@@ -347,6 +347,7 @@ def main(cfg: DictConfig) -> None:
         resolve_device(s.device.value)
 
     settings = validated(cfg, UCIConfig, "conf/uci.yaml", check)
+    check_writable(results_dir(settings), "out_dir")
     write_provenance(cfg, Path(HydraConfig.get().runtime.output_dir))
     set_threads(settings.num_threads)
     root = guarded(

@@ -13,7 +13,7 @@ call.
 
 Cost: O(N1 N2 L T^2) with ``avg``, O(N1 N2 L T) without, as for the torch path; measured
 1.35 ns per cell and layer on 2 cores (AVX-512), 10x the torch path, for one mean-pooling
-unit of the UCI grid (``python -m experiments.bench_bank``; 4.2 ns on an AVX2 machine).
+unit of the UCI grid (``python -m experiments.bench.bank``; 4.2 ns on an AVX2 machine).
 Each nonlinearity brings its compiled dual (the ``compiled`` field of its
 :class:`~rntk_empirical.nonlinearities.Nonlinearity`: per-sequence factors, a per-pair cell
 and the diagonal map), and the entry points are compiled once per dual
