@@ -414,3 +414,65 @@ def prepare_smooth(
     _qualify(nl, grid, tol)
     _CACHE[key] = SmoothDual(nl, grid, strip_estimate(grid), tol)
     return _CACHE[key]
+
+
+# ------------------------------------------------------------------ the torch evaluator
+def _side_tensors(sm: SmoothDual, v: torch.Tensor):
+    """Side data of the distinct values of v as tensors on v's device: (terms ``(n, 4,
+    RHO_BINS)`` long, coef ``(n, 4, M)``, diag ``(n, 2)``) and the index of each entry."""
+    uniq, inv = torch.unique(v.detach().clamp(min=0.0), return_inverse=True)
+    st = side_table(sm.grid, uniq.to("cpu", torch.float64).numpy(), sm.tol)
+    dev, dt = v.device, v.dtype
+    as_t = lambda x, d=dt: torch.as_tensor(x, dtype=d, device=dev)  # noqa: E731
+    return as_t(st.terms, torch.long), as_t(st.coef), as_t(st.diag), inv
+
+
+def torch_dual(
+    sm: SmoothDual, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V_phi, V_dphi) for tensors a, b, c of broadcastable shapes (no autograd through the
+    coefficients: callers use it without grad), on any device: the series of every cell
+    with the most terms any cell of the call needs per parity part (more terms only shrink
+    the tail), identical states (``same``) from the diagonal values, and the cells whose
+    series has not converged by the 2-D trapezoid rule (one at a time, on the CPU: rare)."""
+    if max(float(a.max()), float(b.max())) > sm.var_max:
+        raise ValueError(f"variance beyond the prepared range {sm.var_max:g}")
+    shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
+    ta, ca, da, ia = _side_tensors(sm, a)
+    tb, cb, db, ib = _side_tensors(sm, b)
+    sa, sb = a.clamp(min=0.0).sqrt(), b.clamp(min=0.0).sqrt()
+    ra = torch.where(sa > 0, 1.0 / torch.where(sa > 0, sa, 1.0), 0.0)
+    rb = torch.where(sb > 0, 1.0 / torch.where(sb > 0, sb, 1.0), 0.0)
+    rho = (c * ra * rb).clamp(-1.0, 1.0).expand(shape)
+    x = rho * rho
+    k = torch.clamp((RHO_BINS * (1.0 - torch.sqrt(1.0 - rho.abs()))).long(), max=RHO_BINS - 1)
+    ia_c, ib_c = ia.expand(shape), ib.expand(shape)
+    bad = torch.zeros(shape, dtype=torch.bool, device=c.device)
+    out = []
+    for part in range(4):
+        need_a, need_b = ta[ia_c, part, k], tb[ib_c, part, k]
+        bad |= torch.minimum(need_a, need_b) < 0
+        kmax = int(torch.maximum(need_a, need_b).max()) if need_a.numel() else 0
+        acc = torch.zeros(shape, dtype=c.dtype, device=c.device)
+        A, B = ca[ia, part], cb[ib, part]  # a's shape + (M,), b's shape + (M,)
+        for m in range(kmax - 1, -1, -1):
+            acc = acc * x + A[..., m] * B[..., m]
+        out.append(acc)
+    if same is not None:
+        bad &= ~same.expand(shape)
+    v_phi, v_dphi = out[0] + rho * out[1], out[2] + rho * out[3]
+    if same is not None:
+        same = same.expand(shape)
+        v_phi = torch.where(same, da[ia, 0].expand(shape), v_phi)
+        v_dphi = torch.where(same, da[ia, 1].expand(shape), v_dphi)
+    if bad.any():
+        v_phi, v_dphi = v_phi.clone(), v_dphi.clone()
+        ae, be = a.expand(shape), b.expand(shape)
+        for idx in bad.nonzero().tolist():
+            ix = tuple(idx)
+            h1, h2 = trapezoid_steps(float(ae[ix]), float(be[ix]), float(rho[ix]), sm.strip, sm.tol)
+            p, d = trapezoid_dual(
+                sm.nonlinearity, float(ae[ix]), float(be[ix]), float(rho[ix]), h1, h2
+            )
+            v_phi[ix], v_dphi[ix] = p, d
+    return v_phi, v_dphi
