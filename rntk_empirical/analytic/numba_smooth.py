@@ -13,8 +13,9 @@ evaluates one pair:
     where a side's series has not converged in bin b (K = -1): the 2-D trapezoid rule of
     :func:`rntk_empirical.smooth_dual.trapezoid_dual` on a table of phi (cubic Hermite).
 
-Layout of ``tab``: [stride, L_pe, L_po, L_de, L_do, P, strip, digits] then one block of
-``stride`` values per side: [terms (4 x RHO_BINS), E_phi, E_dphi, coefficients of the four
+Layout of ``tab``: [-1 (tells it from a quadrature table), L_pe, L_po, L_de, L_do, P, strip,
+digits] then one block of ``stride`` values per side: [E_phi, E_dphi, terms (RHO_BINS x 4:
+the four parts' counts of a bin together), coefficients of the four
 parts padded to L_pe, L_po, L_de, L_do (the largest count any cell may use)], then at P the
 phi table [x0, 1/h, n, (phi, phi', phi'') at x0 + k h].
 """
@@ -32,6 +33,7 @@ from rntk_empirical.smooth_dual import (
     SmoothDualUnsupported,
     prepare_smooth,
     side_table,
+    warn_unsupported,
 )
 
 try:  # optional dependency
@@ -73,8 +75,8 @@ def prepare(
         )
     phi_tab = quadrature_table(sm.nonlinearity.name, 1.1 * var_max, 64)
     blocks = np.zeros((n, stride))
-    blocks[:, : 4 * NB] = st.terms.reshape(n, 4 * NB)
-    blocks[:, 4 * NB : 4 * NB + 2] = st.diag
+    blocks[:, :2] = st.diag
+    blocks[:, 2 : 4 * NB + 2] = st.terms.transpose(0, 2, 1).reshape(n, 4 * NB)  # bin-major
     o = 4 * NB + 2
     for part in range(4):
         L = int(lengths[part])
@@ -82,7 +84,7 @@ def prepare(
         blocks[:, o : o + m] = st.coef[:, part, :m]
         o += L
     P = HEAD + n * stride
-    head = np.array([stride, *lengths, P, sm.strip, math.log(1.0 / tol) + 8.0], np.float64)
+    head = np.array([-1.0, *lengths, P, sm.strip, math.log(1.0 / tol) + 8.0], np.float64)
     # the phi table of quadrature_table: [Q, x0, 1/h, n, z (Q), w (Q), body]
     q = int(phi_tab[0])
     tab = np.concatenate([head, blocks.ravel(), phi_tab[1:4], phi_tab[4 + 2 * q :]])
@@ -159,35 +161,28 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     i = int(oi)
     j = int(oj)
     if lo >= 1.0:
-        return tab[i + 4 * NB], tab[i + 4 * NB + 1] * Q
+        return tab[i], tab[i + 1] * Q
     rho = min(max(S * ri * rj, -1.0), 1.0)
-    b = min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho)))))
-    k0 = max(tab[i + b], tab[j + b])
-    k1 = max(tab[i + NB + b], tab[j + NB + b])
-    k2 = max(tab[i + 2 * NB + b], tab[j + 2 * NB + b])
-    k3 = max(tab[i + 3 * NB + b], tab[j + 3 * NB + b])
-    low = min(
-        min(tab[i + b], tab[j + b]),
-        min(tab[i + NB + b], tab[j + NB + b]),
-        min(tab[i + 2 * NB + b], tab[j + 2 * NB + b]),
-        min(tab[i + 3 * NB + b], tab[j + 3 * NB + b]),
-    )
+    b = 2 + 4 * min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho)))))
+    ti0, ti1, ti2, ti3 = tab[i + b], tab[i + b + 1], tab[i + b + 2], tab[i + b + 3]
+    tj0, tj1, tj2, tj3 = tab[j + b], tab[j + b + 1], tab[j + b + 2], tab[j + b + 3]
+    low = min(min(ti0, tj0), min(ti1, tj1), min(ti2, tj2), min(ti3, tj3))
     if low < 0.0:  # a series that has not converged in this bin
         vp, vd = trapezoid(tab, fi, fj, rho)
         return vp, vd * Q
     x = rho * rho
     ci = i + 4 * NB + 2
     cj = j + 4 * NB + 2
-    vp = _horner(tab, ci, cj, int(k0), x)
+    vp = _horner(tab, ci, cj, int(max(ti0, tj0)), x)
     ci += int(tab[1])
     cj += int(tab[1])
-    vp += rho * _horner(tab, ci, cj, int(k1), x)
+    vp += rho * _horner(tab, ci, cj, int(max(ti1, tj1)), x)
     ci += int(tab[2])
     cj += int(tab[2])
-    vd = _horner(tab, ci, cj, int(k2), x)
+    vd = _horner(tab, ci, cj, int(max(ti2, tj2)), x)
     ci += int(tab[3])
     cj += int(tab[3])
-    vd += rho * _horner(tab, ci, cj, int(k3), x)
+    vd += rho * _horner(tab, ci, cj, int(max(ti3, tj3)), x)
     return vp, vd * Q
 
 
@@ -218,3 +213,14 @@ def evaluate(
     vp, vd = np.empty(a.size), np.empty(a.size)
     _cells_array(S, ra, rb, fa, fb, oa, ob, lo, tab, vp, vd)
     return vp, vd
+
+
+def table_or_none(nonlinearity: str, var1: np.ndarray, var2: np.ndarray):
+    """:func:`prepare` for the variances of both sides of a call, or None (with a one-line
+    warning, once per reason) where the contract cannot be verified: the caller then keeps
+    the tabulated Gauss-Hermite rule."""
+    try:
+        return prepare(nonlinearity, [var1, var2])
+    except SmoothDualUnsupported as err:
+        warn_unsupported(err)
+        return None
