@@ -158,17 +158,28 @@ class CoefficientGrid:
     check: float
     at_zero: tuple[float, float] = (0.0, 0.0)  # (phi(0), phi'(0)): the exact a = 0 side
 
-    def evaluate(self, s: np.ndarray) -> np.ndarray:
-        """``(len(s), 2 kmax + 2)``: the interpolated columns at each s (s <= bounds[-1])."""
+    def evaluate(self, s: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
+        """``(len(s), 2 kmax + 2)`` (or the given columns): the interpolated columns at
+        each s (s <= bounds[-1])."""
         s = np.asarray(s, dtype=np.float64).ravel()
         idx = np.clip(np.searchsorted(self.bounds, s, side="right") - 1, 0, len(self.cheb) - 1)
-        out = np.empty((s.size, self.cheb.shape[2]))
-        for m in np.unique(idx):
-            sel = idx == m
-            lo, hi = self.bounds[m], self.bounds[m + 1]
-            x = np.clip((2.0 * s[sel] - lo - hi) / (hi - lo), -1.0, 1.0)
-            out[sel] = _cheb_basis(x, GRID_DEGREE) @ self.cheb[m]
+        lo, hi = self.bounds[idx], self.bounds[idx + 1]
+        basis = _cheb_basis(np.clip((2.0 * s - lo - hi) / (hi - lo), -1.0, 1.0), GRID_DEGREE)
+        cheb = self.cheb[:, :, columns]
+        order = np.argsort(idx, kind="stable")
+        bounds = np.searchsorted(idx[order], np.arange(len(self.cheb) + 1))
+        out = np.empty((s.size, cheb.shape[2]))
+        for m in np.nonzero(np.diff(bounds))[0]:  # the intervals that hold some s
+            rows = order[bounds[m] : bounds[m + 1]]
+            out[rows] = basis[rows] @ cheb[m]
         return out
+
+    def diagonal(self, s: np.ndarray) -> np.ndarray:
+        """``(len(s), 2)``: E_phi and E_dphi at each s (V(a, a, 1) of phi and phi')."""
+        e = np.maximum(self.evaluate(s, slice(2 * self.kmax, 2 * self.kmax + 2)), 0.0)
+        zero = np.asarray(s).ravel() == 0.0
+        e[zero] = np.array(self.at_zero) ** 2
+        return e
 
 
 def _columns(nl: Nonlinearity, s: np.ndarray, kmax: int, strip: float) -> np.ndarray:
@@ -223,21 +234,20 @@ def _terms_needed(part: np.ndarray, unresolved: np.ndarray, thr: np.ndarray) -> 
     out = np.empty((n, RHO_BINS), dtype=np.int64)
     thr = np.asarray(thr, dtype=np.float64)[:, None]
     u = np.asarray(unresolved, dtype=np.float64)[:, None]
-    rows = np.arange(n)
-    for b, r in enumerate(rho_bin_edges()):
-        lr = 2.0 * math.log(r) if r < 1.0 else 0.0
+    lr = 2.0 * np.log(rho_bin_edges())  # (B,): log r^2 per bin (0 for r = 1)
+    rows = np.arange(n)[:, None]
 
-        def ok(m: np.ndarray, lr: float = lr) -> np.ndarray:  # decreasing in m: bisect
-            return tail[rows, m] * np.exp(lr * m) + u[:, 0] * math.exp(lr * M) <= thr[:, 0]
+    def ok(m: np.ndarray) -> np.ndarray:  # (n, B); decreasing in m: bisect for the first True
+        return tail[rows, m] * np.exp(lr * m) + u * np.exp(lr * M) <= thr
 
-        lo, hi = np.zeros(n, np.int64), np.full(n, M, np.int64)
-        good = ok(hi)
-        for _ in range(int(math.ceil(math.log2(M + 1))) + 1):
-            mid = (lo + hi) // 2
-            sel = ok(mid)
-            hi = np.where(sel, mid, hi)
-            lo = np.where(sel, lo, mid + 1)
-        out[:, b] = np.where(good, hi, -1)
+    lo, hi = np.zeros((n, RHO_BINS), np.int64), np.full((n, RHO_BINS), M, np.int64)
+    good = ok(hi)
+    for _ in range(int(math.ceil(math.log2(M + 1))) + 1):
+        mid = (lo + hi) // 2
+        sel = ok(mid)
+        hi = np.where(sel, mid, hi)
+        lo = np.where(sel, lo, mid + 1)
+    out[:] = np.where(good, hi, -1)
     return out
 
 
@@ -415,7 +425,7 @@ def prepare_smooth(
     have = _CACHE.get(key)
     if have is not None and have.var_max >= var_max:
         return have
-    smax = math.sqrt(max(var_max, 1.0)) * 1.0001
+    smax = math.sqrt(max(var_max, 16.0)) * 1.25  # headroom: a grown range rebuilds
     with np.errstate(all="ignore"):
         grid = build_grid(nl, smax)
     _qualify(nl, grid, tol)
@@ -445,6 +455,11 @@ def torch_dual(
     if max(float(a.max()), float(b.max())) > sm.var_max:
         raise ValueError(f"variance beyond the prepared range {sm.var_max:g}")
     shape = torch.broadcast_shapes(a.shape, b.shape, c.shape)
+    if same is not None and same.numel() == 1 and bool(same):  # the diagonal run
+        uniq, inv = torch.unique(a.detach().clamp(min=0.0), return_inverse=True)
+        d = sm.grid.diagonal(uniq.to("cpu", torch.float64).sqrt().numpy())
+        d = torch.as_tensor(d, dtype=a.dtype, device=a.device)
+        return d[inv, 0].expand(shape), d[inv, 1].expand(shape)
     ta, ca, da, ia = _side_tensors(sm, a)
     tb, cb, db, ib = _side_tensors(sm, b)
     sa, sb = a.clamp(min=0.0).sqrt(), b.clamp(min=0.0).sqrt()
@@ -459,7 +474,10 @@ def torch_dual(
     for part in range(4):
         need_a, need_b = ta[ia_c, part, k], tb[ib_c, part, k]
         bad |= torch.minimum(need_a, need_b) < 0
-        kmax = int(torch.maximum(need_a, need_b).max()) if need_a.numel() else 0
+        need = torch.maximum(need_a, need_b)
+        if same is not None:  # identical states take the diagonal values below
+            need = torch.where(same.expand(shape), 0, need)
+        kmax = int(need.max()) if need.numel() else 0
         acc = torch.zeros(shape, dtype=c.dtype, device=c.device)
         A, B = ca[ia, part], cb[ib, part]  # a's shape + (M,), b's shape + (M,)
         for m in range(kmax - 1, -1, -1):

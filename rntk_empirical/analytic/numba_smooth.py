@@ -8,16 +8,18 @@ evaluates one pair:
 
     rho = clamp(S r_i r_j, lo, 1)
     identical states (lo = 1):  V_phi = E_phi(i),  V_dphi = E_dphi(i)       (exact)
-    else, b = bin of |rho|, per parity part: K = max(K_i[b], K_j[b]) terms,
-        V = P_even(rho^2) + rho P_odd(rho^2),  P(x) = sum_{m < K} c_m(i) c_m(j) x^m   (Horner)
+    else, b = bin of |rho|, K = max(K_i[b], K_j[b]) terms (K: the most any parity part of
+    the side needs there),
+        V = P_even(rho^2) + rho P_odd(rho^2),  P(x) = sum_{m < K} c_m(i) c_m(j) x^m   (Horner,
+    the four parts of V_phi and V_dphi in one loop)
     where a side's series has not converged in bin b (K = -1): the 2-D trapezoid rule of
     :func:`rntk_empirical.smooth_dual.trapezoid_dual` on a table of phi (cubic Hermite).
 
-Layout of ``tab``: [-1 (tells it from a quadrature table), L_pe, L_po, L_de, L_do, P, strip,
-digits] then one block of ``stride`` values per side: [E_phi, E_dphi, terms (RHO_BINS x 4:
-the four parts' counts of a bin together), coefficients of the four
-parts padded to L_pe, L_po, L_de, L_do (the largest count any cell may use)], then at P the
-phi table [x0, 1/h, n, (phi, phi', phi'') at x0 + k h].
+Layout of ``tab``: [-1 (tells it from a quadrature table), L, 0, 0, 0, P, strip, digits] then
+one block of ``stride`` values per side: [E_phi, E_dphi, terms K per bin (RHO_BINS; -1:
+not converged), coefficients (L, 4): phi-even, phi-odd, dphi-even, dphi-odd of each power
+(L: the most terms any cell may use)], then at P the phi table [x0, 1/h, n, (phi, phi',
+phi'') at x0 + k h].
 """
 
 from __future__ import annotations
@@ -67,8 +69,10 @@ def prepare(
     sm = prepare_smooth(nonlinearity, var_max, tol)
     st = side_table(sm.grid, uniq, tol)
     n = uniq.size
-    lengths = np.maximum(st.terms.max(axis=(0, 2)), 1)  # (4,): the most terms a cell uses
-    stride = 4 * NB + 2 + int(lengths.sum())
+    terms = st.terms.max(axis=1)  # (n, NB): one count for the four parts of a bin
+    terms[(st.terms < 0).any(axis=1)] = -1
+    L = max(int(terms.max(initial=0)), 1)  # the most terms any cell may use
+    stride = 2 + NB + 4 * L
     if (HEAD + n * stride) * 8 > TABLE_MAX_BYTES:
         raise SmoothDualUnsupported(
             f"the series table would take {(HEAD + n * stride) * 8 / 2**30:.1f} GiB"
@@ -76,15 +80,12 @@ def prepare(
     phi_tab = quadrature_table(sm.nonlinearity.name, 1.1 * var_max, 64)
     blocks = np.zeros((n, stride))
     blocks[:, :2] = st.diag
-    blocks[:, 2 : 4 * NB + 2] = st.terms.transpose(0, 2, 1).reshape(n, 4 * NB)  # bin-major
-    o = 4 * NB + 2
-    for part in range(4):
-        L = int(lengths[part])
-        m = min(L, st.coef.shape[2])
-        blocks[:, o : o + m] = st.coef[:, part, :m]
-        o += L
+    blocks[:, 2 : 2 + NB] = terms
+    m = min(L, st.coef.shape[2])
+    coef = blocks[:, 2 + NB :].reshape(n, L, 4)  # interleaved: the four parts of one power
+    coef[:, :m] = st.coef[:, :, :m].transpose(0, 2, 1)
     P = HEAD + n * stride
-    head = np.array([-1.0, *lengths, P, sm.strip, math.log(1.0 / tol) + 8.0], np.float64)
+    head = np.array([-1.0, L, 0.0, 0.0, 0.0, P, sm.strip, math.log(1.0 / tol) + 8.0])
     # the phi table of quadrature_table: [Q, x0, 1/h, n, z (Q), w (Q), body]
     q = int(phi_tab[0])
     tab = np.concatenate([head, blocks.ravel(), phi_tab[1:4], phi_tab[4 + 2 * q :]])
@@ -94,14 +95,6 @@ def prepare(
         out.append(offsets[start : start + f.size].reshape(np.shape(v)))
         start += f.size
     return tab, out
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _horner(tab, ci, cj, K, x):
-    acc = 0.0
-    for m in range(K - 1, -1, -1):
-        acc = acc * x + tab[ci + m] * tab[cj + m]
-    return acc
 
 
 @njit(inline="always", fastmath=_FASTMATH)
@@ -163,27 +156,22 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     if lo >= 1.0:
         return tab[i], tab[i + 1] * Q
     rho = min(max(S * ri * rj, -1.0), 1.0)
-    b = 2 + 4 * min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho)))))
-    ti0, ti1, ti2, ti3 = tab[i + b], tab[i + b + 1], tab[i + b + 2], tab[i + b + 3]
-    tj0, tj1, tj2, tj3 = tab[j + b], tab[j + b + 1], tab[j + b + 2], tab[j + b + 3]
-    low = min(min(ti0, tj0), min(ti1, tj1), min(ti2, tj2), min(ti3, tj3))
-    if low < 0.0:  # a series that has not converged in this bin
+    b = 2 + min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho)))))
+    ki, kj = tab[i + b], tab[j + b]
+    if min(ki, kj) < 0.0:  # a series that has not converged in this bin
         vp, vd = trapezoid(tab, fi, fj, rho)
         return vp, vd * Q
     x = rho * rho
-    ci = i + 4 * NB + 2
-    cj = j + 4 * NB + 2
-    vp = _horner(tab, ci, cj, int(max(ti0, tj0)), x)
-    ci += int(tab[1])
-    cj += int(tab[1])
-    vp += rho * _horner(tab, ci, cj, int(max(ti1, tj1)), x)
-    ci += int(tab[2])
-    cj += int(tab[2])
-    vd = _horner(tab, ci, cj, int(max(ti2, tj2)), x)
-    ci += int(tab[3])
-    cj += int(tab[3])
-    vd += rho * _horner(tab, ci, cj, int(max(ti3, tj3)), x)
-    return vp, vd * Q
+    ci = i + 2 + NB
+    cj = j + 2 + NB
+    pe, po, de, do = 0.0, 0.0, 0.0, 0.0  # four independent Horner chains, interleaved
+    for m in range(int(max(ki, kj)) - 1, -1, -1):
+        u = 4 * m
+        pe = pe * x + tab[ci + u] * tab[cj + u]
+        po = po * x + tab[ci + u + 1] * tab[cj + u + 1]
+        de = de * x + tab[ci + u + 2] * tab[cj + u + 2]
+        do = do * x + tab[ci + u + 3] * tab[cj + u + 3]
+    return pe + rho * po, (de + rho * do) * Q
 
 
 @njit(fastmath=_FASTMATH, cache=True)
