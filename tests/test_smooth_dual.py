@@ -45,7 +45,8 @@ CELLS = [
 def _reference(name, cells):
     nl = get_nonlinearity(name)
     ref = np.array([sd.reference_dual(nl, a, b, r) for a, b, r in cells])
-    diag = {v: sd.reference_dual(nl, v, v, 1.0) for v in {c[0] for c in cells} | {c[1] for c in cells}}
+    variances = {c[0] for c in cells} | {c[1] for c in cells}
+    diag = {v: sd.reference_dual(nl, v, v, 1.0) for v in variances}
     scale = np.array([[math.sqrt(diag[a][k] * diag[b][k]) for k in range(2)] for a, b, _ in cells])
     return ref, scale, diag
 
