@@ -466,6 +466,9 @@ def torch_dual(
     ra = torch.where(sa > 0, 1.0 / torch.where(sa > 0, sa, 1.0), 0.0)
     rb = torch.where(sb > 0, 1.0 / torch.where(sb > 0, sb, 1.0), 0.0)
     rho = (c * ra * rb).clamp(-1.0, 1.0).expand(shape)
+    # rho = 1 with a = b is the diagonal: its exact value, as for flagged identical states
+    at_one = (rho >= 1.0) & (a == b)
+    same = at_one if same is None else same.expand(shape) | at_one
     x = rho * rho
     k = torch.clamp((RHO_BINS * (1.0 - torch.sqrt(1.0 - rho.abs()))).long(), max=RHO_BINS - 1)
     ia_c, ib_c = ia.expand(shape), ib.expand(shape)
