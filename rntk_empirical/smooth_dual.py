@@ -388,6 +388,7 @@ class SmoothDual:
 
 
 MIN_TOL = 1e-12  # the grid interpolates to ~1e-13; tighter is not verifiable
+MAX_VARIANCE = 400.0  # beyond: not verified (the grid's cost grows with sqrt(var))
 
 
 def _qualify(nl: Nonlinearity, grid: CoefficientGrid, tol: float) -> None:
@@ -421,6 +422,10 @@ def prepare_smooth(
     nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
     if nl.closed_form:
         raise SmoothDualUnsupported(f"{nl.name} has a closed form")
+    if not var_max <= MAX_VARIANCE:
+        raise SmoothDualUnsupported(
+            f"{nl.name}: variance {var_max:.3g} is beyond the verified range {MAX_VARIANCE:g}"
+        )
     key = (nl.name, id(nl.phi), tol)
     have = _CACHE.get(key)
     if have is not None and have.var_max >= var_max:

@@ -58,8 +58,10 @@ def variance_range(name: str, sw: float, T: int) -> float:
     for t in range(T):
         S = sw * sw * K + x2[:, t].numpy() + 0.01
         top = max(top, float(S.max()))
+        if top > sd.MAX_VARIANCE:  # unbounded phi with a large s_w: grows geometrically
+            return math.inf
         if top > sm.var_max:
-            sm = sd.prepare_smooth(name, 2 * top)
+            sm = sd.prepare_smooth(name, min(2 * top, sd.MAX_VARIANCE))
         K = sm.grid.diagonal(np.sqrt(S))[:, 0]
     return top
 
@@ -104,7 +106,10 @@ def api_rate(name: str, readout: str, N: int, T: int, **kw) -> tuple[float, floa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="T = 1000 for the range, small API cases")
+    ap.add_argument("--names", default=",".join(NAMES), help="comma-separated nonlinearities")
+    ap.add_argument("--skip-error", action="store_true", help="skip sections 1-2 (slow)")
     args = ap.parse_args()
+    names = args.names.split(",")
     from rntk_empirical import smooth_dual as sd
     from rntk_empirical.analytic import numba_smooth
 
@@ -112,14 +117,15 @@ def main() -> None:
     print(f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     T_range = 1000 if args.quick else 10_000
     print(f"\n1-2. variance range of the diagonal recursion (T = {T_range}) and the error")
-    for name in NAMES:
+    for name in [] if args.skip_error else names:
         t0 = time.perf_counter()
         sd.prepare_smooth(name, 64.0)
         grid_s = time.perf_counter() - t0
         ranges = [variance_range(name, sw, T_range) for sw in (math.sqrt(2.0), 3.0)]
-        err, n = max_error(name, max(ranges))
+        err, n = max_error(name, min(max(ranges), sd.MAX_VARIANCE))
         print(
-            f"  {name:8s} max S: {ranges[0]:6.2f} (s_w=sqrt2), {ranges[1]:6.2f} (s_w=3)   "
+            f"  {name:8s} max S: {ranges[0]:6.2f} (s_w=sqrt2), {ranges[1]:6.2f} (s_w=3; inf: "
+            f"past {sd.MAX_VARIANCE:g}, the recursion diverges)  "
             f"max error {err:.1e} of the scale over {n} cells (a, b <= {max(ranges):.1f}); "
             f"grid {grid_s:.2f} s"
         )
@@ -135,7 +141,7 @@ def main() -> None:
     cases = [("last", 2000, 50), ("avg", 64, 150), ("avg", 2, 2000)]
     if args.quick:
         cases = [("last", 500, 50), ("avg", 32, 100), ("avg", 2, 1000)]
-    for name in NAMES:
+    for name in names:
         _, quad = api_rate(name, *small, quad_points=63)
         _, series = api_rate(name, *small)
         print(
