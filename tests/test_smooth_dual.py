@@ -131,3 +131,10 @@ def test_kinks_are_refused_with_the_reason(phi, why):
         sd.prepare_smooth(name, 4.0)
     with pytest.warns(UserWarning, match="Gauss-Hermite"):
         assert numba_smooth.table_or_none(name, np.ones(3), np.ones(3)) is None
+
+
+def test_variances_past_the_verified_range_are_refused():
+    """Past MAX_VARIANCE (unbounded phi with a large s_w diverges there) the series is not
+    verified: SmoothDualUnsupported, so the caller keeps the Gauss-Hermite rule."""
+    with pytest.raises(sd.SmoothDualUnsupported, match="verified range"):
+        sd.prepare_smooth("tanh", 2.0 * sd.MAX_VARIANCE)
