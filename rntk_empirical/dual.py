@@ -58,6 +58,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from rntk_empirical import smooth_dual
 from rntk_empirical.activations import Nonlinearity, get_nonlinearity
 
 # (a, b, c[, same]) -> (V_phi, V_dphi); ``same``: optional bool mask of identical states
@@ -279,7 +280,7 @@ def get_fused_dual(
     nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
     if nl.closed_form and nl.name in _FUSED:
         return _FUSED[nl.name]
-    ref = get_dual(nl, quad_points)
+    ref = get_dual(nl, quad_points)  # the smooth-dual series where it qualifies (get_dual)
 
     def fn(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
         v_phi, v_dphi = ref(a, b, S, same)
@@ -305,6 +306,11 @@ def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_P
         return _CLOSED_FORMS[nl.name]
 
     def fn(a, b, c, same=None):
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, c))
+        if not grad and quad_points == DEFAULT_QUAD_POINTS:  # else the rule asked for
+            smooth = smooth_dual.prepared_or_none(nl, a, b)
+            if smooth is not None:  # no grad through the series' coefficients
+                return smooth_dual.torch_dual(smooth, a, b, c, same)
         return quadrature_dual(nl, a, b, c, quad_points, same)
 
     return fn

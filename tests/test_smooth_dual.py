@@ -133,6 +133,28 @@ def test_kinks_are_refused_with_the_reason(phi, why):
         assert numba_smooth.table_or_none(name, np.ones(3), np.ones(3)) is None
 
 
+def test_get_dual_takes_the_series_without_grad():
+    """dual_activations of tanh: the series (within the contract of the reference) when no
+    grad is asked for; the Gauss-Hermite rule (differentiable) when it is, and when
+    quad_points is not the default."""
+    from rntk_empirical.dual import dual_activations, quadrature_dual
+
+    a, b, rho = torch.tensor([[9.0]]), torch.tensor([[4.0]]), 0.97
+    c = torch.tensor([[rho * 6.0]])
+    ref, scale, _ = _reference("tanh", [(9.0, 4.0, rho)])
+    vp, vd = dual_activations("tanh", a, b, c)
+    assert abs(float(vp) - ref[0, 0]) <= 1e-9 * scale[0, 0]
+    assert abs(float(vd) - ref[0, 1]) <= 1e-9 * scale[0, 1]
+    rule = quadrature_dual(get_nonlinearity("tanh"), a, b, c)
+    assert abs(float(rule[0]) - ref[0, 0]) > 1e-8 * scale[0, 0]  # the rule errs more here
+    cg = c.clone().requires_grad_(True)
+    gp, _ = dual_activations("tanh", a, b, cg)
+    assert float(gp.detach()) == float(rule[0]) and gp.requires_grad
+    assert float(dual_activations("tanh", a, b, c, quad_points=32)[0]) == float(
+        quadrature_dual(get_nonlinearity("tanh"), a, b, c, 32)[0]
+    )
+
+
 def test_variances_past_the_verified_range_are_refused():
     """Past MAX_VARIANCE (unbounded phi with a large s_w diverges there) the series is not
     verified: SmoothDualUnsupported, so the caller keeps the Gauss-Hermite rule."""

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from rntk_empirical.activations import get_nonlinearity
+from rntk_empirical.analytic import numba_smooth
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
 
 try:  # optional dependency
@@ -251,6 +252,8 @@ def _rule(tab, sa, sb, rho, tau):
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _quadrature(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
+    if tab[0] < 0.0:  # the smooth-dual series (g: block offsets; numba_smooth.prepare)
+        return numba_smooth.cell(S, Q, ri, rj, fi, fj, gi, gj, lo, tab)
     rho = min(max(S * ri * rj, lo), 1.0)
     tau = math.sqrt(max(1.0 - rho * rho, 0.0))
     p1, d1 = _rule(tab, fi, fj, rho, tau)
@@ -840,7 +843,13 @@ def kernel_bank(
     out = np.zeros((L, len(wanted), 2, N1, N2))
     nl = nonlinearity_code(nonlinearity)
     tab = _NO_TABLE
-    if nl == QUADRATURE:
+    smooth = nl == QUADRATURE and quad_points == DEFAULT_QUAD_POINTS  # else the rule asked for
+    offsets = numba_smooth.table_or_none(nonlinearity, var1, var2) if smooth else None
+    if offsets is not None:  # g factors: the sides' block offsets in the series table
+        tab, (o1, o2) = offsets
+        f1[2], f2[2] = o1, numba_smooth.HEAD
+        f2[2, :, :, :N2] = o2.transpose(0, 2, 1)
+    elif nl == QUADRATURE:
         var_max = max(float(var1.max(initial=0.0)), float(var2.max(initial=0.0)))
         tab = quadrature_table(nonlinearity, var_max, quad_points)
     order = _balanced_rows(N1, symmetric)
@@ -853,8 +862,12 @@ def kernel_bank(
         chunk = min(chunk, max(1, 2**20 // N2))
     if pairs:
         f2n = np.stack(_factors(nonlinearity, var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
+        if offsets is not None:
+            f2n[:, 2] = offsets[1][1].transpose(1, 0, 2)
         px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
         px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
+        if offsets is not None:  # the padding's scratch cells read a valid block
+            pf1[:, 2, :, :PAD] = pf2[:, 2, :, :PAD] = numba_smooth.HEAD
         len1, len2 = var1.shape[2] - s1, var2.shape[2] - s2[:N2]
     for s in range(0, N1, chunk):
         rows = order[s : s + chunk]
