@@ -253,8 +253,10 @@ def _lookup(nonlinearity: str | Nonlinearity) -> Nonlinearity:
 def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS) -> DualFn:
     """The function ``(a, b, c, same=None) -> (V_phi, V_dphi)`` for a nonlinearity (name or
     object); ``same``: optional bool mask of identical states (module docstring). The
-    closed form where the nonlinearity has one, else its ``fast_dual`` if set, else
-    Gauss-Hermite quadrature with ``quad_points`` points per dimension."""
+    closed form where the nonlinearity has one, else its ``fast_dual`` if set, else (no grad
+    asked, default ``quad_points``) the smooth-dual series of :mod:`rntk_empirical.smooth_dual`
+    where the nonlinearity qualifies for its error contract, else Gauss-Hermite quadrature
+    with ``quad_points`` points per dimension."""
     nl = _lookup(nonlinearity)
     if nl.dual is not None:
         return nl.dual
@@ -262,6 +264,13 @@ def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_P
         return nl.fast_dual
 
     def fn(a, b, c, same=None):
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (a, b, c))
+        if not grad and quad_points == DEFAULT_QUAD_POINTS:  # else the rule asked for
+            from rntk_empirical import smooth_dual  # imports the registry, which imports this
+
+            smooth = smooth_dual.prepared_or_none(nl, a, b)
+            if smooth is not None:  # the Mehler series (no grad through its coefficients)
+                return smooth_dual.torch_dual(smooth, a, b, c, same)
         return quadrature_dual(nl, a, b, c, quad_points, same)
 
     return fn

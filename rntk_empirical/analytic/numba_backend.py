@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from rntk_empirical.activations import available_nonlinearities, get_nonlinearity
+from rntk_empirical.analytic import numba_smooth
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
 from rntk_empirical.nonlinearities import CompiledDual, Nonlinearity
 from rntk_empirical.nonlinearities.compiled import FASTMATH, fast_asin, njit, numba, prange
@@ -194,6 +195,8 @@ def _rule(tab, sa, sb, rho, tau):
 
 @njit(inline="always", fastmath=_FASTMATH)
 def _quadrature(S, Q, ri, rj, fi, fj, gi, gj, lo, tab):
+    if tab[0] < 0.0:  # the smooth-dual series (g: block offsets; numba_smooth.prepare)
+        return numba_smooth.cell(S, Q, ri, rj, fi, fj, gi, gj, lo, tab)
     rho = min(max(S * ri * rj, lo), 1.0)
     tau = math.sqrt(max(1.0 - rho * rho, 0.0))
     p1, d1 = _rule(tab, fi, fj, rho, tau)
@@ -667,6 +670,10 @@ def _source_digest(dual: CompiledDual) -> str:
     return h.hexdigest()[:10]
 
 
+def _file_digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+
+
 def _kernels(nonlinearity: str | Nonlinearity) -> _Kernels | None:
     """The compiled entry points of a nonlinearity (built on first use), None if it has a
     closed form without a compiled dual. Every quadrature dual shares one set (phi is in
@@ -677,7 +684,8 @@ def _kernels(nonlinearity: str | Nonlinearity) -> _Kernels | None:
     dual = QUADRATURE_DUAL if nl.compiled is None else nl.compiled
     key = ("", dual) if dual is QUADRATURE_DUAL else (nl.name, dual)
     if key not in _COMPILED:
-        tag = "quadrature"
+        # the quadrature cell inlines numba_smooth.cell: numba checks only this file
+        tag = f"quadrature_{_file_digest(numba_smooth.__file__)}"
         if dual is not QUADRATURE_DUAL:
             tag = f"{re.sub(r'[^0-9A-Za-z]', '_', nl.name)}_{_source_digest(dual)}"
         _COMPILED[key] = _Kernels(dual, tag)
@@ -814,7 +822,14 @@ def kernel_bank(
     packed = np.array([sw2, su2, sb2, sv2, kb, 1.0 if kb_keys else 0.0])
     L, T = var1.shape[0], var1.shape[2]
     tab = _NO_TABLE
-    if get_nonlinearity(nonlinearity).compiled is None:  # the tabulated quadrature
+    quadrature = get_nonlinearity(nonlinearity).compiled is None
+    smooth = quadrature and quad_points == DEFAULT_QUAD_POINTS  # else the rule asked for
+    offsets = numba_smooth.table_or_none(nonlinearity, var1, var2) if smooth else None
+    if offsets is not None:  # g factors: the sides' block offsets in the series table
+        tab, (o1, o2) = offsets
+        f1[2], f2[2] = o1, numba_smooth.HEAD
+        f2[2, :, :, :N2] = o2.transpose(0, 2, 1)
+    elif quadrature:  # the tabulated Gauss-Hermite rule
         var_max = max(float(var1.max(initial=0.0)), float(var2.max(initial=0.0)))
         tab = quadrature_table(nonlinearity, var_max, quad_points)
     order = _balanced_rows(N1, symmetric)
@@ -843,8 +858,12 @@ def kernel_bank(
         if pairs:
             chunk = min(chunk, max(1, 2**20 // N2))
             f2n = np.stack(kernels.factors(var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
+            if offsets is not None:
+                f2n[:, 2] = offsets[1][1].transpose(1, 0, 2)
             px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
             px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
+            if offsets is not None:  # the padding's scratch cells read a valid block
+                pf1[:, 2, :, :PAD] = pf2[:, 2, :, :PAD] = numba_smooth.HEAD
             len1, len2 = T - s1, var2.shape[2] - s2[:N2]
         for s in range(0, N1, chunk):
             rows = order[s : s + chunk]

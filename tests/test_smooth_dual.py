@@ -1,0 +1,162 @@
+"""The smooth-nonlinearity dual (Mehler series) against the high-order reference: the error
+contract |V - V_ref| <= tol sqrt(V(a,a,1) V(b,b,1)) on a grid of cells including rho -> +-1,
+a = b, a or b -> 0 and identical states, for tanh, softplus, sigmoid, swish and GELU."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rntk_empirical import smooth_dual as sd
+from rntk_empirical.activations import get_nonlinearity, register_nonlinearity
+from rntk_empirical.analytic import numba_smooth
+
+F = torch.nn.functional
+SMOOTH = {
+    "tanh": None,
+    "smooth_test_softplus": F.softplus,
+    "smooth_test_sigmoid": torch.sigmoid,
+    "smooth_test_swish": lambda x: x * torch.sigmoid(x),
+    "smooth_test_gelu": F.gelu,
+}
+for _name, _phi in SMOOTH.items():
+    if _phi is not None:
+        register_nonlinearity(_name, _phi)
+
+# (a, b, rho): generic cells, rho -> +-1, a = b, a or b -> 0, large variances; the last
+# (16, 16, 0.9999) is past the series for tanh (the 2-D rule takes it)
+CELLS = [
+    (1.0, 1.0, 0.3),
+    (2.0, 0.5, -0.7),
+    (4.0, 4.0, 0.999999),
+    (4.0, 4.0, -1.0),
+    (9.0, 2.0, 0.99),
+    (0.0, 3.0, 0.4),
+    (1e-8, 2.0, 0.9),
+    (12.0, 12.0, 0.95),
+    (25.0, 1.0, -0.5),
+    (16.0, 16.0, 0.9999),
+]
+
+
+def _reference(name, cells):
+    nl = get_nonlinearity(name)
+    ref = np.array([sd.reference_dual(nl, a, b, r) for a, b, r in cells])
+    variances = {c[0] for c in cells} | {c[1] for c in cells}
+    diag = {v: sd.reference_dual(nl, v, v, 1.0) for v in variances}
+    scale = np.array([[math.sqrt(diag[a][k] * diag[b][k]) for k in range(2)] for a, b, _ in cells])
+    return ref, scale, diag
+
+
+@pytest.mark.parametrize("name", list(SMOOTH))
+def test_series_meets_the_error_contract(name):
+    """Compiled cells (as the recursion evaluates them) and the torch evaluator within
+    tol = 1e-9 of the scale, measured ~2.5e-10 (the per-part bound is tol / 4)."""
+    ref, scale, diag = _reference(name, CELLS)
+    a, b, r = (np.array(col, dtype=np.float64) for col in zip(*CELLS))
+    vp, vd = numba_smooth.evaluate(name, a, b, r)
+    err = np.abs(np.stack([vp, vd], 1) - ref) / np.maximum(scale, 1e-300)
+    err[scale == 0] = np.abs(np.stack([vp, vd], 1) - ref)[scale == 0]  # exact zeros (a = 0)
+    assert err.max() <= sd.DEFAULT_TOL, (name, err.max(axis=1))
+    assert err.max() > 1e-14  # the grid includes cells where the truncation shows
+    sm = sd.prepare_smooth(name, 25.0)
+    t = [torch.tensor(x) for x in (a, b, r * np.sqrt(a * b))]
+    tp, td = sd.torch_dual(sm, *t)
+    err_t = np.abs(np.stack([tp.numpy(), td.numpy()], 1) - ref) / np.maximum(scale, 1e-300)
+    assert np.nanmax(np.where(scale > 0, err_t, 0.0)) <= sd.DEFAULT_TOL
+    # identical states: exactly the diagonal values (V(a, a, 1) = E[phi(sqrt(a) z)^2])
+    v = np.array([0.5, 6.0, 20.0])
+    sp, sdd = numba_smooth.evaluate(name, v, v, np.ones(3), same=np.ones(3, bool))
+    for k, x in enumerate(v):
+        want = sd.reference_dual(get_nonlinearity(name), x, x, 1.0)
+        assert abs(sp[k] - want[0]) <= 1e-12 * want[0]
+        assert abs(sdd[k] - want[1]) <= 1e-12 * want[1]
+
+
+def test_symmetric_in_the_two_variances():
+    """V(a, b, rho) = V(b, a, rho) to rounding (rho = S r_a r_b itself rounds by order)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(0, 20, 400), rng.uniform(0, 20, 400)
+    r = np.concatenate([rng.uniform(-1, 1, 390), [0.99999, -0.99999] * 5])
+    p1, d1 = numba_smooth.evaluate("tanh", a, b, r)
+    p2, d2 = numba_smooth.evaluate("tanh", b, a, r)
+    assert np.abs(p1 - p2).max() <= 1e-14 and np.abs(d1 - d2).max() <= 1e-14
+
+
+def test_tighter_tolerance_costs_terms():
+    """tol = 1e-11 holds on the hardest series cells and needs more terms than 1e-9."""
+    cells = [(4.0, 4.0, 0.999), (9.0, 2.0, 0.97), (1.0, 3.0, -0.9)]
+    ref, scale, _ = _reference("tanh", cells)
+    a, b, r = (np.array(col) for col in zip(*cells))
+    vp, vd = numba_smooth.evaluate("tanh", a, b, r, tol=1e-11)
+    assert (np.abs(np.stack([vp, vd], 1) - ref) / scale).max() <= 1e-11
+    sm = sd.prepare_smooth("tanh", 9.0)
+    loose = sd.side_table(sm.grid, a, 1e-9).terms
+    tight = sd.side_table(sd.prepare_smooth("tanh", 9.0, 1e-11).grid, a, 1e-11).terms
+    both = (tight >= 0) & (loose >= 0)  # bins covered at both tolerances
+    assert (tight[both] >= loose[both]).all() and (tight[both] > loose[both]).any()
+    assert ((tight < 0) >= (loose < 0)).all()  # a tighter tol covers no more bins
+
+
+def test_reference_against_adaptive_scipy():
+    """The reference (trapezoid rules, refined) against scipy's adaptive dblquad at one
+    cell in the standard basis: ~1e-12 agreement."""
+    from scipy.integrate import dblquad
+
+    a, b, rho = 2.0, 3.0, 0.6
+    tau = math.sqrt(1 - rho * rho)
+
+    def f(z2, z1):
+        u, v = math.sqrt(a) * z1, math.sqrt(b) * (rho * z1 + tau * z2)
+        return math.tanh(u) * math.tanh(v) * math.exp(-0.5 * (z1 * z1 + z2 * z2)) / (2 * math.pi)
+
+    want, _ = dblquad(f, -9, 9, -9, 9, epsabs=1e-14, epsrel=1e-13)
+    got = sd.reference_dual(get_nonlinearity("tanh"), a, b, rho)[0]
+    assert abs(got - want) <= 1e-11
+
+
+@pytest.mark.parametrize(
+    "phi,why",
+    [(lambda x: F.leaky_relu(x, 0.1), "does not converge"), (F.hardtanh, "interpolate")],
+)
+def test_kinks_are_refused_with_the_reason(phi, why):
+    """A kink (leaky ReLU: a jump in phi') or a clipped function (hard tanh) cannot meet the
+    contract: SmoothDualUnsupported says why, and table_or_none warns once and returns None."""
+    name = f"smooth_test_kink_{why.split()[0]}"
+    register_nonlinearity(name, phi)
+    with pytest.raises(sd.SmoothDualUnsupported, match=why):
+        sd.prepare_smooth(name, 4.0)
+    with pytest.warns(UserWarning, match="Gauss-Hermite"):
+        assert numba_smooth.table_or_none(name, np.ones(3), np.ones(3)) is None
+
+
+def test_get_dual_takes_the_series_without_grad():
+    """dual_activations of tanh: the series (within the contract of the reference) when no
+    grad is asked for; the Gauss-Hermite rule (differentiable) when it is, and when
+    quad_points is not the default."""
+    from rntk_empirical.dual import dual_activations, quadrature_dual
+
+    a, b, rho = torch.tensor([[9.0]]), torch.tensor([[4.0]]), 0.97
+    c = torch.tensor([[rho * 6.0]])
+    ref, scale, _ = _reference("tanh", [(9.0, 4.0, rho)])
+    vp, vd = dual_activations("tanh", a, b, c)
+    assert abs(float(vp) - ref[0, 0]) <= 1e-9 * scale[0, 0]
+    assert abs(float(vd) - ref[0, 1]) <= 1e-9 * scale[0, 1]
+    rule = quadrature_dual(get_nonlinearity("tanh"), a, b, c)
+    assert abs(float(rule[0]) - ref[0, 0]) > 1e-8 * scale[0, 0]  # the rule errs more here
+    cg = c.clone().requires_grad_(True)
+    gp, _ = dual_activations("tanh", a, b, cg)
+    assert float(gp.detach()) == float(rule[0]) and gp.requires_grad
+    assert float(dual_activations("tanh", a, b, c, quad_points=32)[0]) == float(
+        quadrature_dual(get_nonlinearity("tanh"), a, b, c, 32)[0]
+    )
+
+
+def test_variances_past_the_verified_range_are_refused():
+    """Past MAX_VARIANCE (unbounded phi with a large s_w diverges there) the series is not
+    verified: SmoothDualUnsupported, so the caller keeps the Gauss-Hermite rule."""
+    with pytest.raises(sd.SmoothDualUnsupported, match="verified range"):
+        sd.prepare_smooth("tanh", 2.0 * sd.MAX_VARIANCE)
