@@ -1,5 +1,12 @@
-r"""Training a finite RNN next to its linearization, with kernel-drift tracking.
+r"""The one trainer (:func:`fit` with :class:`Callback` hooks) and the drift tracking built on it.
 
+:func:`fit` owns the loop over steps: the minibatch, the loss (a function of the parameters),
+the optimizer step, divergence detection, atomic checkpoints read back through the safe
+loader, and the hooks at start, record steps, after each step and at the end. The drift
+experiment's configuration is :func:`train_and_track` (a :class:`DriftTracker` callback);
+the finite-versus-infinite study's lives in its experiment.
+
+Drift tracking trains a finite RNN next to its linearization.
 The loss is the mean squared error L(theta) = 1/(2N) sum_i (f(x_i) - y_i)^2 over the N
 training sequences. Full-batch gradient descent with learning rate eta moves the outputs,
 to first order, by f <- f - (eta/N) Theta (f - y): the kernel regime. Three predictions of
@@ -24,7 +31,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -38,7 +45,10 @@ from rntk_empirical.safe_io import ReadBackWarning, UnreadableFile, load_torch
 from rntk_empirical.sequences import Sequences
 
 OPTIMIZERS = ("gd", "sgd", "adam")
-CHECKPOINT_KEYS = ("step", "params", "lin", "theta0", "opt", "gen", "history", "ntk0")
+# Keys the trainer writes into every checkpoint; callbacks add theirs (``Callback.state_keys``).
+TRAINER_CHECKPOINT_KEYS = ("step", "params", "opt", "gen", "loss0", "seconds")
+# A drift checkpoint: the trainer's keys and the DriftTracker's.
+CHECKPOINT_KEYS = TRAINER_CHECKPOINT_KEYS + ("lin", "theta0", "history", "ntk0")
 
 
 class CheckpointError(UnreadableFile):
@@ -234,6 +244,264 @@ class Linearization:
         self.opt.load_state_dict(state["opt"])
 
 
+# --------------------------------------------------------------------------- the trainer
+
+
+@dataclass
+class TrainState:
+    """What :func:`fit` shares with its callbacks.
+
+    ``step`` is the current step (the parameters have taken ``step`` updates); ``batch`` the
+    indices of this step's minibatch; ``loss`` this step's loss tensor (with its graph) and
+    ``loss_value`` its float; ``loss0`` the first step's loss value (the divergence reference).
+    """
+
+    model: ElmanRNN
+    params: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    batch: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    loss_value: float = float("nan")
+    loss0: float | None = None
+    diverged: bool = False
+    diverged_at: int | None = None
+    seconds: float = 0.0
+
+    def diverge(self) -> None:
+        """Mark the run diverged at this step; the trainer stops after the record hooks."""
+        self.diverged, self.diverged_at = True, self.step
+
+
+class Callback:
+    """Hooks of :func:`fit`; each is optional. A callback that has state to resume lists its
+    checkpoint keys in ``state_keys`` and returns them from :meth:`state_dict`."""
+
+    state_keys: tuple[str, ...] = ()
+
+    def on_start(self, state: TrainState, checkpoint: dict | None) -> None:
+        """Before the first step; ``checkpoint`` is the resumed checkpoint or None (fresh)."""
+
+    def on_record(self, state: TrainState) -> None:
+        """At steps 0, ``record_every``, ... and the last, after the loss of that step is known;
+        also when that loss diverged (``state.diverged``), so a callback can record the failure
+        or skip it. A callback may call ``state.diverge()`` (its own stopping rule)."""
+
+    def after_step(self, state: TrainState) -> None:
+        """After the optimizer step of ``state.step`` (before progress and checkpoint)."""
+
+    def on_end(self, state: TrainState) -> None:
+        """After the last step, or after the step that diverged."""
+
+    def state_dict(self) -> dict:
+        """The callback's checkpoint entries (keys ``state_keys``)."""
+        return {}
+
+
+def fit(
+    model: ElmanRNN,
+    loss_fn: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+    n_train: int,
+    settings: TrainSettings,
+    callbacks: Sequence[Callback] = (),
+    diverge_on_growth: bool = True,
+    checkpoint_path: str | os.PathLike | None = None,
+    config_hash: str | None = None,
+    strict_checkpoint: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> TrainState:
+    """The one training loop: ``settings.steps`` optimizer steps on ``loss_fn`` with callbacks.
+
+    Step s (0 <= s <= steps): draw the minibatch B (``sgd`` with ``batch_size``; otherwise all
+    ``n_train`` indices), evaluate ``loss = loss_fn(params, B)`` (params: the model's live
+    parameters by name); a NaN/Inf loss, or with ``diverge_on_growth`` a loss above
+    ``settings.diverge_factor`` times the first step's loss, marks the run diverged. At record
+    steps the callbacks' :meth:`Callback.on_record` run; a diverged run then stops (as does the
+    last step); otherwise the optimizer takes the gradient step, the callbacks'
+    :meth:`Callback.after_step` run, ``progress(s + 1)`` is called, and every
+    ``settings.checkpoint_every`` steps the trainer's and callbacks' state is written
+    atomically to ``checkpoint_path``. An existing checkpoint there is resumed when
+    :func:`resume_checkpoint` accepts it (safe loader, same ``config_hash``, all keys present);
+    otherwise the run starts afresh with a one-line :class:`CheckpointWarning`
+    (``strict_checkpoint``: :class:`CheckpointError`).
+
+    Returns:
+        The final :class:`TrainState` (``diverged``, ``diverged_at``, ``seconds``).
+    """
+    params = dict(model.named_parameters())
+    opt = _make_optimizer(settings, list(params.values()))
+    gen = torch.Generator().manual_seed(settings.seed)
+    state = TrainState(model, params, opt, gen)
+    keys = TRAINER_CHECKPOINT_KEYS + tuple(k for cb in callbacks for k in cb.state_keys)
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"checkpoint keys of the trainer and callbacks collide: {keys}")
+    ck = resume_checkpoint(checkpoint_path, config_hash, params, keys, strict_checkpoint)
+    if ck is not None:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(ck["params"][n])
+        opt.load_state_dict(ck["opt"])
+        gen.set_state(ck["gen"])
+        state.step, state.loss0, state.seconds = ck["step"], ck["loss0"], ck["seconds"]
+    for cb in callbacks:
+        cb.on_start(state, ck)
+    device = next(iter(params.values())).device
+    t_start = time.perf_counter() - state.seconds
+    for step in range(state.step, settings.steps + 1):
+        state.step = step
+        last = step == settings.steps
+        state.batch = _batch(n_train, settings, gen, device)
+        with torch.enable_grad():
+            state.loss = loss_fn(params, state.batch)
+        state.loss_value = lv = float(state.loss.detach())
+        if state.loss0 is None:
+            state.loss0 = lv
+        if not math.isfinite(lv) or (
+            diverge_on_growth and lv > settings.diverge_factor * max(state.loss0, 1e-30)
+        ):
+            state.diverge()
+        if step % settings.record_every == 0 or last:
+            for cb in callbacks:
+                cb.on_record(state)
+        if state.diverged or last:
+            break
+        opt.zero_grad(set_to_none=True)
+        state.loss.backward()
+        opt.step()
+        for cb in callbacks:
+            cb.after_step(state)
+        if progress is not None:
+            progress(step + 1)
+        if checkpoint_path and (step + 1) % settings.checkpoint_every == 0:
+            state.seconds = time.perf_counter() - t_start
+            entries = {
+                "step": step + 1,
+                "params": {n: p.detach() for n, p in params.items()},
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "loss0": state.loss0,
+                "seconds": state.seconds,
+                "config_hash": config_hash,
+            }
+            for cb in callbacks:
+                entries.update(cb.state_dict())
+            atomic_torch_save(checkpoint_path, entries)
+    state.loss = None  # drop the graph
+    state.seconds = time.perf_counter() - t_start
+    for cb in callbacks:
+        cb.on_end(state)
+    return state
+
+
+# --------------------------------------------------------------------------- drift tracking
+class DriftTracker(Callback):
+    """The drift experiment's callback: the loss 1/(2|B|) sum_{i in B} (f(x_i) - y_i)^2
+    (:meth:`loss`), the linearized twin (:class:`Linearization`, stepped after each network
+    step) and a :class:`History` row at every record step (see :func:`train_and_track`).
+    A recorded train loss above ``settings.diverge_factor`` times the initial one, or NaN/Inf,
+    stops the run as diverged."""
+
+    state_keys = ("lin", "theta0", "history", "ntk0")
+
+    def __init__(
+        self,
+        model: ElmanRNN,
+        train: tuple[Sequences, torch.Tensor],
+        test: tuple[Sequences, torch.Tensor],
+        probe: Sequences,
+        settings: TrainSettings,
+        kernel_predictions: dict[str, KernelPredictions] | None = None,
+    ) -> None:
+        (self.xs, self.ys), (self.xt, self.yt) = train, test
+        if self.ys.shape != (self.xs.n,) or self.yt.shape != (self.xt.n,):
+            raise ValueError("targets must be (N,) tensors matching their sequences")
+        self.model, self.probe, self.settings = model, probe, settings
+        self.kernel_predictions = kernel_predictions
+        self.args_train = model.forward_args(self.xs)
+        self.args_test = model.forward_args(self.xt)
+        self.history = History()
+        self.lin: Linearization | None = None
+
+    def f_train(self, p: dict) -> torch.Tensor:
+        return self.model.apply_padded(p, *self.args_train)[:, 0]
+
+    def f_test(self, p: dict) -> torch.Tensor:
+        return self.model.apply_padded(p, *self.args_test)[:, 0]
+
+    def loss(self, params: dict, batch: torch.Tensor) -> torch.Tensor:
+        """1/(2|B|) sum_{i in B} (f(x_i) - y_i)^2."""
+        return 0.5 * ((self.f_train(params) - self.ys)[batch] ** 2).mean()
+
+    def on_start(self, state: TrainState, checkpoint: dict | None) -> None:
+        model = self.model
+        if checkpoint is not None:
+            dev = next(iter(state.params.values())).device
+            self.theta0 = {n: t.to(dev) for n, t in checkpoint["theta0"].items()}
+            self.history = History(**checkpoint["history"])
+            self.ntk0 = checkpoint["ntk0"].to(dev)
+        else:
+            self.theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+            self.ntk0 = empirical_ntk(model, self.probe)
+        with torch.no_grad():
+            f0_train, f0_test = self.f_train(self.theta0), self.f_test(self.theta0)
+        if self.settings.track_linearized:
+            self.lin = Linearization(
+                model,
+                self.xs,
+                self.xt,
+                self.theta0,
+                self.f_train,
+                self.f_test,
+                f0_train,
+                f0_test,
+                self.settings,
+                self.settings.linearization,
+            )
+            if checkpoint is not None and checkpoint["lin"] is not None:
+                self.lin.load_state_dict(checkpoint["lin"])
+        self.loss0 = mse(f0_train, self.ys)
+
+    def on_record(self, state: TrainState) -> None:
+        hist, step = self.history, state.step
+        if step not in hist.step:
+            _record(
+                hist,
+                step,
+                self.model,
+                self.f_train,
+                self.f_test,
+                self.ys,
+                self.yt,
+                self.probe,
+                self.ntk0,
+                self.theta0,
+                self.lin,
+                self.kernel_predictions,
+                self.settings,
+            )
+        last = hist.train_loss[-1]
+        if not math.isfinite(last) or last > self.settings.diverge_factor * max(self.loss0, 1e-30):
+            state.diverge()
+
+    def after_step(self, state: TrainState) -> None:
+        # linearized step: gradient J_0^T r / |batch| with r restricted to the batch
+        if self.lin is not None:
+            self.lin.step(state.batch, self.ys)
+
+    def on_end(self, state: TrainState) -> None:
+        self.history.diverged, self.history.diverged_at = state.diverged, state.diverged_at
+        self.history.seconds = state.seconds
+
+    def state_dict(self) -> dict:
+        return {
+            "lin": None if self.lin is None else self.lin.state_dict(),
+            "theta0": self.theta0,
+            "history": asdict(self.history),
+            "ntk0": self.ntk0,
+        }
+
+
 def train_and_track(
     model: ElmanRNN,
     train: tuple[Sequences, torch.Tensor],
@@ -246,7 +514,9 @@ def train_and_track(
     config_hash: str | None = None,
     strict_checkpoint: bool = False,
 ) -> History:
-    """Train ``model`` in place and record the quantities listed in the module docstring.
+    """Train ``model`` in place and record the quantities listed in the module docstring:
+    :func:`fit` with a :class:`DriftTracker` (the network's own divergence rule: a NaN/Inf
+    minibatch loss; the tracker's: the recorded train loss).
 
     Args:
         model: the network (its current parameters are theta_0, unless resuming).
@@ -270,121 +540,20 @@ def train_and_track(
     Returns:
         The :class:`History`.
     """
-    (xs, ys), (xt, yt) = train, test
-    if ys.shape != (xs.n,) or yt.shape != (xt.n,):
-        raise ValueError("targets must be (N,) tensors matching their sequences")
-    args_train, args_test = model.forward_args(xs), model.forward_args(xt)
-    theta0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    def f_train(p):
-        return model.apply_padded(p, *args_train)[:, 0]
-
-    def f_test(p):
-        return model.apply_padded(p, *args_test)[:, 0]
-
-    hist = History()
-    start = 0
-    opt = _make_optimizer(settings, list(model.parameters()))
-    gen = torch.Generator().manual_seed(settings.seed)
-    lin_state = None
-
-    ck = resume_checkpoint(
-        checkpoint_path, config_hash, dict(model.named_parameters()), strict=strict_checkpoint
+    tracker = DriftTracker(model, train, test, probe, settings, kernel_predictions)
+    fit(
+        model,
+        tracker.loss,
+        tracker.xs.n,
+        settings,
+        [tracker],
+        diverge_on_growth=False,
+        checkpoint_path=checkpoint_path,
+        config_hash=config_hash,
+        strict_checkpoint=strict_checkpoint,
+        progress=progress,
     )
-    if ck is not None:
-        dev = next(iter(theta0.values())).device
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                p.copy_(ck["params"][n])
-            theta0 = {n: t.to(dev) for n, t in ck["theta0"].items()}
-        opt.load_state_dict(ck["opt"])
-        lin_state = ck["lin"]
-        gen.set_state(ck["gen"])
-        hist = History(**ck["history"])
-        start = ck["step"]
-        ntk0 = ck["ntk0"].to(dev)
-    else:
-        ntk0 = empirical_ntk(model, probe)
-    with torch.no_grad():
-        f0_train, f0_test = f_train(theta0), f_test(theta0)
-
-    lin = None
-    if settings.track_linearized:
-        lin = Linearization(
-            model,
-            xs,
-            xt,
-            theta0,
-            f_train,
-            f_test,
-            f0_train,
-            f0_test,
-            settings,
-            settings.linearization,
-        )
-        if lin_state is not None:
-            lin.load_state_dict(lin_state)
-
-    t_start = time.perf_counter() - hist.seconds
-    loss0 = mse(f0_train, ys)
-    for step in range(start, settings.steps + 1):
-        if step % settings.record_every == 0 or step == settings.steps:
-            if step not in hist.step:
-                _record(
-                    hist,
-                    step,
-                    model,
-                    f_train,
-                    f_test,
-                    ys,
-                    yt,
-                    probe,
-                    ntk0,
-                    theta0,
-                    lin,
-                    kernel_predictions,
-                    settings,
-                )
-            last = hist.train_loss[-1]
-            if not math.isfinite(last) or last > settings.diverge_factor * max(loss0, 1e-30):
-                hist.diverged, hist.diverged_at = True, step
-                break
-        if step == settings.steps:
-            break
-        batch = _batch(xs.n, settings, gen, ys.device)
-        # network step
-        opt.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            out = model.apply_padded(dict(model.named_parameters()), *args_train)[:, 0]
-            loss = 0.5 * ((out - ys)[batch] ** 2).mean()
-            if not torch.isfinite(loss):
-                hist.diverged, hist.diverged_at = True, step
-                break
-            loss.backward()
-        opt.step()
-        # linearized step: gradient J_0^T r / |batch| with r restricted to the batch
-        if lin is not None:
-            lin.step(batch, ys)
-        if progress is not None:
-            progress(step + 1)
-        if checkpoint_path and (step + 1) % settings.checkpoint_every == 0:
-            hist.seconds = time.perf_counter() - t_start
-            atomic_torch_save(
-                checkpoint_path,
-                {
-                    "step": step + 1,
-                    "params": {n: p.detach() for n, p in model.named_parameters()},
-                    "lin": None if lin is None else lin.state_dict(),
-                    "theta0": theta0,
-                    "opt": opt.state_dict(),
-                    "gen": gen.get_state(),
-                    "history": asdict(hist),
-                    "ntk0": ntk0,
-                    "config_hash": config_hash,
-                },
-            )
-    hist.seconds = time.perf_counter() - t_start
-    return hist
+    return tracker.history
 
 
 def load_checkpoint(

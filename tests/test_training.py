@@ -12,8 +12,10 @@ from rntk_empirical import Architecture, ElmanRNN, empirical_ntk
 from rntk_empirical.kernel_machines import gradient_descent_mse
 from rntk_empirical.tasks import synthetic_regression
 from rntk_empirical.training import (
+    Callback,
     KernelPredictions,
     TrainSettings,
+    fit,
     kernel_learning_rate,
     train_and_track,
 )
@@ -105,6 +107,57 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
 def test_divergence_is_recorded_not_raised():
     h = run(32, lr_scale=40.0, steps=40, every=5)
     assert h.diverged and h.diverged_at is not None and h.diverged_at <= 40
+
+
+class _Log(Callback):
+    def __init__(self):
+        self.records, self.steps, self.ended = [], [], None
+
+    def on_record(self, state):
+        self.records.append((state.step, state.loss_value, state.diverged))
+
+    def after_step(self, state):
+        self.steps.append(state.step)
+
+    def on_end(self, state):
+        self.ended = (state.step, state.diverged, state.diverged_at)
+
+
+def test_fit_hooks_and_growth_rule():
+    """The trainer's contract: record hooks at 0, k, 2k, ... and the last step with that step's
+    loss (for full-batch GD the recorded train loss of the drift tracker), a hook after each of
+    the ``steps`` updates; a loss above ``diverge_factor`` times the first stops the run after
+    the record hooks of that step."""
+    model = ElmanRNN(Architecture(), 2, 8, seed=0)
+    xs, ys = model.prepare(TASK.x_train), TASK.y_train
+    n = len(TASK.x_train)  # lr exactly as run() sets it
+    lr = kernel_learning_rate(empirical_ntk(model, TASK.x_train + TASK.x_test)[:n, :n])
+    args = model.forward_args(xs)
+
+    def loss(p, batch):
+        return 0.5 * ((model.apply_padded(p, *args)[:, 0] - ys)[batch] ** 2).mean()
+
+    log = _Log()
+    s = TrainSettings(steps=7, lr=lr, record_every=3)
+    fit(model, loss, xs.n, s, [log])
+    assert [r[0] for r in log.records] == [0, 3, 6, 7] and log.steps == list(range(7))
+    assert log.ended == (7, False, None)
+    h = run(8, steps=7, every=3)  # the same network and lr through train_and_track
+    assert [r[1] for r in log.records] == h.train_loss
+    assert h.train_loss[-1] < h.train_loss[0]
+    # 40x the stable rate: the loss grows past 2x the first within a few steps
+    model = ElmanRNN(Architecture(), 2, 8, seed=0)  # loss() reads the parameters it is given
+    log = _Log()
+    fit(
+        model,
+        loss,
+        xs.n,
+        TrainSettings(steps=50, lr=40 * lr, record_every=1, diverge_factor=2.0),
+        [log],
+    )
+    step, div, at = log.ended
+    assert div and at == step == log.records[-1][0] and log.records[-1][2]
+    assert log.records[-1][1] > 2.0 * log.records[0][1] >= max(r[1] for r in log.records[:-1])
 
 
 def test_bad_settings():

@@ -14,7 +14,9 @@ The pieces of the study, free of any experiment framework (the data, a
 * :func:`train_classifier`: full-batch GD (or Adam) on L = 1/(2N) sum_i ||f(x_i) - y_i||^2
   for a k-output :class:`~rntk_empirical.network.ElmanRNN`, optionally *centered*
   (the model is f(x; theta) - f(x; theta_0)), early-stopped on validation accuracy, with
-  atomic checkpoints that a killed run resumes from, and divergence recorded (not raised).
+  atomic checkpoints that a killed run resumes from, and divergence recorded (not raised):
+  the library trainer :func:`rntk_empirical.training.fit` with the
+  :class:`ClassifierTraining` callback.
 * :func:`ntk_lambda_max`: the largest eigenvalue of the network's empirical NTK on a batch
   (power iteration on J^T J with ``jvp``/``vjp``), which sets the edge of stability
   eta < 2 N / lambda_max of full-batch GD in any parameterization.
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -34,14 +35,12 @@ import numpy as np
 import torch
 from torch.func import jvp, vjp
 
-from rntk_empirical.atomic import atomic_torch_save
 from rntk_empirical.kernel_machines import gradient_descent_mse, kernel_regression
 from rntk_empirical.network import ElmanRNN
 from rntk_empirical.scaling import PowerLawFit, bootstrap_power_law
 from rntk_empirical.tasks import ClassificationSplit
-from rntk_empirical.training import TrainSettings, resume_checkpoint
+from rntk_empirical.training import Callback, TrainSettings, TrainState, fit
 
-CLASSIFIER_CHECKPOINT_KEYS = ("step", "params", "opt", "offsets", "run", "best")
 # Diagonal regularizers tried on validation, relative to the mean diagonal tr(K)/N.
 DEFAULT_RIDGES = (0.0, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -235,6 +234,86 @@ class NetworkRun:
         return asdict(self)
 
 
+class ClassifierTraining(Callback):
+    """The study's callback for :func:`~rntk_empirical.training.fit`: the loss
+    L = 1/(2N) sum_i ||g(x_i) - y_i||^2 with g = f - offset (:meth:`loss`; the offsets are
+    f(.; theta_0) when ``centered``, else zero), and at every record step the validation loss
+    and accuracy with the best-validation and last-step predictions (:class:`NetworkRun`).
+    A step whose loss diverged is not recorded."""
+
+    state_keys = ("offsets", "run", "best")
+
+    def __init__(
+        self, model: ElmanRNN, data: ClassificationSplit, settings: TrainSettings, centered: bool
+    ) -> None:
+        dtype, device = model.dtype, model.device
+        self.model, self.data, self.settings, self.centered = model, data, settings, centered
+        self.y_tr = data.targets(data.labels_train).to(device, dtype)
+        self.y_va = data.targets(data.labels_val).to(device, dtype)
+        self.n_tr = self.y_tr.shape[0]
+        self.f_tr = network_function(model, data.x_train)
+        self.f_va = network_function(model, data.x_val)
+        self.f_te = network_function(model, data.x_test)
+        self.run = NetworkRun(lr=settings.lr, centered=centered)
+        self.best: tuple[float, float] | None = None
+
+    def loss(self, params: dict, batch: torch.Tensor) -> torch.Tensor:
+        """1/(2N) sum_i ||f(x_i; params) - offset_i - y_i||^2 (full batch: ``batch`` unused)."""
+        out = self.f_tr(params) - self.offsets["train"]
+        return 0.5 * ((out - self.y_tr) ** 2).sum() / self.n_tr
+
+    def on_start(self, state: TrainState, checkpoint: dict | None) -> None:
+        if checkpoint is not None:
+            self.offsets = checkpoint["offsets"]
+            self.run = NetworkRun(**checkpoint["run"])
+            self.best = checkpoint["best"]
+            return
+        dtype, device, data = self.model.dtype, self.model.device, self.data
+        with torch.no_grad():
+            if self.centered:
+                p0 = self.model.param_dict()
+                self.offsets = {"train": self.f_tr(p0), "val": self.f_va(p0), "test": self.f_te(p0)}
+            else:
+                self.offsets = {
+                    "train": torch.zeros_like(self.y_tr),
+                    "val": torch.zeros_like(self.y_va),
+                    "test": torch.zeros(
+                        len(data.x_test), data.n_classes, dtype=dtype, device=device
+                    ),
+                }
+
+    def on_record(self, state: TrainState) -> None:
+        if state.diverged:
+            return
+        run, step, data = self.run, state.step, self.data
+        last = step == self.settings.steps
+        with torch.no_grad():
+            p = self.model.param_dict()
+            va = self.f_va(p) - self.offsets["val"]
+        acc, vl = accuracy(va, data.labels_val), mse_loss(va, self.y_va)
+        run.step.append(step)
+        run.train_loss.append(state.loss_value)
+        run.val_loss.append(vl)
+        run.val_accuracy.append(acc)
+        is_best = _better(acc, vl, self.best)
+        if is_best or last:
+            with torch.no_grad():
+                te = (self.f_te(p) - self.offsets["test"]).detach().cpu().double()
+            if is_best:
+                self.best = (acc, vl)
+                run.best_step = step
+                run.val_best, run.test_best = va.detach().cpu().double(), te
+            if last:
+                run.test_final = te
+
+    def on_end(self, state: TrainState) -> None:
+        self.run.diverged, self.run.diverged_at = state.diverged, state.diverged_at
+        self.run.seconds = state.seconds
+
+    def state_dict(self) -> dict:
+        return {"offsets": self.offsets, "run": self.run.state(), "best": self.best}
+
+
 def train_classifier(
     model: ElmanRNN,
     data: ClassificationSplit,
@@ -245,7 +324,8 @@ def train_classifier(
     config_hash: str | None = None,
     strict_checkpoint: bool = False,
 ) -> NetworkRun:
-    """Train ``model`` in place on ``data`` and return its :class:`NetworkRun`.
+    """Train ``model`` in place on ``data`` and return its :class:`NetworkRun`:
+    :func:`~rntk_empirical.training.fit` with a :class:`ClassifierTraining` callback.
 
     Full-batch ``gd`` or ``adam`` (``settings.optimizer``; ``sgd`` is refused: the study
     is full-batch) with learning rate ``settings.lr`` on L = 1/(2N) sum_i ||g(x_i) - y_i||^2,
@@ -261,96 +341,19 @@ def train_classifier(
     """
     if settings.optimizer not in ("gd", "adam"):
         raise ValueError(f"optimizer={settings.optimizer!r}; the study trains with gd or adam")
-    dtype, device = model.dtype, model.device
-    y_tr = data.targets(data.labels_train).to(device, dtype)
-    y_va = data.targets(data.labels_val).to(device, dtype)
-    n_tr = y_tr.shape[0]
-    f_tr = network_function(model, data.x_train)
-    f_va = network_function(model, data.x_val)
-    f_te = network_function(model, data.x_test)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        zero = {
-            "train": torch.zeros_like(y_tr),
-            "val": torch.zeros_like(y_va),
-            "test": torch.zeros(len(data.x_test), data.n_classes, dtype=dtype, device=device),
-        }
-    if settings.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr)
-    else:
-        opt = torch.optim.SGD(list(params.values()), lr=settings.lr)
-    run = NetworkRun(lr=settings.lr, centered=centered)
-    start, best = 0, None
-    ck = resume_checkpoint(
-        checkpoint_path, config_hash, params, CLASSIFIER_CHECKPOINT_KEYS, strict_checkpoint
+    cb = ClassifierTraining(model, data, settings, centered)
+    fit(
+        model,
+        cb.loss,
+        cb.n_tr,
+        settings,
+        [cb],
+        checkpoint_path=checkpoint_path,
+        config_hash=config_hash,
+        strict_checkpoint=strict_checkpoint,
+        progress=progress,
     )
-    if ck is not None:
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(ck["params"][n])
-        opt.load_state_dict(ck["opt"])
-        offsets = ck["offsets"]
-        run = NetworkRun(**ck["run"])
-        start, best = ck["step"], ck["best"]
-    else:
-        with torch.no_grad():
-            p0 = model.param_dict()
-            offsets = {"train": f_tr(p0), "val": f_va(p0), "test": f_te(p0)} if centered else zero
-    t_start = time.perf_counter() - run.seconds
-    loss0 = None
-    for step in range(start, settings.steps + 1):
-        evaluate = step % settings.record_every == 0 or step == settings.steps
-        with torch.enable_grad():
-            out = f_tr(params) - offsets["train"]
-            loss = 0.5 * ((out - y_tr) ** 2).sum() / n_tr
-        lv = float(loss.detach())
-        if loss0 is None:
-            loss0 = run.train_loss[0] if run.train_loss else lv
-        if not math.isfinite(lv) or lv > settings.diverge_factor * max(loss0, 1e-30):
-            run.diverged, run.diverged_at = True, step
-            break
-        if evaluate:
-            with torch.no_grad():
-                p = model.param_dict()
-                va = f_va(p) - offsets["val"]
-            acc, vl = accuracy(va, data.labels_val), mse_loss(va, y_va)
-            run.step.append(step)
-            run.train_loss.append(lv)
-            run.val_loss.append(vl)
-            run.val_accuracy.append(acc)
-            is_best = _better(acc, vl, best)
-            if is_best or step == settings.steps:
-                with torch.no_grad():
-                    te = (f_te(p) - offsets["test"]).detach().cpu().double()
-                if is_best:
-                    best = (acc, vl)
-                    run.best_step = step
-                    run.val_best, run.test_best = va.detach().cpu().double(), te
-                if step == settings.steps:
-                    run.test_final = te
-        if step == settings.steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if progress is not None:
-            progress(step + 1)
-        if checkpoint_path is not None and (step + 1) % settings.checkpoint_every == 0:
-            run.seconds = time.perf_counter() - t_start
-            atomic_torch_save(
-                checkpoint_path,
-                {
-                    "step": step + 1,
-                    "params": model.param_dict(),
-                    "opt": opt.state_dict(),
-                    "offsets": offsets,
-                    "run": run.state(),
-                    "best": best,
-                    "config_hash": config_hash,
-                },
-            )
-    run.seconds = time.perf_counter() - t_start
-    return run
+    return cb.run
 
 
 # --------------------------------------------------------------------------- scaling
