@@ -33,7 +33,8 @@ ARCH = {
     "h0": "initial state: zero | shared | per_input",
     "parameterization": "ntk | standard",
     "init": "recurrent weights: gaussian | orthogonal",
-    "cell": "recurrent cell: elman (rntk_empirical.cells)",
+    "cell": "recurrent cell: elman | minimalrnn | gru (rntk_empirical.cells)",
+    "gate": "gate function of minimalrnn/gru: sigmoid | erf ((1 + erf(x)) / 2)",
 }
 EXECUTION = {
     "device": "auto | cpu | cuda (auto: CUDA when available)",
