@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from rntk_empirical.cells import available_cells
+from rntk_empirical.cells import GATES, available_cells
 from rntk_empirical.readouts import available_readouts
 
 H0_MODES = ("zero", "shared", "per_input")
@@ -63,7 +63,10 @@ class Architecture:
         init: ``gaussian`` or ``orthogonal`` recurrent weights W.
         cell: the recurrent cell, ``elman`` or a name registered with
             :func:`rntk_empirical.cells.register_cell` (its parameters, finite step,
-            structured-eNTK form and analytic kernel live there).
+            structured-eNTK form and analytic kernel live there); ``minimalrnn`` and
+            ``gru`` are the gated cells of docs/gated.md.
+        gate: the gate function g of the gated cells: ``sigmoid`` (logistic, the default)
+            or ``erf`` ((1 + erf(x)) / 2); the Elman cell ignores it.
 
     ``Architecture()`` is a one-layer ReLU network with last-step readout and zero initial
     state, s_w = sqrt(2), s_u = 1, s_b = 0.1, s_v = 1.
@@ -83,6 +86,7 @@ class Architecture:
     parameterization: str = "ntk"
     init: str = "gaussian"
     cell: str = "elman"
+    gate: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
@@ -111,6 +115,7 @@ class Architecture:
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _choice("init", self.init, INITS)
         _choice("cell", self.cell, available_cells())
+        _choice("gate", self.gate, tuple(GATES))
 
     def replace(self, **changes: Any) -> Architecture:
         """A copy with some fields changed (validated again)."""

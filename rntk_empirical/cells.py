@@ -16,6 +16,10 @@ A :class:`Cell` owns, for one layer of one direction,
 The readout, the directions, the initial states and the padding are the network's, not the
 cell's. Adding a cell is one :func:`register_cell` call (docs/extending.md, "Add a cell");
 ``Architecture(cell=name)`` then selects it everywhere.
+
+Registered here: ``elman`` (SPEC section 1), and the gated ``minimalrnn`` (Chen, Pennington
+and Schoenholz 2018) and ``gru`` (Cho et al. 2014) with the gate function ``Architecture.gate``
+(:data:`GATES`); see :class:`MinimalRNNCell` and :class:`GRUCell` and docs/gated.md.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class Cell:
         phi,
         probe: torch.Tensor | None = None,
         record: list | None = None,
+        arch: Architecture | None = None,
     ) -> torch.Tensor:
         """The states ``(N, T, n)`` of one layer.
 
@@ -83,6 +88,8 @@ class Cell:
                 padding; at a padded step the state is held.
             phi: the nonlinearity of the architecture.
             probe, record: only for ``structured`` cells (see :class:`ElmanCell`).
+            arch: the architecture (the network always passes it), for the options a cell
+                reads beyond its parameters, e.g. the gate function of a gated cell.
         """
         raise NotImplementedError
 
@@ -107,7 +114,7 @@ class ElmanCell(Cell):
             Param("b", (n,), arch.sigma_b),
         ]
 
-    def layer(self, p, a, x, h, keep, phi, probe=None, record=None):
+    def layer(self, p, a, x, h, keep, phi, probe=None, record=None, arch=None):
         W, U, b = p["W"], p["U"], p["b"]
         N, T = x.shape[:2]
         drive = a["U"] * (x @ U.T) + a["b"] * b  # (N, T, n): input terms, all t
@@ -124,6 +131,109 @@ class ElmanCell(Cell):
             states.append(h)
         if record is not None:
             record.append((torch.stack(prev, 1), x))
+        return torch.stack(states, 1)
+
+
+def erf_gate(x: torch.Tensor) -> torch.Tensor:
+    """The erf gate (1 + erf(x)) / 2: a sigmoid in (0, 1) whose Gaussian expectations of
+    products are orthant probabilities (docs/gated.md)."""
+    return 0.5 * (1.0 + torch.erf(x))
+
+
+# Architecture.gate -> the gate function g of the gated cells.
+GATES = {"sigmoid": torch.sigmoid, "erf": erf_gate}
+
+
+def _gate_of(arch: Architecture | None):
+    if arch is None:
+        raise ValueError("a gated cell's layer needs arch= (the network passes it)")
+    return GATES[arch.gate]
+
+
+def _gated_params(arch: Architecture, width: int, in_dim: int, names: str) -> list[Param]:
+    """For each gate/candidate ``c`` in ``names``: W_c (n, n), U_c (n, d), b_c (n,) with the
+    Elman multipliers s_w / sqrt(n), s_u / sqrt(d), s_b (shared by every pre-activation)."""
+    n = width
+    out = []
+    for c in names:
+        out += [
+            Param(f"W_{c}", (n, n), arch.sigma_w / math.sqrt(n), orthogonal=True),
+            Param(f"U_{c}", (n, in_dim), arch.sigma_u / math.sqrt(in_dim)),
+            Param(f"b_{c}", (n,), arch.sigma_b),
+        ]
+    return out
+
+
+def _input_terms(p, a, x: torch.Tensor, c: str) -> torch.Tensor:
+    """``(N, T, n)``: a_u U_c x_t + a_b b_c at every step."""
+    return a[f"U_{c}"] * (x @ p[f"U_{c}"].T) + a[f"b_{c}"] * p[f"b_{c}"]
+
+
+class MinimalRNNCell(Cell):
+    """minimalRNN (Chen, Pennington and Schoenholz 2018), with g = ``GATES[arch.gate]``:
+
+        u^{l,t} = g(a_w W_u h^{l,t-1} + a_u U_u h^{l-1,t} + a_b b_u)
+        h^{l,t} = u^{l,t} * h^{l,t-1} + (1 - u^{l,t}) * phi(a_u A h^{l-1,t} + a_b b_a)
+
+    (a_w, a_u, a_b) = (s_w / sqrt(n), s_u / sqrt(d_l), s_b) as for Elman: the gate and the
+    candidate use the architecture's s_w, s_u, s_b. The candidate depends on the layer's input
+    only (no recurrent matrix). Parameters W_u (recurrent; orthogonal under
+    ``init="orthogonal"``), U_u, b_u, U_a (= A), b_a."""
+
+    name = "minimalrnn"
+
+    def parameters(self, arch: Architecture, width: int, in_dim: int) -> list[Param]:
+        return _gated_params(arch, width, in_dim, "u") + [
+            Param("U_a", (width, in_dim), arch.sigma_u / math.sqrt(in_dim)),
+            Param("b_a", (width,), arch.sigma_b),
+        ]
+
+    def layer(self, p, a, x, h, keep, phi, probe=None, record=None, arch=None):
+        g = _gate_of(arch)
+        W = a["W_u"] * p["W_u"]
+        gate_in = _input_terms(p, a, x, "u").unbind(1)
+        cand = phi(_input_terms(p, a, x, "a")).unbind(1)
+        states = []
+        for t in range(x.shape[1]):
+            u = g(gate_in[t] + h @ W.T)
+            new = u * h + (1.0 - u) * cand[t]
+            h = new if keep is None else torch.where(keep[:, t], new, h)
+            states.append(h)
+        return torch.stack(states, 1)
+
+
+class GRUCell(Cell):
+    """GRU (Cho et al. 2014), with g = ``GATES[arch.gate]``:
+
+        z^{l,t} = g(a_w W_z h^{l,t-1} + a_u U_z h^{l-1,t} + a_b b_z)      (update gate)
+        r^{l,t} = g(a_w W_r h^{l,t-1} + a_u U_r h^{l-1,t} + a_b b_r)      (reset gate)
+        c^{l,t} = phi(a_w W_h (r^{l,t} * h^{l,t-1}) + a_u U_h h^{l-1,t} + a_b b_h)
+        h^{l,t} = (1 - z^{l,t}) * h^{l,t-1} + z^{l,t} * c^{l,t}
+
+    with the Elman multipliers (a_w, a_u, a_b) = (s_w / sqrt(n), s_u / sqrt(d_l), s_b) for all
+    three pre-activations. Parameters W_c, U_c, b_c for c in z, r, h; the three W_c are
+    orthogonal under ``init="orthogonal"``."""
+
+    name = "gru"
+
+    def parameters(self, arch: Architecture, width: int, in_dim: int) -> list[Param]:
+        return _gated_params(arch, width, in_dim, "zrh")
+
+    def layer(self, p, a, x, h, keep, phi, probe=None, record=None, arch=None):
+        g = _gate_of(arch)
+        n = h.shape[-1]
+        W_zr = torch.cat([a["W_z"] * p["W_z"], a["W_r"] * p["W_r"]])  # (2n, n): one matmul
+        W_h = a["W_h"] * p["W_h"]
+        zr_in = torch.cat([_input_terms(p, a, x, "z"), _input_terms(p, a, x, "r")], -1).unbind(1)
+        c_in = _input_terms(p, a, x, "h").unbind(1)
+        states = []
+        for t in range(x.shape[1]):
+            zr = g(zr_in[t] + h @ W_zr.T)
+            z, r = zr[:, :n], zr[:, n:]
+            c = phi(c_in[t] + (r * h) @ W_h.T)
+            new = h + z * (c - h)
+            h = new if keep is None else torch.where(keep[:, t], new, h)
+            states.append(h)
         return torch.stack(states, 1)
 
 
@@ -164,3 +274,5 @@ def available_cells() -> tuple[str, ...]:
 
 
 register_cell(ElmanCell())
+register_cell(MinimalRNNCell())
+register_cell(GRUCell())

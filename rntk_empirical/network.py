@@ -387,6 +387,7 @@ class ElmanRNN(nn.Module):
                     phi,
                     probe=None if probes is None else probes[d, l],
                     record=recorded if records is not None and self.cell.structured else None,
+                    arch=a,
                 )
             w_inputs = [w for w, _ in recorded]
             u_inputs = [u for _, u in recorded]

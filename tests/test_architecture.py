@@ -29,7 +29,9 @@ def test_default_is_one_layer_relu_last_zero_state():
         ("ema_decay", 1.5, "in [0, 1]"),
         ("ema_decay", -0.1, ">= 0"),
         ("ema_decay", "0.5", ">= 0"),
-        ("cell", "gru", "elman"),
+        ("cell", "lstm", "elman, minimalrnn, gru"),
+        ("gate", "tanh", "sigmoid, erf"),
+        ("gate", None, "sigmoid, erf"),
     ],
 )
 def test_invalid_fields_name_field_and_allowed_values(field, value, allowed):

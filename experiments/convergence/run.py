@@ -71,6 +71,7 @@ from experiments.common.run import (
 )
 from experiments.convergence.schema import ConvergenceConfig
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.cells import get_cell
 from rntk_empirical.devices import precision_scope, resolve_dtype
 from rntk_empirical.metrics import (
     debiased_bias,
@@ -105,6 +106,11 @@ def prepare(settings: ConvergenceConfig) -> Prepared:
     """
     settings.validate()
     arch = settings.arch.to_architecture()
+    if get_cell(arch.cell).analytic is None:
+        raise ValueError(
+            f"arch.cell={arch.cell} has no infinite-width kernel yet (only elman's is "
+            "implemented), so there is nothing to converge to; use an elman arch"
+        )
     if arch.parameterization != "ntk":
         raise ValueError(
             "arch.parameterization=standard has no infinite-width NTK to converge to; "
