@@ -259,8 +259,8 @@ def _no_seconds(d):
 
 # ------------------------------------------------------------------------------------- UCI
 def test_uci_resume_state(tmp_path, marker, uci_fixture_root):
-    from experiments.uci.schema import UCIBaselineConfig, UCIConfig, UCIGridConfig
     from experiments.uci import run as uci_exp
+    from experiments.uci.schema import UCIBaselineConfig, UCIConfig, UCIGridConfig
 
     def settings(out: Path) -> UCIConfig:
         return UCIConfig(
