@@ -46,7 +46,15 @@ from rntk_empirical.activations import available_nonlinearities, get_nonlinearit
 from rntk_empirical.analytic import numba_smooth
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
 from rntk_empirical.nonlinearities import CompiledDual, Nonlinearity
-from rntk_empirical.nonlinearities.compiled import FASTMATH, fast_asin, njit, numba, prange
+from rntk_empirical.nonlinearities import compiled as compiled_helpers
+from rntk_empirical.nonlinearities.compiled import (
+    FASTMATH,
+    fast_asin,
+    njit,
+    numba,
+    prange,
+    table_lookup,
+)
 from rntk_empirical.nonlinearities.registry import BUILT_IN
 from rntk_empirical.readouts import get_readout
 
@@ -154,24 +162,6 @@ _NO_TABLE = np.zeros(_TAB_HEAD)  # the closed forms ignore their table
 
 
 @njit(inline="always", fastmath=_FASTMATH)
-def _lookup(tab, x, base, x0, ih, n):
-    """(phi(x), phi'(x)) from the table: cubic Hermite interpolation (x clamped to it)."""
-    t = min(max((x - x0) * ih, 0.0), n - 1.000001)
-    k = int(t)
-    t -= k
-    t2 = t * t
-    t3 = t2 * t
-    h01 = 3.0 * t2 - 2.0 * t3
-    h00 = 1.0 - h01
-    h11 = (t3 - t2) / ih
-    h10 = (t3 - 2.0 * t2 + t) / ih
-    o = base + 3 * k
-    p = h00 * tab[o] + h10 * tab[o + 1] + h01 * tab[o + 3] + h11 * tab[o + 4]
-    d = h00 * tab[o + 1] + h10 * tab[o + 2] + h01 * tab[o + 4] + h11 * tab[o + 5]
-    return p, d
-
-
-@njit(inline="always", fastmath=_FASTMATH)
 def _rule(tab, sa, sb, rho, tau):
     """One order of the rule: sum_i w_i f(s_a z_i) sum_j w_j f(s_b (rho z_i + tau z_j)) for
     f = phi and f = phi'."""
@@ -181,11 +171,11 @@ def _rule(tab, sa, sb, rho, tau):
     vp, vd = 0.0, 0.0
     for i in range(nq):
         zi = tab[zb + i]
-        pu, du = _lookup(tab, sa * zi, base, x0, ih, n)
+        pu, du = table_lookup(tab, sa * zi, base, x0, ih, n)
         m, s = sb * rho * zi, sb * tau
         ip, idd = 0.0, 0.0
         for j in range(nq):
-            pv, dv = _lookup(tab, m + s * tab[zb + j], base, x0, ih, n)
+            pv, dv = table_lookup(tab, m + s * tab[zb + j], base, x0, ih, n)
             ip += tab[wb + j] * pv
             idd += tab[wb + j] * dv
         vp += tab[wb + i] * pu * ip
@@ -670,8 +660,11 @@ def _source_digest(dual: CompiledDual) -> str:
     return h.hexdigest()[:10]
 
 
-def _file_digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+def _file_digest(*paths: str) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:10]
 
 
 def _kernels(nonlinearity: str | Nonlinearity) -> _Kernels | None:
@@ -685,7 +678,7 @@ def _kernels(nonlinearity: str | Nonlinearity) -> _Kernels | None:
     key = ("", dual) if dual is QUADRATURE_DUAL else (nl.name, dual)
     if key not in _COMPILED:
         # the quadrature cell inlines numba_smooth.cell: numba checks only this file
-        tag = f"quadrature_{_file_digest(numba_smooth.__file__)}"
+        tag = f"quadrature_{_file_digest(numba_smooth.__file__, compiled_helpers.__file__)}"
         if dual is not QUADRATURE_DUAL:
             tag = f"{re.sub(r'[^0-9A-Za-z]', '_', nl.name)}_{_source_digest(dual)}"
         _COMPILED[key] = _Kernels(dual, tag)

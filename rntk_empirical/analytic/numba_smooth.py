@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from rntk_empirical.nonlinearities.compiled import FASTMATH, njit, table_lookup
 from rntk_empirical.smooth_dual import (
     DEFAULT_TOL,
     RHO_BINS,
@@ -38,17 +39,8 @@ from rntk_empirical.smooth_dual import (
     warn_unsupported,
 )
 
-try:  # optional dependency
-    from numba import njit
-except ImportError:  # pragma: no cover
-
-    def njit(*args, **kwargs):
-        return lambda f: f
-
-
 HEAD = 8
 NB = RHO_BINS
-_FASTMATH = {"contract", "reassoc", "nsz"}
 TABLE_MAX_BYTES = 2**31  # larger per-call tables: SmoothDualUnsupported (memory)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -97,27 +89,14 @@ def prepare(
     return tab, out
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _phi_lookup(tab, x):
     """(phi(x), phi'(x)) from the table at tab[P:] (cubic Hermite; x clamped to it)."""
     P = int(tab[5])
-    x0, ih, n = tab[P], tab[P + 1], int(tab[P + 2])
-    t = min(max((x - x0) * ih, 0.0), n - 1.000001)
-    k = int(t)
-    t -= k
-    t2 = t * t
-    t3 = t2 * t
-    h01 = 3.0 * t2 - 2.0 * t3
-    h00 = 1.0 - h01
-    h11 = (t3 - t2) / ih
-    h10 = (t3 - 2.0 * t2 + t) / ih
-    o = P + 3 + 3 * k
-    p = h00 * tab[o] + h10 * tab[o + 1] + h01 * tab[o + 3] + h11 * tab[o + 4]
-    d = h00 * tab[o + 1] + h10 * tab[o + 2] + h01 * tab[o + 4] + h11 * tab[o + 5]
-    return p, d
+    return table_lookup(tab, x, P + 3, tab[P], tab[P + 1], int(tab[P + 2]))
 
 
-@njit(fastmath=_FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def trapezoid(tab, sa, sb, rho):
     """The 2-D trapezoid rule of smooth_dual.trapezoid_dual (steps of
     smooth_dual.trapezoid_steps from the table's strip and digits), phi from the table."""
@@ -146,7 +125,7 @@ def trapezoid(tab, sa, sb, rho):
     return vp, vd
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     """(V_phi, V_dphi * Q) of one pair: covariance S, tangent Q, per-side factors r = 1/sqrt(a)
     (0 if a = 0), f = sqrt(a) and block offsets o (:func:`prepare`); lo = 1.0 marks
@@ -174,7 +153,7 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     return pe + rho * po, (de + rho * do) * Q
 
 
-@njit(fastmath=_FASTMATH, cache=True)
+@njit(fastmath=FASTMATH, cache=True)
 def _cells_array(S, ri, rj, fi, fj, oi, oj, lo, tab, vp, vd):
     for u in range(S.shape[0]):
         vp[u], vd[u] = cell(S[u], 1.0, ri[u], rj[u], fi[u], fj[u], oi[u], oj[u], lo[u], tab)

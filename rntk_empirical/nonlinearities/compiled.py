@@ -75,3 +75,23 @@ def fast_asin(x):
     p = s + s * z * p
     r = _HALF_PI - 2.0 * p if big else p
     return r if x >= 0.0 else -r
+
+
+@njit(inline="always", fastmath=FASTMATH, cache=True)
+def table_lookup(tab, x, base, x0, ih, n):
+    """(phi(x), phi'(x)) from a table of (phi, phi', phi'') at x_k = x0 + k / ih, k < n,
+    interleaved from ``tab[base]`` on: cubic Hermite interpolation, x clamped to the table.
+    Shared by the compiled Gauss-Hermite rule and the smooth-dual series' fallback rule."""
+    t = min(max((x - x0) * ih, 0.0), n - 1.000001)
+    k = int(t)
+    t -= k
+    t2 = t * t
+    t3 = t2 * t
+    h01 = 3.0 * t2 - 2.0 * t3
+    h00 = 1.0 - h01
+    h11 = (t3 - t2) / ih
+    h10 = (t3 - 2.0 * t2 + t) / ih
+    o = base + 3 * k
+    p = h00 * tab[o] + h10 * tab[o + 1] + h01 * tab[o + 3] + h11 * tab[o + 4]
+    d = h00 * tab[o + 1] + h10 * tab[o + 2] + h01 * tab[o + 4] + h11 * tab[o + 5]
+    return p, d
