@@ -124,6 +124,19 @@ class Architecture:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that do not change this network: ``ema_decay``
+        unless the readout is ``ema``, ``gate`` for the Elman cell, and ``cell`` when it is
+        ``elman``. Run identities hash this, so a field that a configuration does not use
+        never separates two runs of it (and runs recorded before those fields existed keep
+        their identity)."""
+        out = asdict(self)
+        if self.readout != "ema":
+            del out["ema_decay"]
+        if self.cell == "elman":
+            del out["gate"], out["cell"]
+        return out
+
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1

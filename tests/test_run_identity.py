@@ -53,3 +53,20 @@ def test_uci_identity_names_device_backend_and_arithmetic():
     torch32 = uci_identity(UCIConfig(backend=BackendChoice.torch, dtype=DTypeChoice.float32))
     assert (torch32["backend"], torch32["arithmetic"]) == ("torch", "float32")
     assert UCIConfig().dtype.value == "float64"  # float32 arithmetic only when asked for
+
+
+def test_fields_a_network_does_not_use_never_separate_runs():
+    """ema_decay counts only for the ema readout, gate and cell only for a gated cell: two
+    configurations that build the same network share one identity (and runs recorded
+    before those fields existed keep theirs); fields that change the network separate."""
+    from rntk_empirical import Architecture
+
+    base = Architecture()
+    assert base.identity() == Architecture(ema_decay=0.3).identity()
+    assert base.identity() == Architecture(gate="erf").identity()
+    assert set(base.to_dict()) - set(base.identity()) == {"ema_decay", "gate", "cell"}
+    ema = Architecture(readout="ema")
+    assert ema.identity() != Architecture(readout="ema", ema_decay=0.3).identity()
+    gru = Architecture(cell="gru")
+    assert gru.identity()["cell"] == "gru"
+    assert gru.identity() != Architecture(cell="gru", gate="erf").identity()

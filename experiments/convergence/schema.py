@@ -144,7 +144,7 @@ class ConvergenceConfig:
         """
         out: dict[str, Any] = {
             "name": self.name,
-            "arch": self.arch.to_architecture().to_dict(),
+            "arch": self.arch.to_architecture().identity(),
             "arch_name": self.arch.name,
             "data": self.data.description(),
             "data_name": self.data.name,

@@ -130,7 +130,7 @@ class DriftConfig:
         d = OmegaConf.to_container(OmegaConf.structured(self), resolve=True, enum_to_str=True)
         for k in DRIFT_EXECUTION_FIELDS:
             d.pop(k, None)
-        d["arch"] = self.arch.to_architecture().to_dict() | {"name": self.arch.name}
+        d["arch"] = self.arch.to_architecture().identity() | {"name": self.arch.name}
         d["device"] = resolved_device(self.device)
         return d
 

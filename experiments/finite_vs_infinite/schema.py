@@ -134,7 +134,7 @@ class FiniteVsInfiniteConfig:
 
     def identity(self) -> dict[str, Any]:
         """What the run measures (JSON-able; its hash names the results)."""
-        out: dict[str, Any] = {"arch": self.arch.to_architecture().to_dict()}
+        out: dict[str, Any] = {"arch": self.arch.to_architecture().identity()}
         out["arch_name"] = self.arch.name
         for f in dataclasses.fields(self):
             if f.name in EXECUTION_FIELDS or f.name == "arch":
