@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import torch
 
 from rntk_empirical.analytic import numba_backend
@@ -17,6 +20,35 @@ from rntk_empirical.analytic.inplace import Workspace, pair_block_fused
 from rntk_empirical.analytic.reference import pair_block
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, get_fused_dual
+from rntk_empirical.nonlinearities import get_nonlinearity
+from rntk_empirical.readouts import get_readout
+
+# Cells (pairs x steps x layers) per second of the compiled paths on 2 cores
+# (``python -m experiments.bench.rntk --api-only``): closed-form duals, and the smooth-dual
+# series of tanh and registered nonlinearities. Only for the estimate below.
+COMPILED_CELLS_PER_SECOND = {"closed form": 3e8, "series": 3e6}
+PROGRESS_AFTER_SECONDS = 5.0  # a compiled call estimated longer shows a progress bar
+
+
+def estimated_seconds(arch: Architecture, n1: int, n2: int, T: int, symmetric: bool) -> float:
+    """Rough wall time of a compiled call: its cells (pairs, end-aligned or every step pair
+    as the readout needs, layers, directions) over the measured rate of its dual's path."""
+    pairs = n1 * (n1 + 1) / 2 if symmetric else n1 * n2
+    steps = T * T if get_readout(arch.readout).kind(T, arch) == "full" else T
+    cells = pairs * steps * arch.depth * arch.directions
+    kind = "series" if get_nonlinearity(arch.nonlinearity).compiled is None else "closed form"
+    return cells / COMPILED_CELLS_PER_SECOND[kind]
+
+
+def _progress_bar(estimate: float, rows: int):
+    """A tqdm bar over the rows of a compiled call that is estimated to take long, else a
+    context with no bar (``None``)."""
+    if estimate < PROGRESS_AFTER_SECONDS:
+        return contextlib.nullcontext()
+    from tqdm.auto import tqdm
+
+    desc = f"analytic kernels (~{estimate:.0f} s estimated)"
+    return tqdm(total=rows, desc=desc, unit="row", file=sys.stderr)
 
 
 def analytic_kernels(
@@ -77,8 +109,10 @@ def analytic_kernels(
     if backend != "torch":
         why_not = compiled_unsupported(arch, s1, differentiable)
         if why_not is None:
-            with torch.no_grad():
-                raw = compiled_bank(c, arch, s1, s2, (arch.readout,), None, quad_points)
+            estimate = estimated_seconds(arch, N1, N2, s1.max_len, symmetric)
+            with torch.no_grad(), _progress_bar(estimate, N1 * arch.directions) as bar:
+                progress = None if bar is None else bar.update
+                raw = compiled_bank(c, arch, s1, s2, (arch.readout,), progress, quad_points)
             theta, k = raw[(arch.depth, arch.readout)]
             done = finish(
                 out_dtype, c, s1.max_len, NTK=theta if ntk else None, NNGP=k if nngp else None
