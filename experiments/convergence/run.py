@@ -145,7 +145,17 @@ def _analytic_code_hash() -> str:
     files = sorted((root / "analytic").rglob("*.py")) + sorted(
         (root / "nonlinearities").rglob("*.py")
     )
-    files += [root / n for n in ("dual.py", "activations.py", "sequences.py", "architecture.py")]
+    files += [
+        root / n
+        for n in (
+            "dual.py",
+            "smooth_dual.py",
+            "readouts.py",
+            "cells.py",
+            "sequences.py",
+            "architecture.py",
+        )
+    ]
     for p in files:
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
