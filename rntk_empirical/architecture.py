@@ -93,7 +93,7 @@ class Architecture:
             raise ValueError(
                 f"Architecture.depth={self.depth!r} is not valid; expected an integer >= 1"
             )
-        from rntk_empirical.activations import available_nonlinearities
+        from rntk_empirical.nonlinearities import available_nonlinearities
 
         _choice("nonlinearity", self.nonlinearity, available_nonlinearities())
         for name in ("sigma_w", "sigma_u", "sigma_b", "sigma_h", "sigma_v"):

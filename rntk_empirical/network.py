@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rntk_empirical.activations import get_nonlinearity
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.cells import get_cell
 from rntk_empirical.devices import resolve_device, resolve_dtype
+from rntk_empirical.nonlinearities import get_nonlinearity
 from rntk_empirical.readouts import get_readout
 from rntk_empirical.sequences import Sequences, as_sequences
 

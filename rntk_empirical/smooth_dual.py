@@ -50,7 +50,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from rntk_empirical.activations import Nonlinearity, get_nonlinearity
+from rntk_empirical.nonlinearities import Nonlinearity, get_nonlinearity
 
 DEFAULT_TOL = 1e-9
 KMAX = 512  # most series terms a side stores (cells past it take the trapezoid rule)

@@ -144,7 +144,7 @@ def test_quadrature_duals_run_compiled_and_match_torch(compiled_calls: list[int]
     equal torch's quadrature to the table's interpolation error (measured ~1e-12 of the
     largest entry), for every readout, depth 2, mixed lengths, both directions, shared h0;
     and the x1 vs x2 form equals the symmetric one to the same level."""
-    from rntk_empirical.activations import register_nonlinearity
+    from rntk_empirical.nonlinearities import register_nonlinearity
 
     register_nonlinearity("swish_test", lambda x: x * torch.sigmoid(x))  # phi' by autograd
     gen = torch.Generator().manual_seed(5)

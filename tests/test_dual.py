@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from rntk_empirical.activations import get_nonlinearity
 from rntk_empirical.dual import dual_activations, get_dual, get_fused_dual, quadrature_dual
+from rntk_empirical.nonlinearities import get_nonlinearity
 
 NAMES = ("relu", "erf", "tanh", "identity")
 F64 = torch.float64

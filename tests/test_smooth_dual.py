@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from rntk_empirical import smooth_dual as sd
-from rntk_empirical.activations import get_nonlinearity, register_nonlinearity
 from rntk_empirical.analytic import numba_smooth
+from rntk_empirical.nonlinearities import get_nonlinearity, register_nonlinearity
 
 F = torch.nn.functional
 SMOOTH = {

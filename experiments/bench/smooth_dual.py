@@ -42,7 +42,7 @@ NAMES = ("tanh", *REGISTERED)
 
 
 def _register() -> None:
-    from rntk_empirical.activations import available_nonlinearities, register_nonlinearity
+    from rntk_empirical.nonlinearities import available_nonlinearities, register_nonlinearity
 
     for name, phi in REGISTERED.items():
         if name not in available_nonlinearities():
@@ -70,8 +70,8 @@ def variance_range(name: str, sw: float, T: int) -> float:
 def max_error(name: str, var_max: float) -> tuple[float, int]:
     """Largest |V - V_ref| / scale over a grid of cells (V_phi and V_dphi), and the count."""
     from rntk_empirical import smooth_dual as sd
-    from rntk_empirical.activations import get_nonlinearity
     from rntk_empirical.analytic import numba_smooth
+    from rntk_empirical.nonlinearities import get_nonlinearity
 
     nl = get_nonlinearity(name)
     vs = [0.0, 0.01, 0.5, 2.0, var_max / 4, var_max]

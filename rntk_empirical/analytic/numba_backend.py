@@ -42,10 +42,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rntk_empirical.activations import available_nonlinearities, get_nonlinearity
 from rntk_empirical.analytic import numba_smooth
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, hermite_rule
-from rntk_empirical.nonlinearities import CompiledDual, Nonlinearity
+from rntk_empirical.nonlinearities import (
+    CompiledDual,
+    Nonlinearity,
+    available_nonlinearities,
+    get_nonlinearity,
+)
 from rntk_empirical.nonlinearities import compiled as compiled_helpers
 from rntk_empirical.nonlinearities.compiled import (
     FASTMATH,
