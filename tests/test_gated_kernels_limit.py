@@ -168,3 +168,19 @@ def test_unsupported_options_are_refused(change, message):
         limit_kernels(arch, random_sequences((2,), 2))
     with pytest.raises(ValueError, match="particles=0"):
         limit_kernels(Architecture(cell="gru"), random_sequences((2,), 2), particles=0)
+
+
+def test_analytic_kernels_dispatch_and_show_a_bar_when_long(monkeypatch, capsys):
+    from rntk_empirical.analytic import api
+
+    arch = Architecture(cell="minimalrnn", gate="erf", nonlinearity="erf", sigma_w=1.0)
+    x = random_sequences((3, 2), 2, seed=1)
+    direct = limit_kernels(arch, x, particles=256, batches=2)
+    theta, nngp = analytic_kernels(arch, x, particles=256, batches=2)
+    assert capsys.readouterr().err == ""
+    assert torch.equal(theta, direct.ntk) and torch.equal(nngp, direct.nngp)
+    monkeypatch.setattr(api, "PROGRESS_AFTER_SECONDS", 0.0)
+    shown = api.analytic_nngp(arch, x, particles=256, batches=2)
+    err = capsys.readouterr().err
+    assert "analytic kernels (~" in err and "6/6" in err  # 2 batches x 3 forward steps
+    assert torch.equal(shown, limit_kernels(arch, x, ntk=False, particles=256, batches=2).nngp)

@@ -26,13 +26,19 @@ def _arch(cell: str, readout: str = "last") -> Architecture:
     return Architecture(cell=cell, gate="erf", nonlinearity="erf", sigma_w=1.0, readout=readout)
 
 
+def _inputs(T: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(T)
+    return torch.randn(8, T, 4, dtype=torch.float64, generator=gen)
+
+
 def cost(lengths: list[int], cells: list[str]) -> None:
+    threads = torch.get_num_threads()
     print(f"seconds of the NTK + NNGP, N=8, m=4, default settings ({DEFAULT_BATCHES} x "
-          f"{DEFAULT_PARTICLES} particles), float64 CPU, {torch.get_num_threads()} threads")  # fmt: skip
+          f"{DEFAULT_PARTICLES} particles), float64 CPU, {threads} threads")  # fmt: skip
     for cell in cells:
         prev = None
         for T in lengths:
-            x = torch.randn(8, T, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(T))
+            x = _inputs(T)
             t0 = time.perf_counter()
             r = limit_kernels(_arch(cell), x)
             s = time.perf_counter() - t0
@@ -43,7 +49,7 @@ def cost(lengths: list[int], cells: list[str]) -> None:
 
 
 def precision(T: int, cell: str, particles: list[int], reference: int, batches: int) -> None:
-    x = torch.randn(8, T, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(T))
+    x = _inputs(T)
     arch = _arch(cell)
     t0 = time.perf_counter()
     ref = limit_kernels(arch, x, particles=reference, batches=batches, seed=1000)
