@@ -396,10 +396,10 @@ def limit_kernels(
     x1,
     x2=None,
     *,
-    particles: int = DEFAULT_PARTICLES,
-    batches: int = DEFAULT_BATCHES,
-    seed: int = DEFAULT_SEED,
-    qmc: bool = DEFAULT_QMC,
+    particles: int | None = None,
+    batches: int | None = None,
+    seed: int | None = None,
+    qmc: bool | None = None,
     tied: bool = True,
     ntk: bool = True,
     nngp: bool = True,
@@ -414,12 +414,14 @@ def limit_kernels(
     Args:
         arch: the architecture (``parameterization="ntk"`` for the NTK).
         x1, x2: ``(N, T, m)`` or lists of ``(T_i, m)``; x2 None for x2 = x1.
-        particles: particles per simulation (M); the bias is O(1 / M).
-        batches: independent simulations averaged (their spread gives the standard error;
-            the total cost is particles * batches).
-        seed: of the simulations' normals (simulation b uses seed + b).
+        particles: particles per simulation (M; None: ``DEFAULT_PARTICLES``); the bias is
+            O(1 / M).
+        batches: independent simulations averaged (None: ``DEFAULT_BATCHES``); their spread
+            gives the standard error; the cost is linear in particles * batches.
+        seed: of the simulations' normals (simulation b uses seed + b; None:
+            ``DEFAULT_SEED``).
         qmc: scrambled Sobol normals (each simulation its own scrambling) instead of
-            pseudo-random ones.
+            pseudo-random ones (None: ``DEFAULT_QMC``).
         tied: weights shared across steps (the network of :class:`rntk_empirical.ElmanRNN`);
             False: every step (padded position) has its own independent W_f, U_f, b_f.
         ntk, nngp: which kernels to compute.
@@ -438,6 +440,10 @@ def limit_kernels(
     why = supported(arch)
     if why is not None:
         raise ValueError(why)
+    particles = DEFAULT_PARTICLES if particles is None else particles
+    batches = DEFAULT_BATCHES if batches is None else batches
+    seed = DEFAULT_SEED if seed is None else seed
+    qmc = DEFAULT_QMC if qmc is None else qmc
     if ntk and arch.parameterization == "standard":
         raise ValueError(
             "the NTK has no infinite-width limit in the 'standard' parameterization; use "

@@ -184,3 +184,32 @@ def test_analytic_kernels_dispatch_and_show_a_bar_when_long(monkeypatch, capsys)
     err = capsys.readouterr().err
     assert "analytic kernels (~" in err and "6/6" in err  # 2 batches x 3 forward steps
     assert torch.equal(shown, limit_kernels(arch, x, ntk=False, particles=256, batches=2).nngp)
+
+
+def test_convergence_experiment_runs_a_gated_arch_and_keys_its_cache(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    from experiments.convergence import run as convergence
+    from rntk_empirical import gated_limit
+
+    monkeypatch.setattr(gated_limit, "DEFAULT_PARTICLES", 2**10)  # a quick simulation
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    tiny = ["width=16", "seeds=2", "data.n=3", "data.T=3", "progress=false"]
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="convergence", overrides=["arch=gru_erf", *tiny])
+    prep = convergence.prepare(convergence.settings_from_config(cfg))
+    rec = convergence.run_convergence(prep, tmp_path / "run", cwd=tmp_path)
+    assert rec["status"] == "finished" and not rec["analytic"]["cached"]
+    theta = limit_kernels(prep.arch, prep.seqs.values).ntk  # the reference it converged to
+    assert rel_err(torch.from_numpy(np.load(tmp_path / "run" / "kernels.npz")["analytic_ntk"]),
+                   theta) < 1e-12  # fmt: skip
+    assert 0 < rec["ntk"]["mean"]["rel_fro"] < 1
+    # the cache identity follows the simulation's settings; the Elman one does not
+    key = convergence.analytic_cache_key(prep.arch, prep.seqs)
+    elman = prep.arch.replace(cell="elman")
+    elman_key = convergence.analytic_cache_key(elman, prep.seqs)
+    monkeypatch.setattr(gated_limit, "DEFAULT_PARTICLES", 2 * gated_limit.DEFAULT_PARTICLES)
+    assert convergence.analytic_cache_key(prep.arch, prep.seqs) != key
+    assert convergence.analytic_cache_key(elman, prep.seqs) == elman_key

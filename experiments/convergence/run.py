@@ -169,6 +169,24 @@ def _analytic_code_hash(extra: tuple[str, ...] = ()) -> str:
     return h.hexdigest()[:16]
 
 
+def analytic_cache_key(arch: Architecture, seqs: Sequences) -> str:
+    """The cache identity of the analytic kernels of ``arch`` on ``seqs``: the architecture,
+    the data and the code; for a simulated kernel (the gated cells' particle simulation) also
+    its settings and its module."""
+    what = {
+        "what": "rntk_empirical analytic ntk+nngp",
+        "arch": arch.to_dict(),
+        "data": array_hash(seqs.values, seqs.lengths),
+        "code": _analytic_code_hash(),
+    }
+    if get_cell(arch.cell).analytic == "particles":
+        from rntk_empirical import gated_limit
+
+        what["code"] = _analytic_code_hash(("gated_limit.py",))
+        what["engine"] = gated_limit.default_settings()
+    return config_hash(what)
+
+
 def analytic_kernels(
     arch: Architecture, seqs: Sequences, device: torch.device, cache_dir: Path | None
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
@@ -179,18 +197,7 @@ def analytic_kernels(
     """
     from rntk_empirical.analytic import analytic_kernels as both_kernels  # one recursion
 
-    what = {
-        "what": "rntk_empirical analytic ntk+nngp",
-        "arch": arch.to_dict(),
-        "data": array_hash(seqs.values, seqs.lengths),
-        "code": _analytic_code_hash(),
-    }
-    if get_cell(arch.cell).analytic == "particles":  # a simulation: its settings and code too
-        from rntk_empirical import gated_limit
-
-        what["code"] = _analytic_code_hash(("gated_limit.py",))
-        what["engine"] = gated_limit.default_settings()
-    key = config_hash(what)
+    key = analytic_cache_key(arch, seqs)
     path = None if cache_dir is None else cache_dir / f"{key}.pt"
 
     def check(obj: Any) -> str | None:

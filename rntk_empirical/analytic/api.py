@@ -67,8 +67,8 @@ def _particle_kernels(
     s1 = as_sequences(x1, name="x1")
     n = s1.n + (0 if x2 is None else as_sequences(x2, name="x2").n)
     T = s1.max_len if x2 is None else max(s1.max_len, as_sequences(x2, name="x2").max_len)
-    particles = options.get("particles", gated_limit.DEFAULT_PARTICLES)
-    batches = options.get("batches", gated_limit.DEFAULT_BATCHES)
+    particles = options.get("particles") or gated_limit.DEFAULT_PARTICLES
+    batches = options.get("batches") or gated_limit.DEFAULT_BATCHES
     estimate = gated_limit.estimated_seconds(arch, n, T, particles, batches)
     steps = batches * T * (2 if ntk else 1)
     with _progress_bar(estimate, steps, "step") as bar:
