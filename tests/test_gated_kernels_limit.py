@@ -111,10 +111,13 @@ def test_minimalrnn_nngp_against_orthant_probabilities(readout):
     assert within_errors(r.nngp, exact, r.nngp_se) < 5
 
 
-@pytest.mark.parametrize("readout, tied", [("last", True), ("avg", True), ("last", False)])
+@pytest.mark.parametrize(
+    "readout, tied", [("last", True), ("avg", True), ("per_step", True), ("last", False)]
+)
 def test_elman_through_the_engine_matches_the_rntk(readout, tied):
     """The same engine on the Elman cell against the exact recursion; untied weights give the
-    same kernel for the last readout on equal lengths (Tensor Programs II)."""
+    same kernel for the last readout on equal lengths (Tensor Programs II). per_step: an
+    independent V_t per step (its v_t sampled, not integrated)."""
     arch = Architecture(nonlinearity="erf", sigma_w=1.2, sigma_b=0.3, readout=readout)
     lengths = (5, 5, 5, 5) if not tied else (5, 3, 5, 4)
     x = random_sequences(lengths, 3, seed=2)
