@@ -41,7 +41,8 @@ REGISTERED = {
 NAMES = ("tanh", *REGISTERED)
 
 
-def _register() -> None:
+def register_smooth() -> None:
+    """Register the four smooth nonlinearities of the benchmarks (once per process)."""
     from rntk_empirical.nonlinearities import available_nonlinearities, register_nonlinearity
 
     for name, phi in REGISTERED.items():
@@ -115,7 +116,7 @@ def main() -> None:
     from rntk_empirical import smooth_dual as sd
     from rntk_empirical.analytic import numba_smooth
 
-    _register()
+    register_smooth()
     print(f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     T_range = 1000 if args.quick else 10_000
     print(f"\n1-2. variance range of the diagonal recursion (T = {T_range}) and the error")
