@@ -226,6 +226,22 @@ def _grid_arrays(sm: SmoothDual) -> tuple[np.ndarray, np.ndarray]:
     return have[1], have[2]
 
 
+_PHI_TABLES: dict[tuple, tuple[SmoothDual, np.ndarray]] = {}
+
+
+def _phi_table(sm: SmoothDual, var_max: float) -> np.ndarray:
+    """The phi table of the 2-D rule (numba_backend.quadrature_table) for variances up to
+    the power of 2 above 1.1 var_max, cached per nonlinearity and power."""
+    from rntk_empirical.analytic.numba_backend import quadrature_table
+
+    top = 2.0 ** math.ceil(math.log2(max(1.1 * var_max, 1.0)))
+    key = (sm.nonlinearity.name, id(sm.nonlinearity.phi), top)
+    have = _PHI_TABLES.get(key)
+    if have is None or have[0] is not sm:
+        have = _PHI_TABLES[key] = (sm, quadrature_table(sm.nonlinearity.name, top, 64))
+    return have[1]
+
+
 def prepare(
     nonlinearity: str, variances: list[np.ndarray], tol: float = DEFAULT_TOL
 ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -234,8 +250,6 @@ def prepare(
     pass them in the order the recursion reads them). Raises
     :class:`~rntk_empirical.smooth_dual.SmoothDualUnsupported` (with the reason) for a
     nonlinearity whose contract cannot be verified or a table over TABLE_MAX_BYTES."""
-    from rntk_empirical.analytic.numba_backend import quadrature_table
-
     flat = [np.maximum(np.asarray(v, dtype=np.float64).ravel(), 0.0) for v in variances]
     # block 0 (at HEAD): a valid side for padding and scratch cells
     allv = np.concatenate([np.ones(1), *flat])
@@ -260,7 +274,7 @@ def prepare(
     offsets = HEAD + np.concatenate([[0], np.cumsum(sizes[:-1])])
     G = HEAD + int(sizes.sum())
     P = G + pairs.size
-    phi_tab = quadrature_table(sm.nonlinearity.name, 1.1 * var_max, 64)
+    phi_tab = _phi_table(sm, var_max)
     q = int(phi_tab[0])
     total = P + 3 + (phi_tab.size - 4 - 2 * q)
     if total * 8 > TABLE_MAX_BYTES:
@@ -408,6 +422,81 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
 def _cells_array(S, ri, rj, fi, fj, oi, oj, lo, tab, vp, vd):
     for u in range(S.shape[0]):
         vp[u], vd[u] = cell(S[u], 1.0, ri[u], rj[u], fi[u], fj[u], oi[u], oj[u], lo[u], tab)
+
+
+@njit(parallel=True, cache=True)
+def _diag_recursion(xs, starts, L, sw2, su2, sb2, kb, bounds, cheb, col, e0, out):
+    """out ``(L, N, T)``: S^l(x_i, x_i)(p, p) of the pair recursion on (i, i), K^l =
+    E_phi(S) = V_phi(S, S, 1) from the grid's E_phi column ``col`` (Clenshaw; e0 at S = 0);
+    1.0 before the start. Returns the largest S past the grid (0.0 if none: then out is
+    complete; else the caller grows the grid and runs again)."""
+    N, T, m = xs.shape
+    D1 = cheb.shape[1]
+    smax = bounds[bounds.shape[0] - 1]
+    past = 0.0
+    for i in prange(N):
+        K = np.full(L, kb)
+        for p in range(T):
+            if p < starts[i]:
+                for l in range(L):
+                    out[l, i, p] = 1.0
+                continue
+            drive = 0.0
+            for c in range(m):
+                drive += xs[i, p, c] * xs[i, p, c]
+            for l in range(L):
+                S = sw2 * K[l] + drive + sb2
+                out[l, i, p] = S
+                s = math.sqrt(max(S, 0.0))
+                if s > smax * (1 + 1e-12):
+                    past = max(past, S)
+                    s = smax
+                if s == 0.0:
+                    e = e0
+                else:
+                    mi, x = _locate(s, bounds)
+                    b1, b2 = 0.0, 0.0
+                    for d in range(D1 - 1, 0, -1):
+                        b1, b2 = cheb[mi, d, col] + 2.0 * x * b1 - b2, b1
+                    e = max(cheb[mi, 0, col] + x * b1 - b2, 0.0)
+                K[l] = e
+                drive = su2 * e
+    return past
+
+
+def variances(nonlinearity: str, consts: tuple, depth: int, xs, starts):
+    """``(L, N, T)`` float64 tensor of the per-sequence variances (as
+    :func:`rntk_empirical.analytic.numba_backend.variances`: xs ``(N, T, m)`` scaled by
+    s_u / sqrt(m), starts ``(N,)``), compiled, with V_phi(S, S, 1) = E_phi(S) from the
+    smooth dual's grid (grown and run again if a variance passes it). For a nonlinearity
+    that :func:`qualifies`."""
+    import torch
+
+    x = xs.detach().to("cpu", torch.float64).numpy()
+    st = starts.cpu().numpy().astype(np.int64)
+    out = np.empty((depth, x.shape[0], x.shape[1]))
+    sw2, su2, sb2, _, kb, _ = consts
+    var_max = 16.0
+    while True:
+        sm = prepare_smooth(nonlinearity, var_max)
+        cheb, _ = _grid_arrays(sm)
+        e0 = sm.grid.at_zero[0] ** 2
+        past = _diag_recursion(
+            x, st, depth, sw2, su2, sb2, kb, sm.grid.bounds, cheb, 2 * sm.grid.kmax, e0, out
+        )
+        if past == 0.0:
+            return torch.from_numpy(out)
+        var_max = 2.0 * past  # prepare_smooth refuses past its verified range
+
+
+def qualifies(nonlinearity: str) -> bool:
+    """Whether the nonlinearity takes the smooth-dual series (no warning here: the kernel
+    bank's :func:`table_or_none` says why not)."""
+    try:
+        prepare_smooth(nonlinearity, 1.0)
+    except SmoothDualUnsupported:
+        return False
+    return True
 
 
 def evaluate(
