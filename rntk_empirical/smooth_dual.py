@@ -443,6 +443,7 @@ def _qualify(nl: Nonlinearity, grid: CoefficientGrid, tol: float) -> None:
 
 
 _CACHE: dict[tuple, SmoothDual] = {}
+_REFUSED: dict[tuple, str] = {}  # the reason, per nonlinearity refused at its first range
 
 
 def prepare_smooth(
@@ -464,10 +465,17 @@ def prepare_smooth(
     have = _CACHE.get(key)
     if have is not None and have.var_max >= var_max:
         return have
+    if key in _REFUSED:  # a nonlinearity refused once is refused at every range
+        raise SmoothDualUnsupported(_REFUSED[key])
     smax = math.sqrt(max(var_max, 16.0)) * 1.25  # headroom: a grown range rebuilds
     with np.errstate(all="ignore"):
         grid = build_grid(nl, smax)
-    _qualify(nl, grid, tol)
+    try:
+        _qualify(nl, grid, tol)
+    except SmoothDualUnsupported as err:
+        if have is None:
+            _REFUSED[key] = str(err)
+        raise
     _CACHE[key] = SmoothDual(nl, grid, strip_estimate(grid), tol)
     return _CACHE[key]
 

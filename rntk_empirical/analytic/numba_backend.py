@@ -349,7 +349,8 @@ def _bank_rows(
     # a task takes ROW_GROUP rows through each tile of columns in turn: the tile's column
     # data (the smooth dual's coefficient blocks: kilobytes per column and step) is read
     # from cache by all of them
-    n_tasks = (rows.shape[0] + ROW_GROUP - 1) // ROW_GROUP
+    group = max(1, min(ROW_GROUP, rows.shape[0] // 4))  # at least 4 tasks where possible
+    n_tasks = (rows.shape[0] + group - 1) // group
     for task in prange(n_tasks):
         K = np.empty((L, TILE))
         G = np.empty((L, TILE))
@@ -363,7 +364,7 @@ def _bank_rows(
         lo0 = np.empty(TILE)  # chain 0: 1.0 where x_j is x_i (identical states)
         lo = np.full(TILE, -1.0)  # other chains: states never identical
         for jt in range(0, N2p, TILE):
-            for u in range(task * ROW_GROUP, min(rows.shape[0], (task + 1) * ROW_GROUP)):
+            for u in range(task * group, min(rows.shape[0], (task + 1) * group)):
                 i = rows[u]
                 si = s1[i]
                 j0 = max(jt, (i // LANES) * LANES if sym else 0)
