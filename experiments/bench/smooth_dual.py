@@ -39,7 +39,8 @@ REGISTERED = {
     "gelu": F.gelu,
 }
 NAMES = ("tanh", *REGISTERED)
-DIVERGED_RANGE = 100.0  # the error grid's largest variance where the recursion diverges
+DIVERGED_RANGE = 25.0  # the error grid's largest variance where the recursion diverges (the
+# reference needs GiB at 100: 19 GiB measured for softplus)
 
 
 def register_smooth() -> None:
