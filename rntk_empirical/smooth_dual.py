@@ -53,7 +53,7 @@ import torch
 from rntk_empirical.nonlinearities import Nonlinearity, get_nonlinearity
 
 DEFAULT_TOL = 1e-9
-KMAX = 512  # most series terms a side stores (cells past it take the trapezoid rule)
+KMAX = 1024  # most series terms a side stores (cells past it take the trapezoid rule)
 RHO_BINS = 24  # bins of |rho|: edge r_b = 1 - (1 - (b + 1) / RHO_BINS)^2, finer near 1
 GRID_DEGREE = 16  # Chebyshev degree per interval of s = sqrt(a)
 GRID_S0 = 0.125  # first interval [0, GRID_S0]; then geometric intervals of ratio GRID_RATIO
@@ -214,78 +214,111 @@ def build_grid(nl: Nonlinearity, smax: float, kmax: int = KMAX, strip: float = 1
 
 
 # ------------------------------------------------------------------ per-side truncation
-def _parts(coef: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Even and odd coefficients: V = P_even(rho^2) + rho P_odd(rho^2)."""
-    return coef[:, 0::2], coef[:, 1::2]
-
-
-def _terms_needed(part: np.ndarray, unresolved: np.ndarray, thr: np.ndarray) -> np.ndarray:
-    """``(n, RHO_BINS)`` int: per side and |rho| bin (edge r), the fewest terms m of one
-    parity part c_0.. (powers r^(2m) or r^(2m+1): bounded by r^(2m) either way) with
+def _terms_needed(
+    part: torch.Tensor, unresolved: torch.Tensor, thr: torch.Tensor, lr: torch.Tensor
+) -> torch.Tensor:
+    """``(n, RHO_BINS)`` long: per side and |rho| bin (edge r, ``lr`` = log r^2 per bin),
+    the fewest terms m of one parity part c_0.. (powers r^(2m) or r^(2m+1): bounded by
+    r^(2m) either way) with
 
         r^(2m) sum_{j >= m} c_j^2 + r^(2 M) U <= thr,
 
     the Cauchy-Schwarz half of the tail bound (module docstring); -1 where even m = M (all
-    stored terms) fails: the series has not converged there (U: the Parseval remainder)."""
+    stored terms) fails: the series has not converged there (U: the Parseval remainder).
+    Bisection on the predicate, which falls with m; any device."""
     n, M = part.shape
     sq = part * part
-    tail = np.cumsum(sq[:, ::-1], axis=1)[:, ::-1]  # tail[:, m] = sum_{j >= m} c_j^2
-    tail = np.concatenate([tail, np.zeros((n, 1))], axis=1)
-    out = np.empty((n, RHO_BINS), dtype=np.int64)
-    thr = np.asarray(thr, dtype=np.float64)[:, None]
-    u = np.asarray(unresolved, dtype=np.float64)[:, None]
-    lr = 2.0 * np.log(rho_bin_edges())  # (B,): log r^2 per bin (0 for r = 1)
-    rows = np.arange(n)[:, None]
+    tail = torch.flip(torch.cumsum(torch.flip(sq, [1]), 1), [1])  # tail[:, m] = sum_{j >= m}
+    tail = torch.cat([tail, sq.new_zeros(n, 1)], 1)
+    thr, u = thr[:, None], unresolved[:, None]
 
-    def ok(m: np.ndarray) -> np.ndarray:  # (n, B); decreasing in m: bisect for the first True
-        return tail[rows, m] * np.exp(lr * m) + u * np.exp(lr * M) <= thr
+    def ok(m: torch.Tensor) -> torch.Tensor:  # (n, B)
+        return torch.gather(tail, 1, m) * torch.exp(lr * m) + u * torch.exp(lr * M) <= thr
 
-    lo, hi = np.zeros((n, RHO_BINS), np.int64), np.full((n, RHO_BINS), M, np.int64)
+    lo = torch.zeros(n, RHO_BINS, dtype=torch.long, device=part.device)
+    hi = torch.full_like(lo, M)
     good = ok(hi)
     for _ in range(int(math.ceil(math.log2(M + 1))) + 1):
         mid = (lo + hi) // 2
         sel = ok(mid)
-        hi = np.where(sel, mid, hi)
-        lo = np.where(sel, lo, mid + 1)
-    out[:] = np.where(good, hi, -1)
-    return out
+        hi = torch.where(sel, mid, hi)
+        lo = torch.where(sel, lo, mid + 1)
+    return torch.where(good, hi, -1)
 
 
 @dataclass
 class SideTable:
-    """Per-side data of one call (see :func:`side_table`); n sides, M = kmax / 2."""
+    """Per-side data of one call (see :func:`side_table`); n sides, M = kmax / 2. Tensors
+    on the device of the variances (:func:`side_tensors`) or numpy arrays
+    (:func:`side_table`)."""
 
-    terms: np.ndarray  # (n, 4, RHO_BINS) int: terms of phi-even, phi-odd, dphi-even, dphi-odd
-    coef: np.ndarray  # (n, 4, M): the four parity parts' coefficients
-    diag: np.ndarray  # (n, 2): E_phi = V_phi(a, a, 1), E_dphi = V_dphi(a, a, 1)
+    terms: np.ndarray | torch.Tensor  # (n, 4, RHO_BINS) int: terms of phi-even, phi-odd,
+    # dphi-even, dphi-odd
+    coef: np.ndarray | torch.Tensor  # (n, 4, M): the four parity parts' coefficients
+    diag: np.ndarray | torch.Tensor  # (n, 2): E_phi = V_phi(a, a, 1), E_dphi = V_dphi(a, a, 1)
 
 
-def side_table(grid: CoefficientGrid, var: np.ndarray, tol: float) -> SideTable:
+_GRID_TENSORS: dict[tuple, tuple[CoefficientGrid, torch.Tensor, torch.Tensor]] = {}
+
+
+def _grid_tensors(grid: CoefficientGrid, device: torch.device):
+    """(bounds, cheb) of a grid as float64 tensors on a device (cached per grid and device)."""
+    key = (id(grid), str(device))
+    have = _GRID_TENSORS.get(key)
+    if have is None or have[0] is not grid:
+        as_t = lambda x: torch.as_tensor(x, dtype=torch.float64, device=device)  # noqa: E731
+        have = _GRID_TENSORS[key] = (grid, as_t(grid.bounds), as_t(grid.cheb))
+    return have[1], have[2]
+
+
+def side_tensors(grid: CoefficientGrid, var: torch.Tensor, tol: float) -> SideTable:
     """Coefficients, diagonal values and terms per |rho| bin for each variance in ``var``
-    (flat): each part's truncation is bounded by (tol / 4) sqrt(E_a E_b), so the cell's
-    V_phi (two parts) by (tol / 2) sqrt(E_a E_b), and V_dphi likewise."""
-    s = np.sqrt(np.maximum(np.asarray(var, dtype=np.float64).ravel(), 0.0))
-    if s.size and s.max() > grid.bounds[-1] * (1 + 1e-12):
-        raise ValueError(f"variance {s.max() ** 2:g} is beyond the grid ({grid.bounds[-1] ** 2:g})")
-    cols = grid.evaluate(s)
+    (flat), as float64 / long tensors on var's device: each part's truncation is bounded by
+    (tol / 4) sqrt(E_a E_b), so the cell's V_phi (two parts) by (tol / 2) sqrt(E_a E_b),
+    and V_dphi likewise. The grid's Chebyshev series are summed per interval that holds a
+    variance (one matrix product each)."""
+    dev = var.device
+    s = var.detach().to(torch.float64).reshape(-1).clamp(min=0.0).sqrt()
+    bounds, cheb = _grid_tensors(grid, dev)
+    if s.numel() and float(s.max()) > grid.bounds[-1] * (1 + 1e-12):
+        top, edge = float(s.max()) ** 2, grid.bounds[-1] ** 2
+        raise ValueError(f"variance {top:g} is beyond the grid ({edge:g})")
+    Mi = cheb.shape[0]
+    idx = (torch.searchsorted(bounds, s, right=True) - 1).clamp(0, Mi - 1)
+    lo, hi = bounds[idx], bounds[idx + 1]
+    x = ((2.0 * s - lo - hi) / (hi - lo)).clamp(-1.0, 1.0)
+    basis = [torch.ones_like(x), x]
+    for _ in range(2, GRID_DEGREE + 1):
+        basis.append(2.0 * x * basis[-1] - basis[-2])
+    basis = torch.stack(basis[: GRID_DEGREE + 1], 1)
+    cols = s.new_empty(s.numel(), cheb.shape[2])
+    for m in torch.unique(idx).tolist():  # the intervals that hold some s
+        rows = (idx == m).nonzero().squeeze(1)
+        cols[rows] = basis[rows] @ cheb[m]
     K = grid.kmax
     alpha, beta = cols[:, :K], cols[:, K : 2 * K]
-    e_phi, e_dphi = np.maximum(cols[:, 2 * K], 0.0), np.maximum(cols[:, 2 * K + 1], 0.0)
+    e_phi, e_dphi = cols[:, 2 * K].clamp(min=0.0), cols[:, 2 * K + 1].clamp(min=0.0)
     zero = s == 0.0  # a = 0: u = 0 surely, exact values (no interpolation noise)
-    if zero.any():
+    if bool(zero.any()):
         p0, d0 = grid.at_zero
         alpha[zero], beta[zero] = 0.0, 0.0
         alpha[zero, 0], beta[zero, 0] = p0, d0
         e_phi[zero], e_dphi[zero] = p0 * p0, d0 * d0
+    lr = torch.as_tensor(2.0 * np.log(rho_bin_edges()), dtype=torch.float64, device=dev)
     terms, coef = [], []
     for c, e in ((alpha, e_phi), (beta, e_dphi)):
-        unresolved = e - (c * c).sum(axis=1)
         # float noise of the difference: ~1e-15 E; the thresholds below are >= 1e-13 E
-        unresolved = np.maximum(unresolved, 0.0)
-        for part in _parts(c):
-            terms.append(_terms_needed(part, unresolved, (tol / 4.0) * e))
+        unresolved = (e - (c * c).sum(1)).clamp(min=0.0)
+        for part in (c[:, 0::2], c[:, 1::2]):  # V = P_even(rho^2) + rho P_odd(rho^2)
+            terms.append(_terms_needed(part, unresolved, (tol / 4.0) * e, lr))
             coef.append(part)
-    return SideTable(np.stack(terms, 1), np.stack(coef, 1), np.stack([e_phi, e_dphi], 1))
+    return SideTable(torch.stack(terms, 1), torch.stack(coef, 1), torch.stack([e_phi, e_dphi], 1))
+
+
+def side_table(grid: CoefficientGrid, var: np.ndarray, tol: float) -> SideTable:
+    """:func:`side_tensors` for a numpy array of variances, as numpy arrays."""
+    st = side_tensors(grid, torch.as_tensor(np.asarray(var, dtype=np.float64)), tol)
+    return SideTable(st.terms.numpy(), st.coef.numpy(), st.diag.numpy())
 
 
 # ------------------------------------------------------------------ the 2-D trapezoid rule
@@ -410,6 +443,7 @@ def _qualify(nl: Nonlinearity, grid: CoefficientGrid, tol: float) -> None:
 
 
 _CACHE: dict[tuple, SmoothDual] = {}
+_REFUSED: dict[tuple, str] = {}  # the reason, per nonlinearity refused at its first range
 
 
 def prepare_smooth(
@@ -431,23 +465,29 @@ def prepare_smooth(
     have = _CACHE.get(key)
     if have is not None and have.var_max >= var_max:
         return have
+    if key in _REFUSED:  # a nonlinearity refused once is refused at every range
+        raise SmoothDualUnsupported(_REFUSED[key])
     smax = math.sqrt(max(var_max, 16.0)) * 1.25  # headroom: a grown range rebuilds
     with np.errstate(all="ignore"):
         grid = build_grid(nl, smax)
-    _qualify(nl, grid, tol)
+    try:
+        _qualify(nl, grid, tol)
+    except SmoothDualUnsupported as err:
+        if have is None:
+            _REFUSED[key] = str(err)
+        raise
     _CACHE[key] = SmoothDual(nl, grid, strip_estimate(grid), tol)
     return _CACHE[key]
 
 
 # ------------------------------------------------------------------ the torch evaluator
 def _side_tensors(sm: SmoothDual, v: torch.Tensor):
-    """Side data of the distinct values of v as tensors on v's device: (terms ``(n, 4,
-    RHO_BINS)`` long, coef ``(n, 4, M)``, diag ``(n, 2)``) and the index of each entry."""
+    """Side data of the distinct values of v as tensors on v's device (computed there:
+    :func:`side_tensors`): (terms ``(n, 4, RHO_BINS)`` long, coef ``(n, 4, M)``, diag
+    ``(n, 2)`` in v's dtype) and the index of each entry."""
     uniq, inv = torch.unique(v.detach().clamp(min=0.0), return_inverse=True)
-    st = side_table(sm.grid, uniq.to("cpu", torch.float64).numpy(), sm.tol)
-    dev, dt = v.device, v.dtype
-    as_t = lambda x, d=dt: torch.as_tensor(x, dtype=d, device=dev)  # noqa: E731
-    return as_t(st.terms, torch.long), as_t(st.coef), as_t(st.diag), inv
+    st = side_tensors(sm.grid, uniq, sm.tol)
+    return st.terms, st.coef.to(v.dtype), st.diag.to(v.dtype), inv
 
 
 def torch_dual(

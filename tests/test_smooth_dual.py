@@ -160,3 +160,67 @@ def test_variances_past_the_verified_range_are_refused():
     verified: SmoothDualUnsupported, so the caller keeps the Gauss-Hermite rule."""
     with pytest.raises(sd.SmoothDualUnsupported, match="verified range"):
         sd.prepare_smooth("tanh", 2.0 * sd.MAX_VARIANCE)
+
+
+def test_compiled_diagonal_recursion_matches_the_grid():
+    """numba_smooth.variances (compiled, Clenshaw on the grid's E_phi column) against the
+    recursion S = s_w^2 E_phi(S_prev) + |x_t|^2 + s_b^2 by CoefficientGrid.diagonal, two
+    layers, mixed starts, s_w = 3 with large inputs: variances past the first grid (25),
+    so the grid grows and the recursion runs again."""
+    gen = torch.Generator().manual_seed(5)
+    xs = 3.0 * torch.randn(3, 30, 2, generator=gen, dtype=torch.float64)
+    starts = torch.tensor([0, 4, 29])
+    sw2, su2, sb2, kb = 9.0, 1.0, 0.01, 0.0
+    got = numba_smooth.variances("tanh", (sw2, su2, sb2, 1.0, kb, False), 2, xs, starts)
+    assert float(got.max()) > 25.0  # the grid grew
+    grid = sd.prepare_smooth("tanh", float(got.max())).grid
+    want = np.ones((2, 3, 30))
+    for i in range(3):
+        K = [kb, kb]
+        for p in range(int(starts[i]), 30):
+            drive = float((xs[i, p] ** 2).sum())
+            for l in range(2):
+                S = sw2 * K[l] + drive + sb2
+                want[l, i, p] = S
+                K[l] = float(grid.diagonal(np.array([math.sqrt(S)]))[0, 0])
+                drive = su2 * K[l]
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=0)
+
+
+# (a, b, rho) where a side stores fewer terms than the cell needs: a low-variance side beside
+# a high-variance one (the certified stop at the shorter side, or the grid's missing terms)
+# and |rho| past numba_smooth.STORE_TO_RHO (the grid)
+SHORT_SIDE_CELLS = [
+    (0.05, 20.0, 0.15),
+    (0.05, 20.0, 0.3),
+    (0.01, 25.0, 0.2),
+    (0.05, 20.0, 0.5),
+    (0.05, 20.0, 0.9),
+    (0.3, 16.0, 0.97),
+    (1.0, 9.0, 0.995),
+    (2.0, 20.0, 0.9999),
+    (20.0, 0.5, -0.98),
+    (6.0, 7.0, 0.999),
+]
+
+
+@pytest.mark.parametrize("name", ["tanh", "smooth_test_softplus"])
+def test_cells_past_a_sides_stored_terms_meet_the_contract(name):
+    """The ways of handling terms a side does not store occur on these cells (the stop
+    certified by the shorter side's tail, the missing terms from the grid), and every cell
+    stays within tol of the reference."""
+    a, b, r = (np.array(col, dtype=np.float64) for col in zip(*SHORT_SIDE_CELLS))
+    tab, (oa, ob) = numba_smooth.prepare(name, [a, b])
+    oa, ob = oa.astype(int), ob.astype(int)
+    k = sd.rho_bin(r)
+    need = np.maximum(tab[oa + 6 + k], tab[ob + 6 + k])
+    n = np.minimum(tab[oa + 2], tab[ob + 2])
+    s = np.where(tab[oa + 2] <= tab[ob + 2], oa, ob)
+    certified = tab[s + 5] - 2.0 * n * tab[numba_smooth.LOG_R + k] >= tab[4]
+    assert ((need > n) & ~certified).any()  # the grid's terms
+    if name == "tanh":  # the certified stop (its low-variance sides store 5 terms)
+        assert ((need > n) & certified).any()
+    ref, scale, _ = _reference(name, SHORT_SIDE_CELLS)
+    vp, vd = numba_smooth.evaluate(name, a, b, r)
+    err = np.abs(np.stack([vp, vd], 1) - ref) / scale
+    assert err.max() <= sd.DEFAULT_TOL, err.max(axis=1)

@@ -44,6 +44,8 @@ FULL_SIZES = {
     "entk_t": 20,
     "analytic_n": 10_000,
     "analytic_t": 100,
+    "smooth_n": 2000,
+    "smooth_t": 50,
     "check_width": 32,
 }
 QUICK_SIZES = {
@@ -52,6 +54,8 @@ QUICK_SIZES = {
     "entk_t": 5,
     "analytic_n": 40,
     "analytic_t": 8,
+    "smooth_n": 16,
+    "smooth_t": 8,
     "check_width": 12,
 }
 
@@ -200,12 +204,15 @@ def _entk_timing(dev: torch.device, width: int, n: int, T: int) -> dict:
     return {"width": width, "n": n, "t": T, "build": build, "structured_ntk": run}
 
 
-def _analytic_timing(dev: torch.device, n: int, T: int) -> dict:
+def _analytic_timing(dev: torch.device, n: int, T: int, nonlinearity: str = "relu") -> dict:
+    """Time and peak memory of analytic_kernels on ``dev`` (the torch path off the CPU; for
+    tanh, the smooth-dual series evaluated with torch ops on the device), N = n, T, m = 3."""
     x = torch.randn(n, T, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     xd = x.to(dev)
+    arch = Architecture(nonlinearity=nonlinearity)
     with precision_scope(torch.float64):
-        run = _timed(dev, lambda: analytic_kernels(Architecture(), xd, device=dev))
-    return {"n": n, "t": T, "analytic_kernels": run}
+        run = _timed(dev, lambda: analytic_kernels(arch, xd, device=dev))
+    return {"n": n, "t": T, "nonlinearity": nonlinearity, "analytic_kernels": run}
 
 
 def run_gpu_acceptance(
@@ -232,6 +239,7 @@ def run_gpu_acceptance(
     timing = {
         "entk": [_entk_timing(dev, w, sz["entk_n"], sz["entk_t"]) for w in sz["entk_widths"]],
         "analytic": _analytic_timing(dev, sz["analytic_n"], sz["analytic_t"]),
+        "analytic_smooth": _analytic_timing(dev, sz["smooth_n"], sz["smooth_t"], "tanh"),
     }
     ok = all(r["ok"] for r in agreement) and tf32["ok"]
     return {

@@ -11,6 +11,9 @@ peak (the best dgemm, on every thread) turned into a bound in cells per second b
 roots, the recursion and the sums) -- the gap to the limit in one run. A bound, not a
 promise: the square roots and the selects do not run at the FMA rate. ``--torch`` adds the
 torch backend at smaller sizes (10-1000x slower there). ``--api-only`` stops after it.
+The smooth-dual series (issue 27): tanh last step (2000, 50), mean pooling (64, 150) and
+(2, 2000), and softplus, sigmoid, swish, GELU at (64, 150), each with the ReLU rate at the
+same size divided by its own.
 Then the older table:
 
 Prints pair-steps per second (N1 * N2 * T * L / seconds) for the headline case N = 2000, T = 50,
@@ -30,6 +33,8 @@ import multiprocessing as mp
 import os
 import resource
 import time
+
+from experiments.bench.smooth_dual import REGISTERED, register_smooth
 
 
 def _case(kw: dict) -> dict:
@@ -119,9 +124,12 @@ def _api_cases(with_torch: bool, quick: bool) -> list[tuple]:
             ("avg", 64, 50, 150, dtype, "auto", "relu"),
             ("last", 500 if quick else 2000, 50, 50, dtype, "auto", "relu"),
         ]
-    # a quadrature dual (tabulated phi, ~2 x 46^2 lookups per cell: no peak fraction)
-    cases += [("last", 64, 50, 50, "float64", "auto", "tanh")]
-    cases += [("avg", 4, 100, 100, "float64", "auto", "tanh")]
+    # the smooth-dual series (tanh and registered smooth nonlinearities, issue 27) at the
+    # issue's sizes, each next to ReLU at the same size (the ratio printed)
+    smooth = [("last", 500 if quick else 2000, 50), ("avg", 64, 150), ("avg", 2, 2000)]
+    cases += [("avg", 2, 2000, 2000, "float64", "auto", "relu")]
+    cases += [(r, n, t, t, "float64", "auto", "tanh") for r, n, t in smooth]
+    cases += [("avg", 64, 150, 150, "float64", "auto", nl) for nl in REGISTERED]
     if with_torch:
         cases += [
             ("avg", 4, 100, 100, "float64", "torch", "relu"),
@@ -140,6 +148,7 @@ def api_table(with_torch: bool, quick: bool) -> None:
     from rntk_empirical.analytic import analytic_ntk
     from rntk_empirical.architecture import Architecture
 
+    register_smooth()
     peak = peak_flops()
     if peak:
         print(
@@ -148,15 +157,15 @@ def api_table(with_torch: bool, quick: bool) -> None:
             f"({FLOPS_PER_CELL} flops per ReLU cell and layer)"
         )
     gen = torch.Generator().manual_seed(0)
-    warm = set()
+    warm, relu = set(), {}
     for readout, N, t_lo, t_hi, dtype, backend, nl in _api_cases(with_torch, quick):
         lengths = torch.randint(t_lo, t_hi + 1, (N,), generator=gen).tolist()
         x = [torch.randn(t, 1, generator=gen, dtype=torch.float64) for t in lengths]
         arch = Architecture(readout=readout, nonlinearity=nl)
         kw = dict(dtype=getattr(torch, dtype), backend=backend)
-        if (readout, dtype, t_lo == t_hi, backend) not in warm:  # compile or load the cache
+        if (readout, dtype, t_lo == t_hi, backend, nl) not in warm:  # compile or load cache
             analytic_ntk(arch, [s[:5] for s in x[:3]], **kw)
-            warm.add((readout, dtype, t_lo == t_hi, backend))
+            warm.add((readout, dtype, t_lo == t_hi, backend, nl))
         t0 = time.perf_counter()
         analytic_ntk(arch, x, **kw)
         dt = time.perf_counter() - t0
@@ -166,8 +175,13 @@ def api_table(with_torch: bool, quick: bool) -> None:
         lens = f"T={t_lo}" if t_lo == t_hi else f"T={t_lo}..{t_hi}"
         closed = nl == "relu" and readout == "avg"
         gap = f"  {rate * FLOPS_PER_CELL / peak:6.1%} of peak" if peak and closed else ""
+        key = (readout, N, t_lo, t_hi, dtype, backend)
+        if nl == "relu":
+            relu[key] = rate
+        elif key in relu:
+            gap = f"  ReLU / this {relu[key] / rate:6.1f}x"
         print(
-            f"analytic_ntk {nl:>4s} {readout:>4s} N={N:>4d} {lens:>11s} {dtype} {backend:>5s}: "
+            f"analytic_ntk {nl:>8s} {readout:>4s} N={N:>4d} {lens:>11s} {dtype} {backend:>5s}: "
             f"{dt:8.3f} s  {rate / 1e6:9.3f} M cells/s{gap}",
             flush=True,
         )

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from rntk_empirical.analytic import numba_backend
+from rntk_empirical.analytic import numba_backend, numba_smooth
 from rntk_empirical.analytic.common import (
     KernelConstants,
     blocks,
@@ -30,6 +30,7 @@ from rntk_empirical.architecture import Architecture
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, get_dual, get_fused_dual
 from rntk_empirical.readouts import available_readouts
 from rntk_empirical.sequences import Sequences
+from rntk_empirical.smooth_dual import SmoothDualUnsupported
 
 
 @torch.no_grad()
@@ -182,13 +183,24 @@ def compiled_bank(
     consts = (c.sw2, c.su2, c.sb2, c.sv2, boundary_value(c), c.h0 == "per_input")
     out = None
 
-    def variances(xs: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        return numba_backend.variances(arch.nonlinearity, consts, c.depth, xs, starts)
-
     closed = numba_backend.compiled_variances(arch.nonlinearity)
+    # the smooth-dual series: the diagonal from its grid, compiled; other quadrature duals
+    # through the torch dual (O(N T L) cells, same rule)
+    smooth = (
+        not closed
+        and quad_points == DEFAULT_QUAD_POINTS
+        and numba_smooth.qualifies(arch.nonlinearity)
+    )
+    diagonal = numba_smooth.variances if smooth else numba_backend.variances
+
+    def variances(xs: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        return diagonal(arch.nonlinearity, consts, c.depth, xs, starts)
+
     for d in range(arch.directions):
-        # quadrature duals: the diagonal through the torch dual (O(N T L) cells, same rule)
-        side1, side2 = sides(c, dual, s1, s2, d, (), variances if closed else None)
+        try:
+            side1, side2 = sides(c, dual, s1, s2, d, (), variances if closed or smooth else None)
+        except SmoothDualUnsupported:  # variances past the series' verified range
+            side1, side2 = sides(c, dual, s1, s2, d, (), None)
         bank = numba_backend.kernel_bank(
             consts,
             arch.nonlinearity,

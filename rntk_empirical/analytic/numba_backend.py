@@ -70,6 +70,7 @@ NODE_WEIGHT_FLOOR = 1e-20
 _TAB_HEAD = 4  # header of the packed table: Q, x0, 1/h, n
 LANES = 32  # columns are padded to a multiple of this: the vector loop has no scalar tail
 TILE = 128  # columns whose state stays in L1 while one chain runs
+ROW_GROUP = 8  # rows of one parallel task of _bank_rows, each through a tile in turn
 _READOUT_SLOTS = ("final", "diag", "full")  # the kinds of rntk_empirical.readouts.Readout.kind
 _FASTMATH = FASTMATH
 
@@ -345,9 +346,12 @@ def _bank_rows(
     N2p = f2.shape[3]
     s_last, s_ps, s_avg = slots[0], slots[1], slots[2]
     acc0 = 1.0 if (s_ps >= 0 or s_avg >= 0) else 0.0  # a weight (see _cells_for)
-    for u in prange(rows.shape[0]):
-        i = rows[u]
-        si = s1[i]
+    # a task takes ROW_GROUP rows through each tile of columns in turn: the tile's column
+    # data (the smooth dual's coefficient blocks: kilobytes per column and step) is read
+    # from cache by all of them
+    group = max(1, min(ROW_GROUP, rows.shape[0] // 4))  # at least 4 tasks where possible
+    n_tasks = (rows.shape[0] + group - 1) // group
+    for task in prange(n_tasks):
         K = np.empty((L, TILE))
         G = np.empty((L, TILE))
         dr = np.empty(TILE)
@@ -359,55 +363,60 @@ def _bank_rows(
         st = np.empty((L, TILE))
         lo0 = np.empty(TILE)  # chain 0: 1.0 where x_j is x_i (identical states)
         lo = np.full(TILE, -1.0)  # other chains: states never identical
-        first = (i // LANES) * LANES if sym else 0
-        for j0 in range(first, N2p, TILE):
-            n = min(TILE, N2p - j0)
-            w = min(n, n_out - j0)
-            s_min = T
-            for j in range(n):
-                s_min = min(s_min, s2[j0 + j])
-            for j in range(n):
-                equal = keys1[i] == keys2[j0 + j] and si == s2[j0 + j]
-                lo0[j] = 1.0 if (equal and j0 + j < n_out) else -1.0
-                b = kb if (si == s2[j0 + j] and (kb_keys == 0.0 or equal)) else 0.0
-                for l in range(L):
-                    K[l, j] = b
-                    G[l, j] = 0.0
-                    pk[l, j] = 0.0
-                    pt[l, j] = 0.0
-                    sk[l, j] = 0.0
-                    st[l, j] = 0.0
-            p0 = max(si, s_min)
-            run = (x1, x2, f1, f2, cst, K, G, dr, gl)  # what every chain of the tile shares
-            _chain(i, j0, n, 0, *run, pk, pt, lo0, tab, acc0, prof, p0, s2, live)
-            for l in range(L):
-                for j in range(w):
-                    if s_last >= 0:
-                        scale = sv2 / (d1[0, i] * d2[0, j0 + j])
-                        out[l, s_last, 0, i, j0 + j] = scale * (K[l, j] + G[l, j])
-                        out[l, s_last, 1, i, j0 + j] = scale * K[l, j]
-                    if s_ps >= 0:
-                        scale = sv2 / (d1[1, i] * d2[1, j0 + j])
-                        out[l, s_ps, 0, i, j0 + j] = scale * pt[l, j]
-                        out[l, s_ps, 1, i, j0 + j] = scale * pk[l, j]
-            if s_avg < 0:
-                continue
-            for k in range(1 - T, T):
-                if k == 0:
+        for jt in range(0, N2p, TILE):
+            for u in range(task * group, min(rows.shape[0], (task + 1) * group)):
+                i = rows[u]
+                si = s1[i]
+                j0 = max(jt, (i // LANES) * LANES if sym else 0)
+                if j0 >= min(jt + TILE, N2p):
                     continue
+                n = min(jt + TILE, N2p) - j0
+                w = min(n, n_out - j0)
+                s_min = T
                 for j in range(n):
-                    # the boundary s_h^2 term: chain k where both sequences start together
-                    b = kb if (si - k == s2[j0 + j] and kb_keys == 0.0) else 0.0
+                    s_min = min(s_min, s2[j0 + j])
+                for j in range(n):
+                    equal = keys1[i] == keys2[j0 + j] and si == s2[j0 + j]
+                    lo0[j] = 1.0 if (equal and j0 + j < n_out) else -1.0
+                    b = kb if (si == s2[j0 + j] and (kb_keys == 0.0 or equal)) else 0.0
                     for l in range(L):
                         K[l, j] = b
                         G[l, j] = 0.0
-                p0 = max(k, si, s_min + k)
-                _chain(i, j0, n, k, *run, sk, st, lo, tab, 1.0, prof, p0, s2, live)
-            for l in range(L):
-                for j in range(w):
-                    scale = sv2 / (d1[2, i] * d2[2, j0 + j])
-                    out[l, s_avg, 0, i, j0 + j] = scale * (st[l, j] + pt[l, j])
-                    out[l, s_avg, 1, i, j0 + j] = scale * (sk[l, j] + pk[l, j])
+                        pk[l, j] = 0.0
+                        pt[l, j] = 0.0
+                        sk[l, j] = 0.0
+                        st[l, j] = 0.0
+                p0 = max(si, s_min)
+                run = (x1, x2, f1, f2, cst, K, G, dr, gl)  # what every chain of the tile shares
+                _chain(i, j0, n, 0, *run, pk, pt, lo0, tab, acc0, prof, p0, s2, live)
+                for l in range(L):
+                    for j in range(w):
+                        if s_last >= 0:
+                            scale = sv2 / (d1[0, i] * d2[0, j0 + j])
+                            out[l, s_last, 0, i, j0 + j] = scale * (K[l, j] + G[l, j])
+                            out[l, s_last, 1, i, j0 + j] = scale * K[l, j]
+                        if s_ps >= 0:
+                            scale = sv2 / (d1[1, i] * d2[1, j0 + j])
+                            out[l, s_ps, 0, i, j0 + j] = scale * pt[l, j]
+                            out[l, s_ps, 1, i, j0 + j] = scale * pk[l, j]
+                if s_avg < 0:
+                    continue
+                for k in range(1 - T, T):
+                    if k == 0:
+                        continue
+                    for j in range(n):
+                        # the boundary s_h^2 term: chain k where both sequences start together
+                        b = kb if (si - k == s2[j0 + j] and kb_keys == 0.0) else 0.0
+                        for l in range(L):
+                            K[l, j] = b
+                            G[l, j] = 0.0
+                    p0 = max(k, si, s_min + k)
+                    _chain(i, j0, n, k, *run, sk, st, lo, tab, 1.0, prof, p0, s2, live)
+                for l in range(L):
+                    for j in range(w):
+                        scale = sv2 / (d1[2, i] * d2[2, j0 + j])
+                        out[l, s_avg, 0, i, j0 + j] = scale * (st[l, j] + pt[l, j])
+                        out[l, s_avg, 1, i, j0 + j] = scale * (sk[l, j] + pk[l, j])
 
 
 PAD = 32  # front padding of the per-pair layout: the vector loop may start up to LANES - 1 early
@@ -821,11 +830,19 @@ def kernel_bank(
     tab = _NO_TABLE
     quadrature = get_nonlinearity(nonlinearity).compiled is None
     smooth = quadrature and quad_points == DEFAULT_QUAD_POINTS  # else the rule asked for
-    offsets = numba_smooth.table_or_none(nonlinearity, var1, var2) if smooth else None
+    offsets = None
+    if smooth:  # blocks in access order: the columns of a tile step by step, or pair by pair
+        full = any(get_readout(r).kind(T, arch) == "full" for r in readouts)
+        by_step = not (full and pairwise(N2, T))
+        v2 = np.ascontiguousarray(var2.transpose(0, 2, 1)) if by_step else var2
+        prepared = numba_smooth.table_or_none(nonlinearity, *([v2] if symmetric else [var1, v2]))
+        if prepared is not None:
+            tab, offs = prepared
+            o2 = offs[-1].transpose(0, 2, 1) if by_step else offs[-1]  # (L, N2, T)
+            offsets = (o2 if symmetric else offs[0], o2)
     if offsets is not None:  # g factors: the sides' block offsets in the series table
-        tab, (o1, o2) = offsets
-        f1[2], f2[2] = o1, numba_smooth.HEAD
-        f2[2, :, :, :N2] = o2.transpose(0, 2, 1)
+        f1[2], f2[2] = offsets[0], numba_smooth.HEAD
+        f2[2, :, :, :N2] = offsets[1].transpose(0, 2, 1)
     elif quadrature:  # the tabulated Gauss-Hermite rule
         var_max = max(float(var1.max(initial=0.0)), float(var2.max(initial=0.0)))
         tab = quadrature_table(nonlinearity, var_max, quad_points)
@@ -856,7 +873,7 @@ def kernel_bank(
             chunk = min(chunk, max(1, 2**20 // N2))
             f2n = np.stack(kernels.factors(var2)).transpose(2, 0, 1, 3)  # (N2, 3, L, T)
             if offsets is not None:
-                f2n[:, 2] = offsets[1][1].transpose(1, 0, 2)
+                f2n[:, 2] = offsets[1].transpose(1, 0, 2)
             px1, pf1 = _pad_front(x1.transpose(0, 2, 1)), _pad_front(f1.transpose(2, 0, 1, 3))
             px2, pf2 = _pad_front(x2.transpose(0, 2, 1)), _pad_front(f2n)
             if offsets is not None:  # the padding's scratch cells read a valid block

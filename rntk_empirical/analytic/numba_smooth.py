@@ -1,25 +1,40 @@
 r"""The smooth-nonlinearity dual of :mod:`rntk_empirical.smooth_dual`, compiled: one packed
-table per call and an inline per-cell evaluator for the numba recursion.
+table per call, built by compiled code, and an inline per-cell evaluator for the numba
+recursion.
 
 :func:`prepare` turns the per-side data of a call (every variance of the rows and columns)
 into one float64 array ``tab`` and, per variance, the offset of its block in it (a float,
 carried by the recursion in the per-side factor slot of the closed forms). :func:`cell`
 evaluates one pair:
 
-    rho = clamp(S r_i r_j, lo, 1)
+    rho = clamp(S r_i r_j, -1, 1)
     identical states (lo = 1):  V_phi = E_phi(i),  V_dphi = E_dphi(i)       (exact)
     else, b = bin of |rho|, K = max(K_i[b], K_j[b]) terms (K: the most any parity part of
-    the side needs there),
+    the side needs there, the certified truncation of smooth_dual.side_table),
         V = P_even(rho^2) + rho P_odd(rho^2),  P(x) = sum_{m < K} c_m(i) c_m(j) x^m   (Horner,
     the four parts of V_phi and V_dphi in one loop)
     where a side's series has not converged in bin b (K = -1): the 2-D trapezoid rule of
     :func:`rntk_empirical.smooth_dual.trapezoid_dual` on a table of phi (cubic Hermite).
 
-Layout of ``tab``: [-1 (tells it from a quadrature table), L, 0, 0, 0, P, strip, digits] then
-one block of ``stride`` values per side: [E_phi, E_dphi, terms K per bin (RHO_BINS; -1:
-not converged), coefficients (L, 4): phi-even, phi-odd, dphi-even, dphi-odd of each power
-(L: the most terms any cell may use)], then at P the phi table [x0, 1/h, n, (phi, phi',
-phi'') at x0 + k h].
+Blocks have variable length: a side stores the n coefficients its own cells need up to
+|rho| <= ``STORE_TO_RHO`` (the terms of its last converged bin there, edge r_cap). A cell
+that needs K > n terms of the shorter side s (its partner needs more, or |rho| is beyond)
+either stops at n, certified: the tail of s past n at |rho| <= r is at most (tol / 4) E_s
+(r / r_cap)^(2 n) and the partner's at most r^(2 n) E_j, so their Cauchy-Schwarz product
+is below (tol / 4) sqrt(E_s E_j) once n (log r_cap - 2 log r) >= log(4 / tol) / 2; or else
+evaluates the missing terms from the coefficient grid itself (the Chebyshev series of
+:class:`rntk_empirical.smooth_dual.CoefficientGrid`, copied into ``tab``: the values
+side_table gives). The blocks are written by compiled loops (two passes over the sides:
+terms, then blocks), in the order of the variances passed: callers pass them in the order
+the recursion reads them.
+
+Layout of ``tab``: [-1 (tells it from a quadrature table), 0, 0, 0, log(4 / tol) / 2, P,
+strip, digits, G, GK (power pairs per part in the grid), GM (grid intervals), GD (Chebyshev
+degree + 1), then log r_b per |rho| bin (RHO_BINS)] (``HEAD`` values), then one block per
+side: [E_phi, E_dphi, n, grid interval (-1: a = 0), Chebyshev coordinate, n log r_cap,
+terms K per bin (RHO_BINS; -1: not converged), coefficients (n, 4): phi-even, phi-odd,
+dphi-even, dphi-odd of each power pair], then at G the grid (GM, GK, 4, GD), then at P the
+phi table [x0, 1/h, n, (phi, phi', phi'') at x0 + k h].
 """
 
 from __future__ import annotations
@@ -28,63 +43,256 @@ import math
 
 import numpy as np
 
-from rntk_empirical.nonlinearities.compiled import FASTMATH, njit, table_lookup
+from rntk_empirical.nonlinearities.compiled import FASTMATH, njit, prange, table_lookup
 from rntk_empirical.smooth_dual import (
     DEFAULT_TOL,
     RHO_BINS,
     TRAP_RANGE,
+    SmoothDual,
     SmoothDualUnsupported,
     prepare_smooth,
-    side_table,
+    rho_bin_edges,
     warn_unsupported,
 )
 
-HEAD = 8
 NB = RHO_BINS
+LOG_R = 12  # tab[LOG_R + b] = log of the upper edge of |rho| bin b
+HEAD = LOG_R + NB
+SIDE_HEAD = 6 + NB  # E_phi, E_dphi, n, interval, coordinate, n log r_cap, K per bin
+# A side stores the terms of its own cells up to |rho| <= STORE_TO_RHO (beyond, and where the
+# partner needs more, the cell evaluates the grid: rare, ~70 flops per missing term)
+STORE_TO_RHO = 0.95
 TABLE_MAX_BYTES = 2**31  # larger per-call tables: SmoothDualUnsupported (memory)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SIDES_PER_TASK = 256
+
+
+def _store_bins() -> int:
+    """Bins 0.. this one (exclusive) set a side's stored length."""
+    return int(np.searchsorted(rho_bin_edges(), STORE_TO_RHO) + 1)
+
+
+@njit(inline="always")
+def _basis(x, out):
+    out[0] = 1.0
+    if out.shape[0] > 1:
+        out[1] = x
+    for d in range(2, out.shape[0]):
+        out[d] = 2.0 * x * out[d - 1] - out[d - 2]
+
+
+@njit(inline="always")
+def _locate(s, bounds):
+    """(interval, Chebyshev coordinate) of s in the grid (as CoefficientGrid.evaluate)."""
+    M = bounds.shape[0] - 1
+    lo_i, hi_i = 0, M
+    while hi_i - lo_i > 1:  # the last bound <= s (searchsorted right, minus 1), clipped
+        mid = (lo_i + hi_i) // 2
+        if bounds[mid] <= s:
+            lo_i = mid
+        else:
+            hi_i = mid
+    lo, hi = bounds[lo_i], bounds[lo_i + 1]
+    x = min(max((2.0 * s - lo - hi) / (hi - lo), -1.0), 1.0)
+    return lo_i, x
+
+
+@njit(parallel=True, cache=True)
+def _side_terms(
+    s, bounds, cheb, kmax, quarter_tol, lr, at_zero, store_bins, terms, n_store, caps
+):
+    """Pass 1, per side u (s[u] = sqrt(a)): the coefficients of the grid, the Parseval
+    remainders, and per |rho| bin the fewest terms of each parity part with
+    r^(2m) sum_{j >= m} c_j^2 + r^(2 M) U <= (tol / 4) E (smooth_dual._terms_needed, here
+    a scan upward in m and bins: the count grows with both); terms[u, b] the most over the
+    four parts (-1 if one has not converged), n_store[u] the most over the converged bins
+    < store_bins and caps[u] the last of them (-1: none)."""
+    n, D1, C = s.shape[0], cheb.shape[1], cheb.shape[2]
+    KH = kmax // 2
+    tasks = (n + _SIDES_PER_TASK - 1) // _SIDES_PER_TASK
+    for task in prange(tasks):
+        cols = np.empty(C)
+        basis = np.empty(D1)
+        tail = np.empty(KH + 1)
+        need = np.empty(NB, np.int64)
+        for u in range(task * _SIDES_PER_TASK, min(n, (task + 1) * _SIDES_PER_TASK)):
+            if s[u] == 0.0:  # a = 0: u = 0 surely, exact values
+                cols[:] = 0.0
+                cols[0] = at_zero[0]
+                cols[kmax] = at_zero[1]
+                cols[2 * kmax] = at_zero[0] * at_zero[0]
+                cols[2 * kmax + 1] = at_zero[1] * at_zero[1]
+            else:
+                mi, x = _locate(s[u], bounds)
+                _basis(x, basis)
+                cols[:] = 0.0
+                for d in range(D1):
+                    t = basis[d]
+                    for c in range(C):
+                        cols[c] += t * cheb[mi, d, c]
+            for b in range(NB):
+                terms[u, b] = 0
+            for f in range(2):
+                e = max(cols[2 * kmax + f], 0.0)
+                ssum = 0.0
+                for k in range(kmax):
+                    ssum += cols[f * kmax + k] ** 2
+                U = max(e - ssum, 0.0)
+                thr = quarter_tol * e
+                for par in range(2):
+                    tail[KH] = 0.0
+                    for m in range(KH - 1, -1, -1):
+                        c = cols[f * kmax + 2 * m + par]
+                        tail[m] = tail[m + 1] + c * c
+                    m = 0
+                    for b in range(NB):
+                        rem = U * math.exp(lr[b] * KH)
+                        while m <= KH and not (tail[m] * math.exp(lr[b] * m) + rem <= thr):
+                            m += 1
+                        need[b] = m if m <= KH else -1
+                    for b in range(NB):
+                        if need[b] < 0 or terms[u, b] < 0:
+                            terms[u, b] = -1
+                        elif need[b] > terms[u, b]:
+                            terms[u, b] = need[b]
+            top, cap = 1, -1
+            for b in range(store_bins):
+                if terms[u, b] >= 0:
+                    top = max(top, terms[u, b])
+                    cap = b
+            n_store[u] = top
+            caps[u] = cap
+
+
+@njit(parallel=True, cache=True)
+def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, caps, lr, offsets, tab):
+    """Pass 2: each side's block at its offset (layout in the module docstring)."""
+    n, D1 = s.shape[0], cheb.shape[1]
+    tasks = (n + _SIDES_PER_TASK - 1) // _SIDES_PER_TASK
+    for task in prange(tasks):
+        basis = np.empty(D1)
+        for u in range(task * _SIDES_PER_TASK, min(n, (task + 1) * _SIDES_PER_TASK)):
+            o = offsets[u]
+            ns = n_store[u]
+            for b in range(NB):
+                tab[o + 6 + b] = terms[u, b]
+            tab[o + 2] = ns
+            # n log r_cap: the side's tail past n at |rho| <= r is at most
+            # (tol / 4) E (r / r_cap)^(2 n) (the cell's test for the terms it does not store)
+            tab[o + 5] = 0.5 * ns * lr[caps[u]] if caps[u] >= 0 else -1e300
+            c0 = o + SIDE_HEAD
+            if s[u] == 0.0:
+                tab[o] = at_zero[0] * at_zero[0]
+                tab[o + 1] = at_zero[1] * at_zero[1]
+                tab[o + 3] = -1.0
+                tab[o + 4] = 0.0
+                for k in range(4 * ns):
+                    tab[c0 + k] = 0.0
+                tab[c0] = at_zero[0]
+                tab[c0 + 2] = at_zero[1]
+                continue
+            mi, x = _locate(s[u], bounds)
+            _basis(x, basis)
+            tab[o + 3] = mi
+            tab[o + 4] = x
+            for f in range(2):
+                e = 0.0
+                for d in range(D1):
+                    e += basis[d] * cheb[mi, d, 2 * kmax + f]
+                tab[o + f] = max(e, 0.0)
+            for m in range(ns):
+                for p in range(4):
+                    col = (p // 2) * kmax + 2 * m + (p % 2)
+                    v = 0.0
+                    for d in range(D1):
+                        v += basis[d] * cheb[mi, d, col]
+                    tab[c0 + 4 * m + p] = v
+
+
+_GRIDS: dict[int, tuple[SmoothDual, np.ndarray, np.ndarray]] = {}
+
+
+def _grid_arrays(sm: SmoothDual) -> tuple[np.ndarray, np.ndarray]:
+    """(cheb ``(M, D + 1, 2 kmax + 2)`` contiguous, pairs ``(M, kmax / 2, 4, D + 1)``: the
+    grid of the four parity parts for the cells' on-the-fly terms), cached per grid."""
+    have = _GRIDS.get(id(sm.grid))
+    if have is None or have[0].grid is not sm.grid:
+        cheb = np.ascontiguousarray(sm.grid.cheb)
+        K = sm.grid.kmax
+        parts = [cheb[:, :, 0:K:2], cheb[:, :, 1:K:2], cheb[:, :, K : 2 * K : 2]]
+        parts.append(cheb[:, :, K + 1 : 2 * K : 2])
+        pairs = np.ascontiguousarray(np.stack(parts, axis=1).transpose(0, 3, 1, 2))
+        have = _GRIDS[id(sm.grid)] = (sm, cheb, pairs)
+    return have[1], have[2]
+
+
+_PHI_TABLES: dict[tuple, tuple[SmoothDual, np.ndarray]] = {}
+
+
+def _phi_table(sm: SmoothDual, var_max: float) -> np.ndarray:
+    """The phi table of the 2-D rule (numba_backend.quadrature_table) for variances up to
+    the power of 2 above 1.1 var_max, cached per nonlinearity and power."""
+    from rntk_empirical.analytic.numba_backend import quadrature_table
+
+    top = 2.0 ** math.ceil(math.log2(max(1.1 * var_max, 1.0)))
+    key = (sm.nonlinearity.name, id(sm.nonlinearity.phi), top)
+    have = _PHI_TABLES.get(key)
+    if have is None or have[0] is not sm:
+        have = _PHI_TABLES[key] = (sm, quadrature_table(sm.nonlinearity.name, top, 64))
+    return have[1]
 
 
 def prepare(
     nonlinearity: str, variances: list[np.ndarray], tol: float = DEFAULT_TOL
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """(tab, offsets): the packed table of a call and, for each array of ``variances``, the
-    float offsets of its entries' blocks (same shape). Raises
+    float offsets of its entries' blocks (same shape; blocks in the arrays' C order, so
+    pass them in the order the recursion reads them). Raises
     :class:`~rntk_empirical.smooth_dual.SmoothDualUnsupported` (with the reason) for a
     nonlinearity whose contract cannot be verified or a table over TABLE_MAX_BYTES."""
-    from rntk_empirical.analytic.numba_backend import quadrature_table
-
-    flat = [np.asarray(v, dtype=np.float64).ravel() for v in variances]
-    allv = np.concatenate(flat) if flat else np.zeros(0)
-    uniq, inverse = np.unique(np.maximum(allv, 0.0), return_inverse=True)
-    var_max = float(uniq[-1]) if uniq.size else 1.0
+    flat = [np.maximum(np.asarray(v, dtype=np.float64).ravel(), 0.0) for v in variances]
+    # block 0 (at HEAD): a valid side for padding and scratch cells
+    allv = np.concatenate([np.ones(1), *flat])
+    var_max = float(allv.max())
     sm = prepare_smooth(nonlinearity, var_max, tol)
-    st = side_table(sm.grid, uniq, tol)
-    n = uniq.size
-    terms = st.terms.max(axis=1)  # (n, NB): one count for the four parts of a bin
-    terms[(st.terms < 0).any(axis=1)] = -1
-    L = max(int(terms.max(initial=0)), 1)  # the most terms any cell may use
-    stride = 2 + NB + 4 * L
-    if (HEAD + n * stride) * 8 > TABLE_MAX_BYTES:
-        raise SmoothDualUnsupported(
-            f"the series table would take {(HEAD + n * stride) * 8 / 2**30:.1f} GiB"
-        )
-    phi_tab = quadrature_table(sm.nonlinearity.name, 1.1 * var_max, 64)
-    blocks = np.zeros((n, stride))
-    blocks[:, :2] = st.diag
-    blocks[:, 2 : 2 + NB] = terms
-    m = min(L, st.coef.shape[2])
-    coef = blocks[:, 2 + NB :].reshape(n, L, 4)  # interleaved: the four parts of one power
-    coef[:, :m] = st.coef[:, :, :m].transpose(0, 2, 1)
-    P = HEAD + n * stride
-    head = np.array([-1.0, L, 0.0, 0.0, 0.0, P, sm.strip, math.log(1.0 / tol) + 8.0])
-    # the phi table of quadrature_table: [Q, x0, 1/h, n, z (Q), w (Q), body]
+    grid = sm.grid
+    if math.sqrt(var_max) > grid.bounds[-1] * (1 + 1e-12):
+        raise ValueError(f"variance {var_max:g} is beyond the grid ({grid.bounds[-1] ** 2:g})")
+    cheb, pairs = _grid_arrays(sm)
+    s = np.sqrt(allv)
+    n = s.size
+    terms = np.empty((n, NB), np.int64)
+    n_store = np.empty(n, np.int64)
+    caps = np.empty(n, np.int64)
+    lr = 2.0 * np.log(rho_bin_edges())
+    at_zero = np.array(grid.at_zero, dtype=np.float64)
+    _side_terms(
+        s, grid.bounds, cheb, grid.kmax, tol / 4.0, lr, at_zero, _store_bins(), terms,
+        n_store, caps,
+    )
+    sizes = SIDE_HEAD + 4 * n_store
+    offsets = HEAD + np.concatenate([[0], np.cumsum(sizes[:-1])])
+    G = HEAD + int(sizes.sum())
+    P = G + pairs.size
+    phi_tab = _phi_table(sm, var_max)
     q = int(phi_tab[0])
-    tab = np.concatenate([head, blocks.ravel(), phi_tab[1:4], phi_tab[4 + 2 * q :]])
-    offsets = HEAD + stride * inverse.astype(np.float64)
-    out, start = [], 0
+    total = P + 3 + (phi_tab.size - 4 - 2 * q)
+    if total * 8 > TABLE_MAX_BYTES:
+        raise SmoothDualUnsupported(f"the series table would take {total * 8 / 2**30:.1f} GiB")
+    tab = np.empty(total)
+    tab[:LOG_R] = [-1.0, 0.0, 0.0, 0.0, 0.5 * math.log(4.0 / tol), P, sm.strip,
+                   math.log(1.0 / tol) + 8.0, G, pairs.shape[1], pairs.shape[0], pairs.shape[3]]
+    tab[LOG_R:HEAD] = 0.5 * lr
+    _write_blocks(
+        s, grid.bounds, cheb, grid.kmax, at_zero, terms, n_store, caps, lr, offsets, tab
+    )
+    tab[G:P] = pairs.ravel()
+    tab[P : P + 3] = phi_tab[1:4]  # the phi table of quadrature_table: [Q, x0, 1/h, n, z, w, body]
+    tab[P + 3 :] = phi_tab[4 + 2 * q :]
+    out, start = [], 1
+    off = offsets.astype(np.float64)
     for v, f in zip(variances, flat):
-        out.append(offsets[start : start + f.size].reshape(np.shape(v)))
+        out.append(off[start : start + f.size].reshape(np.shape(v)))
         start += f.size
     return tab, out
 
@@ -126,6 +334,55 @@ def trapezoid(tab, sa, sb, rho):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _grid_pair(tab, o, m):
+    """The four parity parts of power pair m of the side at o from the grid (Clenshaw's
+    sum of its Chebyshev series at the side's coordinate; zeros for a = 0)."""
+    mi = int(tab[o + 3])
+    if mi < 0:
+        return 0.0, 0.0, 0.0, 0.0
+    x2 = 2.0 * tab[o + 4]
+    GK, GD = int(tab[9]), int(tab[11])
+    g = int(tab[8]) + (mi * GK + m) * 4 * GD
+    a1, a2, b1, b2, c1, c2, d1, d2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    for d in range(GD - 1, 0, -1):
+        a1, a2 = tab[g + d] + x2 * a1 - a2, a1
+        b1, b2 = tab[g + GD + d] + x2 * b1 - b2, b1
+        c1, c2 = tab[g + 2 * GD + d] + x2 * c1 - c2, c1
+        d1, d2 = tab[g + 3 * GD + d] + x2 * d1 - d2, d1
+    h = 0.5 * x2
+    return (
+        tab[g] + h * a1 - a2,
+        tab[g + GD] + h * b1 - b2,
+        tab[g + 2 * GD] + h * c1 - c2,
+        tab[g + 3 * GD] + h * d1 - d2,
+    )
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _high_terms(tab, i, j, lo, hi, x):
+    """Horner over the power pairs hi-1 .. lo (lo: the fewer stored of the two sides) of the
+    four parts, reading stored coefficients or evaluating the grid."""
+    ni, nj = int(tab[i + 2]), int(tab[j + 2])
+    pe, po, de, do = 0.0, 0.0, 0.0, 0.0
+    for m in range(hi - 1, lo - 1, -1):
+        if m < ni:
+            u = i + SIDE_HEAD + 4 * m
+            a0, a1, a2, a3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
+        else:
+            a0, a1, a2, a3 = _grid_pair(tab, i, m)
+        if m < nj:
+            u = j + SIDE_HEAD + 4 * m
+            b0, b1, b2, b3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
+        else:
+            b0, b1, b2, b3 = _grid_pair(tab, j, m)
+        pe = pe * x + a0 * b0
+        po = po * x + a1 * b1
+        de = de * x + a2 * b2
+        do = do * x + a3 * b3
+    return pe, po, de, do
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     """(V_phi, V_dphi * Q) of one pair: covariance S, tangent Q, per-side factors r = 1/sqrt(a)
     (0 if a = 0), f = sqrt(a) and block offsets o (:func:`prepare`); lo = 1.0 marks
@@ -135,16 +392,24 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     if lo >= 1.0:
         return tab[i], tab[i + 1] * Q
     rho = min(max(S * ri * rj, -1.0), 1.0)
-    b = 2 + min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho)))))
-    ki, kj = tab[i + b], tab[j + b]
+    b = min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho)))))
+    ki, kj = tab[i + 6 + b], tab[j + 6 + b]
     if min(ki, kj) < 0.0:  # a series that has not converged in this bin
         vp, vd = trapezoid(tab, fi, fj, rho)
         return vp, vd * Q
     x = rho * rho
-    ci = i + 2 + NB
-    cj = j + 2 + NB
-    pe, po, de, do = 0.0, 0.0, 0.0, 0.0  # four independent Horner chains, interleaved
-    for m in range(int(max(ki, kj)) - 1, -1, -1):
+    K = int(max(ki, kj))
+    n = min(K, int(min(tab[i + 2], tab[j + 2])))
+    pe, po, de, do = 0.0, 0.0, 0.0, 0.0
+    # past what the shorter side s stores: certified without those terms where the tails'
+    # product (tol / 4) E_s (r / r_cap)^(2 n) r^(2 n) E_j <= (tol / 4)^2 E_s E_j (module
+    # docstring), else the missing terms from the grid
+    s = i if tab[i + 2] <= tab[j + 2] else j
+    if K > n and tab[s + 5] - 2.0 * n * tab[LOG_R + b] < tab[4]:
+        pe, po, de, do = _high_terms(tab, i, j, n, K, x)
+    ci = i + SIDE_HEAD
+    cj = j + SIDE_HEAD
+    for m in range(n - 1, -1, -1):  # four independent Horner chains, interleaved
         u = 4 * m
         pe = pe * x + tab[ci + u] * tab[cj + u]
         po = po * x + tab[ci + u + 1] * tab[cj + u + 1]
@@ -157,6 +422,81 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
 def _cells_array(S, ri, rj, fi, fj, oi, oj, lo, tab, vp, vd):
     for u in range(S.shape[0]):
         vp[u], vd[u] = cell(S[u], 1.0, ri[u], rj[u], fi[u], fj[u], oi[u], oj[u], lo[u], tab)
+
+
+@njit(parallel=True, cache=True)
+def _diag_recursion(xs, starts, L, sw2, su2, sb2, kb, bounds, cheb, col, e0, out):
+    """out ``(L, N, T)``: S^l(x_i, x_i)(p, p) of the pair recursion on (i, i), K^l =
+    E_phi(S) = V_phi(S, S, 1) from the grid's E_phi column ``col`` (Clenshaw; e0 at S = 0);
+    1.0 before the start. Returns the largest S past the grid (0.0 if none: then out is
+    complete; else the caller grows the grid and runs again)."""
+    N, T, m = xs.shape
+    D1 = cheb.shape[1]
+    smax = bounds[bounds.shape[0] - 1]
+    past = 0.0
+    for i in prange(N):
+        K = np.full(L, kb)
+        for p in range(T):
+            if p < starts[i]:
+                for l in range(L):
+                    out[l, i, p] = 1.0
+                continue
+            drive = 0.0
+            for c in range(m):
+                drive += xs[i, p, c] * xs[i, p, c]
+            for l in range(L):
+                S = sw2 * K[l] + drive + sb2
+                out[l, i, p] = S
+                s = math.sqrt(max(S, 0.0))
+                if s > smax * (1 + 1e-12):
+                    past = max(past, S)
+                    s = smax
+                if s == 0.0:
+                    e = e0
+                else:
+                    mi, x = _locate(s, bounds)
+                    b1, b2 = 0.0, 0.0
+                    for d in range(D1 - 1, 0, -1):
+                        b1, b2 = cheb[mi, d, col] + 2.0 * x * b1 - b2, b1
+                    e = max(cheb[mi, 0, col] + x * b1 - b2, 0.0)
+                K[l] = e
+                drive = su2 * e
+    return past
+
+
+def variances(nonlinearity: str, consts: tuple, depth: int, xs, starts):
+    """``(L, N, T)`` float64 tensor of the per-sequence variances (as
+    :func:`rntk_empirical.analytic.numba_backend.variances`: xs ``(N, T, m)`` scaled by
+    s_u / sqrt(m), starts ``(N,)``), compiled, with V_phi(S, S, 1) = E_phi(S) from the
+    smooth dual's grid (grown and run again if a variance passes it). For a nonlinearity
+    that :func:`qualifies`."""
+    import torch
+
+    x = xs.detach().to("cpu", torch.float64).numpy()
+    st = starts.cpu().numpy().astype(np.int64)
+    out = np.empty((depth, x.shape[0], x.shape[1]))
+    sw2, su2, sb2, _, kb, _ = consts
+    var_max = 16.0
+    while True:
+        sm = prepare_smooth(nonlinearity, var_max)
+        cheb, _ = _grid_arrays(sm)
+        e0 = sm.grid.at_zero[0] ** 2
+        past = _diag_recursion(
+            x, st, depth, sw2, su2, sb2, kb, sm.grid.bounds, cheb, 2 * sm.grid.kmax, e0, out
+        )
+        if past == 0.0:
+            return torch.from_numpy(out)
+        var_max = 2.0 * past  # prepare_smooth refuses past its verified range
+
+
+def qualifies(nonlinearity: str) -> bool:
+    """Whether the nonlinearity takes the smooth-dual series (no warning here: the kernel
+    bank's :func:`table_or_none` says why not)."""
+    try:
+        prepare_smooth(nonlinearity, 1.0)
+    except SmoothDualUnsupported:
+        return False
+    return True
 
 
 def evaluate(
@@ -182,12 +522,12 @@ def evaluate(
     return vp, vd
 
 
-def table_or_none(nonlinearity: str, var1: np.ndarray, var2: np.ndarray):
-    """:func:`prepare` for the variances of both sides of a call, or None (with a one-line
-    warning, once per reason) where the contract cannot be verified: the caller then keeps
-    the tabulated Gauss-Hermite rule."""
+def table_or_none(nonlinearity: str, *variances: np.ndarray):
+    """:func:`prepare` for the variances of the sides of a call (one array per side, in
+    access order), or None (with a one-line warning, once per reason) where the contract
+    cannot be verified: the caller then keeps the tabulated Gauss-Hermite rule."""
     try:
-        return prepare(nonlinearity, [var1, var2])
+        return prepare(nonlinearity, list(variances))
     except SmoothDualUnsupported as err:
         warn_unsupported(err)
         return None
