@@ -9,9 +9,11 @@ A :class:`Cell` owns, for one layer of one direction,
   additive probes on its pre-activations and records the input of each weight, which is what
   the ``structured`` and ``jacobian`` eNTK methods contract; without it those methods fall
   back to per-example Jacobians by torch.func, and ``ntk_vp`` is generic anyway), and
-* optionally an analytic infinite-width kernel (``analytic``: the name of the recursion the
-  analytic backends implement, ``"elman"`` for :mod:`rntk_empirical.analytic`; None: the
-  analytic functions raise a one-line ValueError).
+* optionally an analytic infinite-width kernel (``analytic``: the name of the method the
+  analytic functions use, ``"elman"`` for the recursion of :mod:`rntk_empirical.analytic`,
+  ``"particles"`` for the Tensor-Programs particle simulation of
+  :mod:`rntk_empirical.gated_limit` (the gated cells); None: the analytic functions raise a
+  one-line ValueError).
 
 The readout, the directions, the initial states and the padding are the network's, not the
 cell's. Adding a cell is one :func:`register_cell` call (docs/extending.md, "Add a cell");
@@ -140,8 +142,18 @@ def erf_gate(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x))
 
 
-# Architecture.gate -> the gate function g of the gated cells.
+def _sigmoid_derivative(x: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(x)
+    return s * (1.0 - s)
+
+
+def _erf_gate_derivative(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-x * x) / math.sqrt(math.pi)
+
+
+# Architecture.gate -> the gate function g of the gated cells, and its derivative g'.
 GATES = {"sigmoid": torch.sigmoid, "erf": erf_gate}
+GATE_DERIVATIVES = {"sigmoid": _sigmoid_derivative, "erf": _erf_gate_derivative}
 
 
 def _gate_of(arch: Architecture | None):
@@ -181,6 +193,7 @@ class MinimalRNNCell(Cell):
     ``init="orthogonal"``), U_u, b_u, U_a (= A), b_a."""
 
     name = "minimalrnn"
+    analytic = "particles"
 
     def parameters(self, arch: Architecture, width: int, in_dim: int) -> list[Param]:
         return _gated_params(arch, width, in_dim, "u") + [
@@ -215,6 +228,7 @@ class GRUCell(Cell):
     orthogonal under ``init="orthogonal"``."""
 
     name = "gru"
+    analytic = "particles"
 
     def parameters(self, arch: Architecture, width: int, in_dim: int) -> list[Param]:
         return _gated_params(arch, width, in_dim, "zrh")

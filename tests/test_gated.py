@@ -1,7 +1,7 @@
 """The gated cells (minimalRNN, GRU; rntk_empirical/cells.py, docs/gated.md): the finite
 network against an independent per-sequence implementation of the formulas, parameterizations,
-initializations, determinism, the exact empirical NTK/NNGP on every method, and the refusals
-while no analytic kernel exists."""
+initializations, determinism, the exact empirical NTK/NNGP on every method, and what the
+analytic (particle-simulated) kernels refuse."""
 
 from __future__ import annotations
 
@@ -149,15 +149,17 @@ def test_empirical_ntk_and_nngp_on_every_method(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_no_analytic_kernel_yet(cell):
+def test_analytic_kernels_refuse_what_the_simulation_lacks(cell):
     arch = Architecture(cell=cell, gate="erf", nonlinearity="erf")
-    with pytest.raises(ValueError, match=f"cell '{cell}' has no analytic kernel"):
-        analytic_kernels(arch, random_sequences((3,), 2))
+    with pytest.raises(ValueError, match="depth=1 only"):
+        analytic_kernels(arch.replace(depth=2), random_sequences((3,), 2))
+    with pytest.raises(ValueError, match="particle simulation"):
+        analytic_kernels(arch.replace(cell="elman"), random_sequences((3,), 2), particles=64)
     with pytest.raises(ValueError, match="gated"):
         ElmanRNN(arch, 2, 4).cell.layer({}, {}, torch.zeros(1, 1, 2), torch.zeros(1, 4), None, None)
 
 
-def test_configs_compose_and_the_convergence_experiment_refuses_them():
+def test_configs_compose_and_the_convergence_experiment_takes_them():
     from pathlib import Path
 
     from experiments.convergence import run as convergence
@@ -175,5 +177,8 @@ def test_configs_compose_and_the_convergence_experiment_refuses_them():
         a = s.arch.to_architecture()
         assert (a.cell, a.gate, a.nonlinearity) == fields
         assert empirical_ntk(ElmanRNN(a, 2, 4), random_sequences((3, 2), 2)).shape == (2, 2)
-        with pytest.raises(ValueError, match=f"arch.cell={a.cell} has no infinite-width kernel"):
-            convergence.prepare(s)
+        assert convergence.prepare(s).arch == a
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            cfg = compose(config_name="convergence", overrides=[f"arch={name}", "arch.h0=shared"])
+        with pytest.raises(ValueError, match="h0='zero' only"):
+            convergence.prepare(convergence.settings_from_config(cfg))

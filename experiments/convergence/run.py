@@ -108,9 +108,15 @@ def prepare(settings: ConvergenceConfig) -> Prepared:
     arch = settings.arch.to_architecture()
     if get_cell(arch.cell).analytic is None:
         raise ValueError(
-            f"arch.cell={arch.cell} has no infinite-width kernel yet (only elman's is "
-            "implemented), so there is nothing to converge to; use an elman arch"
+            f"arch.cell={arch.cell} has no infinite-width kernel, so there is nothing to "
+            "converge to; use a cell with one (elman, minimalrnn, gru)"
         )
+    if get_cell(arch.cell).analytic == "particles":
+        from rntk_empirical.gated_limit import supported
+
+        why = supported(arch)
+        if why is not None:
+            raise ValueError(f"arch: {why}")
     if arch.parameterization != "ntk":
         raise ValueError(
             "arch.parameterization=standard has no infinite-width NTK to converge to; "
@@ -135,9 +141,9 @@ def _inputs(seqs: Sequences) -> torch.Tensor | list[torch.Tensor]:
     return [seqs.values[i, T - int(L) :] for i, L in enumerate(seqs.lengths)]
 
 
-def _analytic_code_hash() -> str:
+def _analytic_code_hash(extra: tuple[str, ...] = ()) -> str:
     """Digest of every source file the analytic kernels depend on: the whole ``analytic``
-    package and its inputs (any change invalidates the cache)."""
+    package and its inputs, and the modules ``extra`` (any change invalidates the cache)."""
     import rntk_empirical
 
     h = hashlib.sha256()
@@ -154,6 +160,7 @@ def _analytic_code_hash() -> str:
             "cells.py",
             "sequences.py",
             "architecture.py",
+            *extra,
         )
     ]
     for p in files:
@@ -172,14 +179,18 @@ def analytic_kernels(
     """
     from rntk_empirical.analytic import analytic_kernels as both_kernels  # one recursion
 
-    key = config_hash(
-        {
-            "what": "rntk_empirical analytic ntk+nngp",
-            "arch": arch.to_dict(),
-            "data": array_hash(seqs.values, seqs.lengths),
-            "code": _analytic_code_hash(),
-        }
-    )
+    what = {
+        "what": "rntk_empirical analytic ntk+nngp",
+        "arch": arch.to_dict(),
+        "data": array_hash(seqs.values, seqs.lengths),
+        "code": _analytic_code_hash(),
+    }
+    if get_cell(arch.cell).analytic == "particles":  # a simulation: its settings and code too
+        from rntk_empirical import gated_limit
+
+        what["code"] = _analytic_code_hash(("gated_limit.py",))
+        what["engine"] = gated_limit.default_settings()
+    key = config_hash(what)
     path = None if cache_dir is None else cache_dir / f"{key}.pt"
 
     def check(obj: Any) -> str | None:

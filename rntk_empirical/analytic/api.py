@@ -19,6 +19,7 @@ from rntk_empirical.analytic.common import (
 from rntk_empirical.analytic.inplace import Workspace, pair_block_fused
 from rntk_empirical.analytic.reference import pair_block
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.cells import get_cell
 from rntk_empirical.dual import DEFAULT_QUAD_POINTS, get_fused_dual
 from rntk_empirical.nonlinearities import get_nonlinearity
 from rntk_empirical.readouts import get_readout
@@ -40,15 +41,43 @@ def estimated_seconds(arch: Architecture, n1: int, n2: int, T: int, symmetric: b
     return cells / COMPILED_CELLS_PER_SECOND[kind]
 
 
-def _progress_bar(estimate: float, rows: int):
-    """A tqdm bar over the rows of a compiled call that is estimated to take long, else a
-    context with no bar (``None``)."""
+def _progress_bar(estimate: float, rows: int, unit: str = "row"):
+    """A tqdm bar over the rows (or other units) of a call that is estimated to take long,
+    else a context with no bar (``None``)."""
     if estimate < PROGRESS_AFTER_SECONDS:
         return contextlib.nullcontext()
     from tqdm.auto import tqdm
 
     desc = f"analytic kernels (~{estimate:.0f} s estimated)"
-    return tqdm(total=rows, desc=desc, unit="row", file=sys.stderr)
+    return tqdm(total=rows, desc=desc, unit=unit, file=sys.stderr)
+
+
+def _particle_kernels(
+    arch: Architecture, x1, x2, dtype, device, ntk: bool, nngp: bool, options: dict
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The kernels of a cell whose ``analytic`` is ``"particles"``
+    (:func:`rntk_empirical.gated_limit.limit_kernels`), with a progress bar when the call is
+    estimated to take long."""
+    from rntk_empirical import gated_limit
+    from rntk_empirical.sequences import as_sequences
+
+    why = gated_limit.supported(arch)
+    if why is not None:
+        raise ValueError(why)
+    s1 = as_sequences(x1, name="x1")
+    n = s1.n + (0 if x2 is None else as_sequences(x2, name="x2").n)
+    T = s1.max_len if x2 is None else max(s1.max_len, as_sequences(x2, name="x2").max_len)
+    particles = options.get("particles", gated_limit.DEFAULT_PARTICLES)
+    batches = options.get("batches", gated_limit.DEFAULT_BATCHES)
+    estimate = gated_limit.estimated_seconds(arch, n, T, particles, batches)
+    steps = batches * T * (2 if ntk else 1)
+    with _progress_bar(estimate, steps, "step") as bar:
+        progress = None if bar is None else bar.update
+        out = gated_limit.limit_kernels(
+            arch, x1, x2, ntk=ntk, nngp=nngp, dtype=dtype, device=device, progress=progress,
+            **options,
+        )  # fmt: skip
+    return out.ntk, out.nngp
 
 
 def analytic_kernels(
@@ -63,8 +92,15 @@ def analytic_kernels(
     nngp: bool = True,
     quad_points: int = DEFAULT_QUAD_POINTS,
     backend: str = "auto",
+    **particle_options,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The analytic RNTK and NNGP in one pass: ``(theta, nngp)``, each ``(N1, N2)`` or None.
+
+    Gated cells (``minimalrnn``, ``gru``: ``Cell.analytic == "particles"``) are computed by
+    the Tensor-Programs particle simulation :func:`rntk_empirical.gated_limit.limit_kernels`
+    (a Monte-Carlo estimate with a stated error, docs/gated.md); its keywords (``particles``,
+    ``batches``, ``seed``, ``qmc``, ``tied``) pass through ``particle_options``, and
+    ``block_size``, ``quad_points`` and ``backend`` do not apply to them.
 
     Args:
         arch: the :class:`Architecture` (the same object that builds the finite network).
@@ -96,6 +132,13 @@ def analytic_kernels(
     """
     if backend not in ("auto", "numba", "torch"):
         raise ValueError(f"backend={backend!r} is not valid; use auto, numba or torch")
+    if isinstance(arch, Architecture) and get_cell(arch.cell).analytic == "particles":
+        return _particle_kernels(arch, x1, x2, dtype, device, ntk, nngp, particle_options)
+    if particle_options:
+        raise ValueError(
+            f"unexpected keywords {', '.join(sorted(particle_options))}: they are options of "
+            f"the gated cells' particle simulation, and cell {arch.cell!r} has an exact kernel"
+        )
     c, dual, s1, s2, rows, out_dtype = setup(
         arch, x1, x2, dtype, device, block_size, ntk, quad_points
     )
@@ -160,6 +203,7 @@ def analytic_ntk(
     device: torch.device | str | None = None,
     block_size: int | None = None,
     backend: str = "auto",
+    **particle_options,
 ) -> torch.Tensor:
     """The infinite-width NTK Theta(x1_i, x2_j): ``(N1, N2)``. See :func:`analytic_kernels`."""
     theta, _ = analytic_kernels(
@@ -172,6 +216,7 @@ def analytic_ntk(
         ntk=True,
         nngp=False,
         backend=backend,
+        **particle_options,
     )
     return theta
 
@@ -185,6 +230,7 @@ def analytic_nngp(
     device: torch.device | str | None = None,
     block_size: int | None = None,
     backend: str = "auto",
+    **particle_options,
 ) -> torch.Tensor:
     """The infinite-width NNGP (output covariance) ``(N1, N2)``; any parameterization."""
     _, k = analytic_kernels(
@@ -197,5 +243,6 @@ def analytic_nngp(
         ntk=False,
         nngp=True,
         backend=backend,
+        **particle_options,
     )
     return k
