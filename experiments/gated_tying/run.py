@@ -7,7 +7,10 @@ open (issue 24, item 5). One run, for each T in ``lengths`` (the first T steps o
 sequences):
 
     analytic      Theta (tied), Theta_u (untied), the same for the NNGP K, K_u, and
-                  D = ||Theta_u - Theta||_F / ||Theta||_F (the answer, in the limit)
+                  D = ||Theta_u - Theta||_F / ||Theta||_F (the answer, in the limit), with
+                  its Monte-Carlo standard error: the limits come from the particle
+                  simulation of :mod:`rntk_empirical.gated_limit` (``tied=True/False``,
+                  ``particles`` x ``batches``; Elman's tied kernel is its exact RNTK)
     finite        ``seeds`` untied networks (``ElmanRNN(untied=True)``) and ``seeds`` tied
                   ones at one width: the seed mean's relative Frobenius error against both
                   kernels, the per-network error, and the debiased bias estimate
@@ -81,35 +84,44 @@ KERNELS = ("ntk", "nngp")
 def check(settings: GatedTyingConfig) -> None:
     """ValueError for settings the schema accepts but the run cannot do (before any work)."""
     arch = settings.arch.to_architecture()
-    if get_cell(arch.cell).analytic is None:
-        raise ValueError(
-            f"arch.cell={arch.cell} has no infinite-width kernel yet, so there is no tied or "
-            "untied limit to compare; use an elman arch"
-        )
+    from rntk_empirical.gated_limit import supported
+
+    why = supported(arch)
+    if why is not None:
+        raise ValueError(f"arch: {why}")
     resolve_device(settings.device.value)
 
 
-def analytic_pair(arch: Architecture, x: torch.Tensor) -> dict[str, Any]:
-    """The analytic NTK and NNGP ``(N, N)`` (float64, CPU) of the tied and the untied network
-    on ``x`` ``(N, T, m)``: ``{"tied": (ntk, nngp), "untied": (ntk, nngp), "untied_source"}``.
+def analytic_pair(
+    arch: Architecture, x: torch.Tensor, particles: int, batches: int
+) -> dict[str, Any]:
+    """The infinite-width NTK and NNGP ``(N, N)`` (float64, CPU) of the tied and the untied
+    network on ``x`` ``(N, T, m)``: ``{"tied": (ntk, nngp), "untied": (ntk, nngp), "se":
+    {...}, "seconds": {...}}``.
 
-    Elman: the untied limit is the RNTK itself (the backward terms pairing two different steps
-    vanish), so both are the RNTK and the finite untied networks test that statement.
+    Untied: the particle simulation :func:`rntk_empirical.gated_limit.limit_kernels` with
+    ``tied=False`` (every cell, Elman included). Tied: the same simulation with the same
+    settings for the gated cells (``Cell.analytic == "particles"``); Elman's exact RNTK
+    (whose untied limit is the RNTK itself: the simulation's untied Elman kernel tests that
+    statement, to its Monte-Carlo error). ``se``: relative Frobenius standard errors of the
+    simulated kernels (from the spread of the ``batches`` simulations).
     """
     from rntk_empirical.analytic import analytic_kernels
+    from rntk_empirical.gated_limit import limit_kernels
 
-    tied = analytic_kernels(arch, x, dtype=torch.float64)
-    if get_cell(arch.cell).analytic == "elman":
-        untied, source = tied, "the RNTK (Elman: the untied limit equals the tied one)"
-    else:
-        raise ValueError(
-            f"cell {arch.cell!r}: no untied infinite-width kernel is implemented; use an elman arch"
-        )
-    return {
-        "tied": tuple(k.cpu() for k in tied),
-        "untied": tuple(k.cpu() for k in untied),
-        "untied_source": source,
-    }
+    out: dict[str, Any] = {"se": {}, "seconds": {}}
+    for kind in KINDS:
+        t0 = time.perf_counter()
+        if kind == "tied" and get_cell(arch.cell).analytic != "particles":
+            out[kind] = tuple(k.cpu() for k in analytic_kernels(arch, x, dtype=torch.float64))
+            out["se"] |= {f"{kind}_ntk": 0.0, f"{kind}_nngp": 0.0}
+        else:
+            r = limit_kernels(arch, x, particles=particles, batches=batches, tied=kind == "tied")
+            out[kind] = (r.ntk.cpu(), r.nngp.cpu())
+            for q in KERNELS:
+                out["se"][f"{kind}_{q}"] = r.relative_se(q) if batches > 1 else None
+        out["seconds"][kind] = time.perf_counter() - t0
+    return out
 
 
 def _analytic(s: GatedTyingConfig, arch, x, T: int, chash: str, out_dir: Path) -> dict:
@@ -126,16 +138,13 @@ def _analytic(s: GatedTyingConfig, arch, x, T: int, chash: str, out_dir: Path) -
     obj = None if s.force else reuse(path, load_torch, ok)
     if obj is not None:
         return obj
-    t0 = time.perf_counter()
-    pair = analytic_pair(arch, x)
+    pair = analytic_pair(arch, x, s.particles, s.batches)
     obj = {f"{k}_{q}": pair[k][i] for k in KINDS for i, q in enumerate(KERNELS)}
-    obj |= {
-        "config_hash": chash,
-        "untied_source": pair["untied_source"],
-        "seconds": time.perf_counter() - t0,
-    }
+    obj |= {"config_hash": chash, "se": pair["se"], "seconds": pair["seconds"]}
     atomic_torch_save(path, obj)
-    log.info("T=%d: analytic tied and untied kernels in %.1f s", T, obj["seconds"])
+    log.info(
+        "T=%d: analytic tied and untied kernels in %.1f s", T, sum(obj["seconds"].values())
+    )
     return obj
 
 
@@ -180,8 +189,12 @@ def _finite(s: GatedTyingConfig, arch, x, T: int, i: int, chash: str, out_dir: P
 def _rows(T: int, analytic: dict, entries: list[dict]) -> list[dict[str, Any]]:
     """Long-format rows of length T: per kernel, network kind and reference."""
     rows = []
+    se = analytic["se"]
     for q in KERNELS:
         diff = relative_frobenius(analytic[f"untied_{q}"], analytic[f"tied_{q}"])
+        # the Monte-Carlo error of that difference (independent simulations)
+        parts = [se[f"{k}_{q}"] for k in KINDS]
+        diff_se = None if None in parts else sum(p * p for p in parts) ** 0.5
         for net in KINDS:
             stack = torch.tensor([e[net][q] for e in entries], dtype=torch.float64)
             for ref in KINDS:
@@ -193,6 +206,7 @@ def _rows(T: int, analytic: dict, entries: list[dict]) -> list[dict[str, Any]]:
                         "network": net,
                         "reference": ref,
                         "analytic_difference": diff,
+                        "analytic_difference_se": diff_se,
                         "seed_mean_error": mean_kernel_error(stack, A),
                         "per_network_error": float(
                             sum(relative_frobenius(k, A) for k in stack) / len(stack)
@@ -215,8 +229,10 @@ def draw(rows: list[dict[str, Any]], title: str):
         rr = sorted((r for r in rows if r["kernel"] == q), key=lambda r: r["T"])
         Ts = sorted({r["T"] for r in rr})
         diff = [next(r["analytic_difference"] for r in rr if r["T"] == T) for T in Ts]
+        err = [next(r["analytic_difference_se"] for r in rr if r["T"] == T) for T in Ts]
         if any(d > 0 for d in diff):
-            ax.plot(Ts, diff, "k-o", ms=4, label="analytic: untied vs tied")
+            ax.errorbar(Ts, diff, yerr=None if None in err else err, fmt="k-o", ms=4,
+                        capsize=2.5, label="analytic: untied vs tied (±1 s.e.)")  # fmt: skip
         else:  # log axes: say it, rather than leave the line out silently
             ax.text(0.03, 0.03, "analytic untied = tied", transform=ax.transAxes, fontsize=7)
         for c, net in enumerate(KINDS):
@@ -273,7 +289,7 @@ def _run_tying(s: GatedTyingConfig, out_dir: Path, overrides: list[str]) -> dict
         rows += r
         per_length[str(T)] = {
             "analytic_seconds": analytic["seconds"],
-            "untied_source": analytic["untied_source"],
+            "analytic_relative_se": analytic["se"],
             "finite_seconds": {
                 k: sum(e[k]["seconds"] for e in entries) / len(entries) for k in KINDS
             },

@@ -17,7 +17,9 @@ from experiments.convergence.schema import MethodChoice
 EXECUTION_FIELDS = ("force", "progress", "num_threads", "chunk_size", "quick")
 # ``quick=true``: the reduced setup of the tests and smoke runs (replaces these fields where
 # they are left at their defaults).
-QUICK: dict[str, Any] = {"n": 3, "m": 2, "lengths": [2, 4], "width": 64, "seeds": 3}
+QUICK: dict[str, Any] = {
+    "n": 3, "m": 2, "lengths": [2, 4], "width": 64, "seeds": 3, "particles": 2**11,
+}  # fmt: skip
 
 
 @dataclass
@@ -37,6 +39,8 @@ class GatedTyingConfig:
         factory=lambda: [5, 10, 20], help="sequence lengths T (prefixes of the same sequences)"
     )
     data_seed: int = opt(0, "seed of the data draw")
+    particles: int = opt(2**14, "particles per simulation of the untied (and gated) limit")
+    batches: int = opt(4, "independent simulations averaged (their spread: the error)")
     width: int = opt(1024, "hidden width n of the finite networks")
     seeds: int = opt(8, "finite networks of each kind (tied, untied) per length")
     base_seed: int = opt(0, "network s uses seed base_seed + s")
@@ -64,7 +68,7 @@ class GatedTyingConfig:
         self.validate()
 
     def validate(self) -> None:
-        for k in ("n", "m", "width", "seeds"):
+        for k in ("n", "m", "width", "seeds", "particles", "batches"):
             at_least(k, getattr(self, k), 1)
         at_least("base_seed", self.base_seed, 0)
         if self.chunk_size is not None:
