@@ -41,7 +41,7 @@ class GatedTyingConfig:
     data_seed: int = opt(0, "seed of the data draw")
     particles: int = opt(2**14, "particles per simulation of the untied (and gated) limit")
     batches: int = opt(4, "independent simulations averaged (their spread: the error)")
-    width: int = opt(1024, "hidden width n of the finite networks")
+    width: int = opt(512, "hidden width n of the finite networks")
     seeds: int = opt(8, "finite networks of each kind (tied, untied) per length")
     base_seed: int = opt(0, "network s uses seed base_seed + s")
     method: MethodChoice = opt(
