@@ -129,8 +129,8 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
     lengths = sorted({r["T"] for r in rows})
     kernels = list(dict.fromkeys(r["kernel"] for r in rows))
     fig, axes = plt.subplots(
-        len(lengths), len(kernels), figsize=(3.6 * len(kernels), 3.2 * len(lengths)),
-        squeeze=False, sharex=True,
+        len(lengths), len(kernels), figsize=(3.8 * len(kernels), 4.2 * len(lengths)),
+        squeeze=False,
     )  # fmt: skip
     for i, T in enumerate(lengths):
         for j, kernel in enumerate(kernels):
@@ -150,11 +150,11 @@ def draw(tables: dict[str, Table], meta: dict) -> plt.Figure:
             ax.plot(ws, ref * (ws / ws[0]) ** -0.5, "k:", lw=1, label=r"$\propto n^{-1/2}$")
             ax.set(xscale="log", yscale="log", title=f"{kernel.upper()}, T = {T}")
             ax.set_xscale("log", base=2)
-            if i == len(lengths) - 1:
-                ax.set_xlabel("width $n$")
+            ax.set_xlabel("width $n$")
             if j == 0:
                 ax.set_ylabel("relative Frobenius error")
-            ax.legend(fontsize=6, loc="lower left")
+            # below the panel: the points fill the diagonal of the log-log axes
+            ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     return fig
 
 
