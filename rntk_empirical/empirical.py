@@ -121,9 +121,9 @@ def empirical_kernels(
         x1: ``(N1, T, m)`` tensor or list of ``(T_i, m)`` tensors.
         x2: same forms, or None for x2 = x1 (then the result is exactly symmetric).
         method: ``structured`` (default), ``jacobian`` or ``ntk_vp``. For a cell without a
-            structured form (:attr:`rntk_empirical.cells.Cell.structured`), ``structured``
-            and ``jacobian`` both contract per-example Jacobians from torch.func
-            (:func:`per_example_jacobians`).
+            structured form (:attr:`rntk_empirical.cells.Cell.structured`) and for an untied
+            network, ``structured`` and ``jacobian`` both contract per-example Jacobians
+            from torch.func (:func:`per_example_jacobians`).
         chunk_size: sequences (jacobian), columns (ntk_vp) or sequences per forward pass
             (structured) processed at once; None picks one from a memory budget.
         nngp: also return the NNGP (else None).
@@ -140,7 +140,7 @@ def empirical_kernels(
     s1, s2 = _prepare_pair(model, x1, x2)
     k = None
     with torch.no_grad():
-        if method in ("structured", "jacobian") and not model.cell.structured:
+        if method in ("structured", "jacobian") and not model.structured:
             theta = _autograd_jacobian_ntk(model, s1, s2, chunk_size)
             if nngp:
                 z1 = _readouts(model, s1)
@@ -442,7 +442,7 @@ def structured_jacobians(model: ElmanRNN, seqs: Sequences) -> dict[str, torch.Te
     :func:`per_example_jacobians` up to rounding."""
     model = _check_model(model)
     seqs = model.prepare(seqs)
-    if not model.cell.structured:
+    if not model.structured:
         with torch.no_grad():
             return per_example_jacobians(model, seqs)
     with torch.no_grad():

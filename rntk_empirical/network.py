@@ -21,6 +21,11 @@ per-step weights w(t) of :mod:`rntk_empirical.readouts`:
 
 Everything random is drawn on the CPU from generators seeded by ``(seed, tensor name)``, so
 the same seed gives the same network on every device and dtype.
+
+``untied=True`` gives every step its own independent draw of every cell parameter (the
+"untied" network of Tensor Programs: W^l_t, U^l_t, b^l_t, ...; the readout V stays shared),
+computed by the same cell step (:meth:`rntk_empirical.cells.Cell.layer`, run one step at a
+time with that step's parameters), so tied and untied networks differ only in the draws.
 """
 
 from __future__ import annotations
@@ -160,7 +165,11 @@ class ElmanRNN(nn.Module):
         seed: seeds every random draw (weights, shared and per-input initial states).
         out_dim: number of outputs k (independent rows of V).
         max_len: required for an independent readout (``per_step``, ``paper_avg``): the
-            longest sequence (number of V_t).
+            longest sequence (number of V_t); and for ``untied`` (number of per-step draws).
+        untied: independent cell parameters at every step (module docstring). Step t of a
+            batch left-padded to length T uses the draws of index max_len - T + t, i.e. the
+            steps are counted from the end, like the sequences (left padding) and the V_t of
+            an independent readout: a sequence's function does not depend on its batch.
         dtype, device: of the parameters (default float64 on CPU; ``device="auto"`` picks CUDA).
 
     Call it on a ``(N, T, m)`` tensor or a list of ``(T_i, m)`` tensors; it returns ``(N,)``
@@ -185,6 +194,7 @@ class ElmanRNN(nn.Module):
         max_len: int | None = None,
         dtype: torch.dtype | str = torch.float64,
         device: torch.device | str = "cpu",
+        untied: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(arch, Architecture):
@@ -194,12 +204,16 @@ class ElmanRNN(nn.Module):
                 raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed={seed!r} is not valid; expected an integer")
+        if not isinstance(untied, bool):
+            raise ValueError(f"untied={untied!r} is not valid; expected True or False")
         self.readout = get_readout(arch.readout)
-        if self.readout.independent:
+        self.untied = untied
+        if self.readout.independent or untied:
             if max_len is None or isinstance(max_len, bool) or not isinstance(max_len, int):
+                what = "independent V_t" if self.readout.independent else "untied draw"
                 raise ValueError(
-                    f"readout={arch.readout!r} needs max_len=<longest sequence length> "
-                    "(one independent V_t per step)"
+                    f"{'untied=True' if untied else f'readout={arch.readout!r}'} needs "
+                    f"max_len=<longest sequence length> (one {what} per step)"
                 )
             if max_len < 1:
                 raise ValueError(f"max_len={max_len!r} is not valid; expected an integer >= 1")
@@ -208,7 +222,7 @@ class ElmanRNN(nn.Module):
         self.width = width
         self.seed = seed
         self.out_dim = out_dim
-        self.max_len = max_len if self.readout.independent else None
+        self.max_len = max_len if self.readout.independent or untied else None
         self.nonlinearity = get_nonlinearity(arch.nonlinearity)
         self.cell = get_cell(arch.cell)
         dtype = resolve_dtype(dtype)
@@ -247,16 +261,17 @@ class ElmanRNN(nn.Module):
         ]
         for d in range(a.directions):
             for l in range(a.depth):
-                pre = f"d{d}_l{l}"
-                for q in self.layer_params[l]:
-                    fold_q = 1.0 if ntk else q.multiplier
-                    name = f"{pre}_{q.name}"
-                    if q.orthogonal and a.init == "orthogonal":
-                        gen = _generator(seed, name)
-                        P = _haar_orthogonal(q.shape[0], gen, (math.sqrt(n), fold_q), dtype, device)
-                    else:
-                        P = draw(name, *q.shape, scale=fold_q)
-                    self.register_parameter(name, nn.Parameter(P))
+                for pre in self._prefixes(d, l):
+                    for q in self.layer_params[l]:
+                        fold_q = 1.0 if ntk else q.multiplier
+                        name = f"{pre}_{q.name}"
+                        if q.orthogonal and a.init == "orthogonal":
+                            gen = _generator(seed, name)
+                            scales = (math.sqrt(n), fold_q)
+                            P = _haar_orthogonal(q.shape[0], gen, scales, dtype, device)
+                        else:
+                            P = draw(name, *q.shape, scale=fold_q)
+                        self.register_parameter(name, nn.Parameter(P))
             vshape = (max_len, out_dim, n) if self.readout.independent else (out_dim, n)
             V = draw(f"d{d}_V", *vshape, scale=fold.v)
             self.register_parameter(f"d{d}_V", nn.Parameter(V))
@@ -268,6 +283,19 @@ class ElmanRNN(nn.Module):
                 ]
             )
             self.register_buffer("shared_h0", a.sigma_h * xi.to(device=device, dtype=dtype))
+
+    def _prefixes(self, d: int, l: int) -> list[str]:
+        """Parameter-name prefixes of layer l, direction d: ``d{d}_l{l}`` (tied), or one per
+        step, ``d{d}_l{l}_t{k}`` for k < max_len (untied)."""
+        if not self.untied:
+            return [f"d{d}_l{l}"]
+        return [f"d{d}_l{l}_t{k}" for k in range(self.max_len)]
+
+    @property
+    def structured(self) -> bool:
+        """The structured eNTK form applies: the cell has one and the weights are tied (it
+        sums every weight's contributions over all pairs of steps)."""
+        return self.cell.structured and not self.untied
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -285,8 +313,9 @@ class ElmanRNN(nn.Module):
         )
         if self.max_len is not None and seqs.max_len > self.max_len:
             raise ValueError(
-                f"{name} has a sequence of length {seqs.max_len} but this network's readout "
-                f"has V_t for at most max_len={self.max_len} steps"
+                f"{name} has a sequence of length {seqs.max_len} but this network has "
+                f"{'untied draws' if self.untied else 'readout V_t'} for at most "
+                f"max_len={self.max_len} steps"
             )
         return seqs
 
@@ -369,15 +398,19 @@ class ElmanRNN(nn.Module):
         phi = self.nonlinearity.phi
         N, T = dir_values.shape[1:3]
         keep = None if mask is None else mask[:, :, None]
-        if probes is not None and not self.cell.structured:
-            raise ValueError(f"cell {a.cell!r} has no structured form (probes)")
+        if probes is not None and not self.structured:
+            why = "untied weights" if self.untied else f"cell {a.cell!r}"
+            raise ValueError(f"{why}: no structured form (probes)")
         out = 0.0
         for d in range(a.directions):
             layer_in = dir_values[d]
             recorded: list = []
             for l in range(a.depth):
-                p = {q.name: params[f"d{d}_l{l}_{q.name}"] for q in self.layer_params[l]}
                 h = h0[d, l] if h0 is not None else layer_in.new_zeros(N, self.width)
+                if self.untied:
+                    layer_in = self._untied_layer(params, d, l, layer_in, h, keep, phi)
+                    continue
+                p = {q.name: params[f"d{d}_l{l}_{q.name}"] for q in self.layer_params[l]}
                 layer_in = self.cell.layer(
                     p,
                     self.layer_mult[l],
@@ -386,7 +419,7 @@ class ElmanRNN(nn.Module):
                     keep,
                     phi,
                     probe=None if probes is None else probes[d, l],
-                    record=recorded if records is not None and self.cell.structured else None,
+                    record=recorded if records is not None and self.structured else None,
                     arch=a,
                 )
             w_inputs = [w for w, _ in recorded]
@@ -399,6 +432,29 @@ class ElmanRNN(nn.Module):
             if records is not None:
                 records.append(ForwardRecord(w_inputs, u_inputs, z))
         return out
+
+    def _untied_layer(
+        self,
+        params: dict[str, torch.Tensor],
+        d: int,
+        l: int,
+        x: torch.Tensor,
+        h: torch.Tensor,
+        keep: torch.Tensor | None,
+        phi,
+    ) -> torch.Tensor:
+        """``(N, T, n)`` states of layer l of an untied network: the cell's own layer run one
+        step at a time, step t with the draws of index max_len - T + t."""
+        T = x.shape[1]
+        specs, mult = self.layer_params[l], self.layer_mult[l]
+        states = []
+        for t in range(T):
+            pre = f"d{d}_l{l}_t{self.max_len - T + t}"
+            p = {q.name: params[f"{pre}_{q.name}"] for q in specs}
+            kt = None if keep is None else keep[:, t : t + 1]
+            h = self.cell.layer(p, mult, x[:, t : t + 1], h, kt, phi, arch=self.arch)[:, 0]
+            states.append(h)
+        return torch.stack(states, 1)
 
     def _readout_features(
         self, states: torch.Tensor, keep: torch.Tensor | None, lengths: torch.Tensor
@@ -424,6 +480,8 @@ class ElmanRNN(nn.Module):
         return (states / div[:, :, None]).reshape(states.shape[0], -1)
 
     def extra_repr(self) -> str:
+        untied = f", untied over max_len={self.max_len}" if self.untied else ""
         return (
-            f"width={self.width}, input_dim={self.input_dim}, out_dim={self.out_dim}, {self.arch}"
+            f"width={self.width}, input_dim={self.input_dim}, out_dim={self.out_dim}{untied}, "
+            f"{self.arch}"
         )

@@ -6,7 +6,8 @@ calls ``os.system`` (here: touching a marker file).
 Places: the analytic-kernel cache of convergence (and the figures, which share it) and its
 ``kernels.npz`` (report); drift's checkpoints and per-seed files; finite-vs-infinite's cached
 kernels, checkpoints, per-seed JSON and arrays, lambda_max files and residuals (report);
-the UCI benchmark's resume state; ``record.json`` of a run.
+the UCI benchmark's resume state; the tying study's analytic kernels and per-seed kernels;
+``record.json`` of a run.
 """
 
 from __future__ import annotations
@@ -194,6 +195,25 @@ def test_drift_checkpoints_and_seed_files(tmp_path, marker):
     assert r.returncode == 2, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: checkpoint") and "refused to unpickle" in last, last
+
+
+def test_gated_tying_analytic_and_seed_files(tmp_path, marker):
+    from experiments.common.schema import ArchConfig
+    from experiments.gated_tying.run import run_tying
+    from experiments.gated_tying.schema import GatedTyingConfig
+
+    arch = ArchConfig(name="erf_last", nonlinearity="erf", sigma_w=1.0)
+    s = GatedTyingConfig(arch=arch, quick=True, lengths=[2], seeds=2, progress=False)
+    clean = run_tying(s, tmp_path / "clean")
+    out = tmp_path / "run"
+    plant(out / "analytic-T2.pt", marker)
+    plant(out / "T2-seed1.json", marker)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = run_tying(s, out)
+    msgs = _read_back_warnings(caught)
+    assert len(msgs) == 2 and "refused to unpickle" in msgs[0] and "T2-seed1.json" in msgs[1]
+    assert rec["rows"] == clean["rows"]
 
 
 # ---------------------------------------------------------------------- finite vs infinite

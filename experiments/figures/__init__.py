@@ -12,6 +12,7 @@ from experiments.common.registry import Experiment, register_experiment
 from experiments.figures import (  # noqa: F401
     different_lengths,
     finite_vs_infinite,
+    gated_convergence,
     kernel_drift,
     length_width,
     ntk_deviation,
