@@ -13,6 +13,7 @@ the dataclasses' ``__post_init__`` checks the ranges before any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
@@ -148,6 +149,17 @@ def resolved_device(choice: DeviceChoice) -> str:
     from rntk_empirical.devices import resolve_device
 
     return resolve_device(choice.value).type
+
+
+def apply_quick(cfg: Any, quick: dict[str, Any]) -> None:
+    """``quick=true``: the values of ``quick`` replace the fields of the dataclass ``cfg``
+    still at their defaults (what the user set stays)."""
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for k, v in quick.items():
+        f = fields[k]
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if getattr(cfg, k) == default:
+            setattr(cfg, k, list(v) if isinstance(v, list) else v)
 
 
 def at_least(name: str, value: Any, minimum: int) -> None:

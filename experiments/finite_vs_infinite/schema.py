@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from experiments.common.registry import Experiment, register_experiment
-from experiments.common.schema import ArchConfig, DeviceChoice, DTypeChoice, opt
+from experiments.common.schema import ArchConfig, DeviceChoice, DTypeChoice, apply_quick, opt
 
 ARMS = ("ntk", "centered", "standard", "adam")
 # Fields that change how a run executes, not what it measures.
@@ -92,13 +92,8 @@ class FiniteVsInfiniteConfig:
     num_threads: Optional[int] = opt(None, "torch threads (null: torch's default)")  # noqa: UP045
 
     def __post_init__(self) -> None:
-        if self.quick:  # the quick values replace the fields still at their defaults
-            defaults = {f.name: f for f in dataclasses.fields(self)}
-            for k, v in QUICK.items():
-                f = defaults[k]
-                default = f.default_factory() if callable(f.default_factory) else f.default
-                if getattr(self, k) == default:
-                    setattr(self, k, list(v) if isinstance(v, list) else v)
+        if self.quick:
+            apply_quick(self, QUICK)
         self.validate()
 
     def validate(self) -> None:
