@@ -29,8 +29,9 @@ from rntk_empirical.architecture import Architecture
 PARTS = ("tiles", "pairs")
 
 
-def warm(part: str) -> None:
-    """Compile one part (``tiles`` or ``pairs``) in this process."""
+def warm(part: str, nonlinearities: tuple[str, ...] | None = None) -> None:
+    """Compile one part (``tiles`` or ``pairs``) in this process, for ``nonlinearities``
+    (None: every one the compiled bank can run, registered ones included)."""
     if part not in PARTS:
         raise ValueError(f"part={part!r}: expected one of {PARTS}")
     if part == "pairs":
@@ -38,7 +39,9 @@ def warm(part: str) -> None:
         batches = [[torch.ones(3, 1), torch.ones(2, 1)], [torch.ones(3, 1)] * 2]
     else:  # 100 columns of short sequences: tiles of columns, not pairs
         batches = [[torch.ones(2, 1)] * 100, [torch.ones(2, 1), torch.ones(1, 1)] * 50]
-    for nl in numba_backend.compiled_nonlinearities():
+    if nonlinearities is None:
+        nonlinearities = numba_backend.compiled_nonlinearities()
+    for nl in nonlinearities:
         for x in batches:
             for x2 in (None, x[:3]):
                 analytic_kernel_bank(
