@@ -20,6 +20,7 @@ import torch
 
 from rntk_empirical import Architecture
 from rntk_empirical.gated_limit import DEFAULT_BATCHES, DEFAULT_PARTICLES, limit_kernels
+from rntk_empirical.metrics import relative_frobenius
 
 
 def _arch(cell: str, readout: str = "last") -> Architecture:
@@ -60,8 +61,8 @@ def precision(T: int, cell: str, particles: list[int], reference: int, batches: 
         t0 = time.perf_counter()
         r = limit_kernels(arch, x, particles=P, batches=batches)
         s = time.perf_counter() - t0
-        d_ntk = float((r.ntk - ref.ntk).norm() / ref.ntk.norm())
-        d_nngp = float((r.nngp - ref.nngp).norm() / ref.nngp.norm())
+        d_ntk = relative_frobenius(r.ntk, ref.ntk)
+        d_nngp = relative_frobenius(r.nngp, ref.nngp)
         mark = "  <- default" if (P, batches) == (DEFAULT_PARTICLES, DEFAULT_BATCHES) else ""
         print(f"  {batches} x {P:>7}: vs reference NTK {d_ntk:.2e} NNGP {d_nngp:.2e}; own SE "
               f"NTK {r.relative_se('ntk'):.2e} NNGP {r.relative_se('nngp'):.2e}; {s:.1f} s"

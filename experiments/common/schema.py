@@ -162,6 +162,21 @@ def apply_quick(cfg: Any, quick: dict[str, Any]) -> None:
             setattr(cfg, k, list(v) if isinstance(v, list) else v)
 
 
+def fields_identity(cfg: Any, execution_fields: tuple[str, ...]) -> dict[str, Any]:
+    """What a run of the dataclass ``cfg`` (with an ``arch: ArchConfig`` field) measures,
+    JSON-able: the architecture's identity and name, then every other field except
+    ``execution_fields`` in declaration order (enums by value, lists as lists). Its hash
+    names the results, so the key order is part of the contract."""
+    out: dict[str, Any] = {"arch": cfg.arch.to_architecture().identity()}
+    out["arch_name"] = cfg.arch.name
+    for f in dataclasses.fields(cfg):
+        if f.name in execution_fields or f.name == "arch":
+            continue
+        v = getattr(cfg, f.name)
+        out[f.name] = v.value if hasattr(v, "value") else (list(v) if isinstance(v, list) else v)
+    return out
+
+
 def at_least(name: str, value: Any, minimum: int) -> None:
     """ValueError unless ``value`` is an integer >= ``minimum`` (booleans are not)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

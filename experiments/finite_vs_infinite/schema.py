@@ -5,12 +5,18 @@ registered (:func:`experiments.common.registry.register_experiment`) as
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from experiments.common.registry import Experiment, register_experiment
-from experiments.common.schema import ArchConfig, DeviceChoice, DTypeChoice, apply_quick, opt
+from experiments.common.schema import (
+    ArchConfig,
+    DeviceChoice,
+    DTypeChoice,
+    apply_quick,
+    fields_identity,
+    opt,
+)
 
 ARMS = ("ntk", "centered", "standard", "adam")
 # Fields that change how a run executes, not what it measures.
@@ -129,16 +135,7 @@ class FiniteVsInfiniteConfig:
 
     def identity(self) -> dict[str, Any]:
         """What the run measures (JSON-able; its hash names the results)."""
-        out: dict[str, Any] = {"arch": self.arch.to_architecture().identity()}
-        out["arch_name"] = self.arch.name
-        for f in dataclasses.fields(self):
-            if f.name in EXECUTION_FIELDS or f.name == "arch":
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = (
-                v.value if hasattr(v, "value") else (list(v) if isinstance(v, list) else v)
-            )
-        return out
+        return fields_identity(self, EXECUTION_FIELDS)
 
 
 register_experiment(

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +15,7 @@ from experiments.common.schema import (
     DTypeChoice,
     apply_quick,
     at_least,
+    fields_identity,
     opt,
 )
 from experiments.convergence.schema import MethodChoice
@@ -99,16 +99,7 @@ class GatedTyingConfig:
 
     def identity(self) -> dict[str, Any]:
         """What the run measures (JSON-able; its hash names the results)."""
-        out: dict[str, Any] = {"arch": self.arch.to_architecture().identity()}
-        out["arch_name"] = self.arch.name
-        for f in dataclasses.fields(self):
-            if f.name in EXECUTION_FIELDS or f.name == "arch":
-                continue
-            v = getattr(self, f.name)
-            out[f.name] = (
-                v.value if hasattr(v, "value") else (list(v) if isinstance(v, list) else v)
-            )
-        return out
+        return fields_identity(self, EXECUTION_FIELDS)
 
 
 def _run_one(settings: GatedTyingConfig, run_dir: Path, outputs_root: Path) -> dict:
