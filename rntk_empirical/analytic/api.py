@@ -66,8 +66,9 @@ def _particle_kernels(
     if why is not None:
         raise ValueError(why)
     s1 = as_sequences(x1, name="x1")
-    n = s1.n + (0 if x2 is None else as_sequences(x2, name="x2").n)
-    T = s1.max_len if x2 is None else max(s1.max_len, as_sequences(x2, name="x2").max_len)
+    s2 = None if x2 is None else as_sequences(x2, name="x2")
+    n = s1.n + (0 if s2 is None else s2.n)
+    T = s1.max_len if s2 is None else max(s1.max_len, s2.max_len)
     particles = options.get("particles") or gated_limit.DEFAULT_PARTICLES
     batches = options.get("batches") or gated_limit.DEFAULT_BATCHES
     estimate = gated_limit.estimated_seconds(arch, n, T, particles, batches)
@@ -75,7 +76,7 @@ def _particle_kernels(
     with _progress_bar(estimate, steps, "step") as bar:
         progress = None if bar is None else bar.update
         out = gated_limit.limit_kernels(
-            arch, x1, x2, ntk=ntk, nngp=nngp, dtype=dtype, device=device, progress=progress,
+            arch, s1, s2, ntk=ntk, nngp=nngp, dtype=dtype, device=device, progress=progress,
             **options,
         )  # fmt: skip
     return out.ntk, out.nngp
