@@ -1,73 +1,22 @@
 """The infinite-width NTK and NNGP of the gated cells by the particle simulation
 (rntk_empirical/gated_limit.py, docs/gated.md sections 3-4), against independent calculations:
-exact one-step kernels by Gauss-Hermite quadrature, the orthant-probability NNGP of the
+the exact one-step kernels (rntk_empirical/gated_exact.py), the orthant-probability NNGP of the
 erf-gated minimalRNN, the Elman cell through the same engine against the exact RNTK (tied and
 untied), and finite networks' seed means. Agreement is asserted within a few of the
 simulation's own standard errors, which are themselves bounded."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from conftest import random_sequences, rel_err
-from scipy.special import erf, expit
 
 from rntk_empirical import Architecture, ElmanRNN, analytic_kernels
 from rntk_empirical.empirical import empirical_kernels
+from rntk_empirical.gated_exact import exact_kernels_t2
 from rntk_empirical.gated_kernels import minimalrnn_nngp
 from rntk_empirical.gated_limit import limit_kernels
-
-GATE = {"sigmoid": expit, "erf": lambda v: 0.5 * (1.0 + erf(v))}
-DGATE = {
-    "sigmoid": lambda v: expit(v) * (1.0 - expit(v)),
-    "erf": lambda v: np.exp(-v * v) / math.sqrt(math.pi),
-}
-PHI = {"erf": (erf, lambda v: 2 / math.sqrt(math.pi) * np.exp(-v * v)),
-       "tanh": (np.tanh, lambda v: 1.0 - np.tanh(v) ** 2)}  # fmt: skip
-NODES, WEIGHTS = np.polynomial.hermite.hermgauss(120)
-
-
-def gauss2(f, g, cov: np.ndarray) -> float:
-    """E[f(a) g(b)], (a, b) ~ N(0, cov), by 120 x 120-point Gauss-Hermite quadrature."""
-    l00 = math.sqrt(cov[0, 0])
-    l10 = cov[0, 1] / l00
-    l11 = math.sqrt(max(cov[1, 1] - l10 * l10, 0.0))  # 0 for a = b
-    z1, z2 = np.meshgrid(math.sqrt(2) * NODES, math.sqrt(2) * NODES, indexing="ij")
-    w = np.outer(WEIGHTS, WEIGHTS) / math.pi
-    a = l00 * z1
-    b = l10 * z1 + l11 * z2
-    return float((w * f(a) * g(b)).sum())
-
-
-def one_step_kernels(arch: Architecture, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The exact (theta, nngp) of a one-step gated network with h^0 = 0 on single-step inputs
-    ``x (N, m)``, written from the cell's formulas: GRU h = z c (z = g(p_z), c = phi(p_h));
-    minimalRNN h = (1 - u) c. Every pre-activation is then an input term with covariance
-    S = s_u^2 <x, x'> / m + s_b^2 (the W terms act on zero states), so
-
-        nngp  = s_v^2 E[gate gate'] E[c c'],
-        theta = nngp + s_v^2 S (E[c c'] E[g' g'] + E[gate gate'] E[phi' phi'])
-
-    (the gradient flows into the gate and the candidate pre-activations; the reset gate and
-    every W get none at one step)."""
-    g, dg = GATE[arch.gate], DGATE[arch.gate]
-    phi, dphi = PHI[arch.nonlinearity]
-    gate = g if arch.cell == "gru" else (lambda v: 1.0 - g(v))
-    S = arch.sigma_u**2 * (x @ x.T) / x.shape[1] + arch.sigma_b**2
-    N = len(x)
-    K, Th = np.zeros((N, N)), np.zeros((N, N))
-    for i in range(N):
-        for j in range(N):
-            c = S[np.ix_([i, j], [i, j])]
-            gg, cc = gauss2(gate, gate, c), gauss2(phi, phi, c)
-            K[i, j] = arch.sigma_v**2 * gg * cc
-            Th[i, j] = K[i, j] + arch.sigma_v**2 * S[i, j] * (
-                cc * gauss2(dg, dg, c) + gg * gauss2(dphi, dphi, c)
-            )
-    return Th, K
 
 
 def within_errors(estimate: torch.Tensor, exact: torch.Tensor, se: torch.Tensor) -> float:
@@ -87,8 +36,7 @@ def test_one_step_is_exact_against_quadrature(cell, gate, phi):
     gen = torch.Generator().manual_seed(3)
     x1 = torch.randn(4, 1, 3, generator=gen, dtype=torch.float64)
     x2 = torch.cat([x1[1:3], torch.randn(2, 1, 3, generator=gen, dtype=torch.float64)])
-    Th, K = one_step_kernels(arch, torch.cat([x1, x2])[:, 0].numpy())
-    Th, K = torch.from_numpy(Th[:4, 4:]), torch.from_numpy(K[:4, 4:])
+    Th, K = exact_kernels_t2(arch, x1, x2)  # deterministic (docs/gated.md section 5)
     r = limit_kernels(arch, x1, x2, particles=2**12, batches=8)
     assert r.relative_se("ntk") < 4e-3 and r.relative_se("nngp") < 4e-3
     assert within_errors(r.ntk, Th, r.ntk_se) < 5
