@@ -305,7 +305,7 @@ class _Engine:
             key = tuple(vars_)
             C = np.array([[self.cov(a, b) for b in key] for a in key])
             self._grids[key] = GaussianGrid(C, self.points)
-            while len(self._grids) > 3:  # bounded memory (4-d grids are points^4 nodes)
+            while len(self._grids) > 2:  # bounded memory (4-d grids are points^4 nodes)
                 del self._grids[next(iter(self._grids))]
         grid = self._grids[key]
         return grid.mean([(key.index(v), *self.gfun[f]) for v, f in factors])
