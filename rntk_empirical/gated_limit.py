@@ -438,15 +438,24 @@ def _pair_moments(
     = channels x particles). Cost O(N^2 (S R + sum_j S_j) P) with R = max S_j."""
     N, S, P = new.shape
     R = max(o.shape[1] for o in olds)
-    out = new.new_zeros(len(olds), N, N)
+    J = len(olds)
+    out = new.new_zeros(J, N, N)
     if S == 0 or R == 0:
         return out
-    chunk = max(1, 2**23 // (N * R * P))  # B holds <= 2^23 numbers (64 MiB in float64)
-    for x0 in range(0, N, chunk):
-        xs = slice(x0, x0 + chunk)
-        B = torch.einsum("xsp,sxry->xyrp", new[xs], Cc[:S, xs, :R, :])
-        for j, o in enumerate(olds):
-            out[j, xs] = torch.einsum("xyrp,yrp->xy", B[:, :, : o.shape[1]], o)
+    # B[y, x, (r, p)] = sum_s new[x, s, p] Cc[s, x, r, y], then one batched product (over y)
+    # with the olds zero-padded to R steps; both in blocks of <= 2^24 numbers (128 MiB).
+    nx = max(1, 2**24 // (N * R * P))
+    nj = max(1, 2**24 // (N * R * P))
+    for x0 in range(0, N, nx):
+        xs = slice(x0, x0 + nx)
+        B = torch.einsum("xsp,sxry->yxrp", new[xs], Cc[:S, xs, :R, :]).reshape(N, -1, R * P)
+        for j0 in range(0, J, nj):
+            group = olds[j0 : j0 + nj]
+            O = new.new_zeros(N, len(group), R, P)
+            for j, o in enumerate(group):
+                O[:, j, : o.shape[1]] = o
+            res = torch.bmm(B, O.reshape(N, len(group), R * P).transpose(1, 2))  # (y, x, j)
+            out[j0 : j0 + len(group), xs] = res.permute(2, 1, 0)
     return out / M
 
 
