@@ -32,6 +32,19 @@ with Cov(pre_f) = s_w^2 E[y_f y_f'] (W_f) + s_u^2 <x_t, x'_t'> / m (U_f) + s_b^2
 the readout's weighted sum of states and the NNGP s_v^2 E[hbar hbar'] (t = t' only when
 untied).
 
+The candidate integrated exactly (``candidate="exact"``, the default for the minimalRNN and
+the GRU; docs/gated.md section 3.3). The candidate's pre-activations are one Gaussian family
+independent of the gates', and h^t(x) = sum_{a<=t} A^t_a(x) c^a(x) is linear in the
+candidates c^a = phi(pre_c^a) with gate-product coefficients (minimalRNN: A^t_a = (1 - u^a)
+prod_{a<r<=t} u^r; GRU: z^a prod_{a<r<=t} (1 - z^r)). The particles then carry only the gate
+families and the coefficients, and every second moment that involves c's is the coefficients'
+particle mean contracted with C(x,a; x',b) = E[c^a(x) c^b(x')], the nonlinearity's dual of the
+candidate's covariance (minimalRNN: the input covariance; GRU: s_w^2 E[r h r' h'] + input,
+built step by step). The backward's dh depends on v, the gates and the Zbar's only, so
+E[dpre_c dpre_c'] = E[(dh gate)(dh' gate')] V_phi' and the gate gradients (linear in the c's)
+are contracted with C the same way. ``candidate="particles"`` samples the candidate like the
+gates (the estimator of ``ENGINE_VERSION`` 1; the Elman cell always).
+
 Error: the kernel is the mean over ``batches`` independent simulations of ``particles``
 particles each; the standard error is their spread / sqrt(batches). Each simulation also
 carries an O(1 / particles) bias (its covariances are estimated); docs/gated.md has the
@@ -435,28 +448,28 @@ def _pair_moments(
     i.e. E[a(x) b(y)] of a = sum_s new[x, s] c^s(x), b = sum_r old[y, r] c^r(y) when the c's
     are independent of the coefficients with E[c^s(x) c^r(y)] = Cc[s, x, r, y] (``(T, N, T,
     N)``); ``new (N, S, P)``, ``old_j (N, S_j, P)`` (coefficients of the steps < S, S_j; P
-    = channels x particles). Cost O(N^2 (S R + sum_j S_j) P) with R = max S_j."""
+    = channels x particles). Cost O(N^2 R (S + len(olds)) P) with R = max S_j."""
     N, S, P = new.shape
-    R = max(o.shape[1] for o in olds)
     J = len(olds)
-    out = new.new_zeros(J, N, N)
+    sizes = [o.shape[1] for o in olds]
+    R = max(sizes)
+    out = new.new_zeros(N, N, J)  # (y, x, j)
     if S == 0 or R == 0:
-        return out
-    # B[y, x, (r, p)] = sum_s new[x, s, p] Cc[s, x, r, y], then one batched product (over y)
-    # with the olds zero-padded to R steps; both in blocks of <= 2^24 numbers (128 MiB).
-    nx = max(1, 2**24 // (N * R * P))
-    nj = max(1, 2**24 // (N * R * P))
-    for x0 in range(0, N, nx):
-        xs = slice(x0, x0 + nx)
-        B = torch.einsum("xsp,sxry->yxrp", new[xs], Cc[:S, xs, :R, :]).reshape(N, -1, R * P)
-        for j0 in range(0, J, nj):
-            group = olds[j0 : j0 + nj]
-            O = new.new_zeros(N, len(group), R, P)
-            for j, o in enumerate(group):
-                O[:, j, : o.shape[1]] = o
-            res = torch.bmm(B, O.reshape(N, len(group), R * P).transpose(1, 2))  # (y, x, j)
-            out[j0 : j0 + len(group), xs] = res.permute(2, 1, 0)
-    return out / M
+        return out.permute(2, 1, 0)
+    # per step r of the olds: B_r[y, x, p] = sum_s Cc[s, x, r, y] new[x, s, p], then one
+    # product batched over y with the olds' step-r rows (no temporary beyond O(N^2 P)).
+    buf = new.new_empty(N, J, P)
+    for r in range(R):
+        js = [j for j, size in enumerate(sizes) if size > r]
+        B = torch.bmm(Cc[:S, :, r, :].permute(1, 2, 0), new).transpose(0, 1)
+        for i, j in enumerate(js):
+            buf[:, i] = olds[j][:, r]
+        res = torch.bmm(B, buf[:, : len(js)].transpose(1, 2))  # (y, x, len(js))
+        if len(js) == J:
+            out += res
+        else:
+            out[:, :, js] += res
+    return out.permute(2, 1, 0) / M
 
 
 def _candidate_moments(s: _Setting) -> tuple[torch.Tensor, torch.Tensor]:
