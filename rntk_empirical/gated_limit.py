@@ -448,28 +448,19 @@ def _pair_moments(
     i.e. E[a(x) b(y)] of a = sum_s new[x, s] c^s(x), b = sum_r old[y, r] c^r(y) when the c's
     are independent of the coefficients with E[c^s(x) c^r(y)] = Cc[s, x, r, y] (``(T, N, T,
     N)``); ``new (N, S, P)``, ``old_j (N, S_j, P)`` (coefficients of the steps < S, S_j; P
-    = channels x particles). Cost O(N^2 R (S + len(olds)) P) with R = max S_j."""
+    = channels x particles). Cost O(N^2 S sum_j S_j P), as GEMMs."""
     N, S, P = new.shape
-    J = len(olds)
-    sizes = [o.shape[1] for o in olds]
-    R = max(sizes)
-    out = new.new_zeros(N, N, J)  # (y, x, j)
-    if S == 0 or R == 0:
-        return out.permute(2, 1, 0)
-    # per step r of the olds: B_r[y, x, p] = sum_s Cc[s, x, r, y] new[x, s, p], then one
-    # product batched over y with the olds' step-r rows (no temporary beyond O(N^2 P)).
-    buf = new.new_empty(N, J, P)
-    for r in range(R):
-        js = [j for j, size in enumerate(sizes) if size > r]
-        B = torch.bmm(Cc[:S, :, r, :].permute(1, 2, 0), new).transpose(0, 1)
-        for i, j in enumerate(js):
-            buf[:, i] = olds[j][:, r]
-        res = torch.bmm(B, buf[:, : len(js)].transpose(1, 2))  # (y, x, len(js))
-        if len(js) == J:
-            out += res
-        else:
-            out[:, :, js] += res
-    return out.permute(2, 1, 0) / M
+    out = new.new_zeros(len(olds), N, N)
+    if S == 0:
+        return out
+    flat = new.reshape(N * S, P)
+    Cx = Cc[:S].permute(1, 0, 3, 2)  # (x, s, y, r)
+    for j, old in enumerate(olds):
+        R = old.shape[1]
+        if R:  # the particle means of the coefficient products (one GEMM), then C
+            G = (flat @ old.reshape(N * R, P).T).reshape(N, S, N, R)
+            out[j] = (G * Cx[:, :, :, :R]).sum((1, 3))
+    return out / M
 
 
 def _candidate_moments(s: _Setting) -> tuple[torch.Tensor, torch.Tensor]:
