@@ -33,8 +33,9 @@ the readout's weighted sum of states and the NNGP s_v^2 E[hbar hbar'] (t = t' on
 untied).
 
 The candidate integrated exactly (``candidate="exact"``, the default for the minimalRNN and
-the GRU; docs/gated.md section 3.3). The candidate's pre-activations are one Gaussian family
-independent of the gates', and h^t(x) = sum_{a<=t} A^t_a(x) c^a(x) is linear in the
+the GRU up to ``EXACT_MAX_STEPS`` steps; docs/gated.md section 3.3). The candidate's
+pre-activations are one Gaussian family independent of the gates', and h^t(x) =
+sum_{a<=t} A^t_a(x) c^a(x) is linear in the
 candidates c^a = phi(pre_c^a) with gate-product coefficients (minimalRNN: A^t_a = (1 - u^a)
 prod_{a<r<=t} u^r; GRU: z^a prod_{a<r<=t} (1 - z^r)). The particles then carry only the gate
 families and the coefficients, and every second moment that involves c's is the coefficients'
@@ -74,8 +75,11 @@ DEFAULT_SEED = 0
 DEFAULT_QMC = True
 # Version of the simulation's numerics: part of cache keys (experiments) with the settings.
 ENGINE_VERSION = 2
-# The cells whose candidate is integrated exactly by default (``candidate=None``).
+# The cells whose candidate can be integrated exactly, and the longest sequences for which
+# ``candidate=None`` does so: its cost grows as T^3-T^4 against the sampling's T^2 (3-5x the
+# sampled candidate's time at T = 20, ~1.2x at T = 5; docs/gated.md section 3.3).
 EXACT_CANDIDATE = frozenset({"minimalrnn", "gru"})
+EXACT_MAX_STEPS = 10
 # Relative jitters tried, in order, on a Schur complement that is singular to round-off
 # (identical columns: equal prefixes, repeated sequences).
 _JITTERS = (1e-13, 1e-11, 1e-9, 1e-7)
@@ -742,8 +746,9 @@ def limit_kernels(
             False: every step (padded position) has its own independent W_f, U_f, b_f.
         candidate: ``"exact"``: the candidate's pre-activations are integrated exactly (its
             moments from the nonlinearity's dual; the particles carry the gates only;
-            minimalRNN); ``"particles"``: sampled like every other family. None: ``"exact"``
-            where the cell has it, else ``"particles"`` (``DEFAULT_CANDIDATE``).
+            minimalRNN and GRU; more precise, dearer at long T); ``"particles"``: sampled like
+            every other family. None: ``"exact"`` where the cell has it and the sequences
+            have at most ``EXACT_MAX_STEPS`` steps, else ``"particles"``.
         ntk, nngp: which kernels to compute.
         dtype: of the returned kernels (the simulation runs in float64).
         device: where the simulation runs; None: the inputs' device.
@@ -769,10 +774,9 @@ def limit_kernels(
             "the NTK has no infinite-width limit in the 'standard' parameterization; use "
             "parameterization='ntk', or ntk=False for the NNGP"
         )
-    exact = candidate == "exact" or (candidate is None and arch.cell in EXACT_CANDIDATE)
     if candidate not in (None, "exact", "particles"):
         raise ValueError(f"candidate={candidate!r} is not valid; expected 'exact' or 'particles'")
-    if exact and arch.cell not in EXACT_CANDIDATE:
+    if candidate == "exact" and arch.cell not in EXACT_CANDIDATE:
         raise ValueError(f"candidate='exact' is implemented for {sorted(EXACT_CANDIDATE)} only")
     for name, value in (("particles", particles), ("batches", batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -788,6 +792,9 @@ def limit_kernels(
     allseq, i1, i2 = _unique(s1, s2)
     readout = get_readout(arch.readout)
     T = allseq.max_len
+    exact = candidate == "exact" or (
+        candidate is None and arch.cell in EXACT_CANDIDATE and T <= EXACT_MAX_STEPS
+    )
     nl = get_nonlinearity(arch.nonlinearity)
     setting = _Setting(
         cell=arch.cell,

@@ -3,15 +3,15 @@
     python -m experiments.bench.gated_limit cost [--lengths 5 10 20 50] [--cells gru minimalrnn]
     python -m experiments.bench.gated_limit precision [--T 5] [--particles 16384 65536 ...]
 
-``cost``: seconds of one ``limit_kernels`` call (NTK and NNGP, default simulation
-settings) on N = 8 random sequences (m = 4, erf gates and candidate, s_w = 1, last readout,
-float64, CPU) at each length; for a cell with an exact candidate (minimalRNN) also the sampled
-candidate (``candidate="particles"``, the engine before version 2) in the same run, with the
-ratio. ``precision``: at one length, the kernels of simulations with
-more and more particles (``batches`` fixed) against a reference of ``--reference`` particles per
-batch (the last row), as relative Frobenius differences, with each one's own relative standard
-error; the default setting is marked. ``--candidate particles`` measures the sampled
-candidate (reference and rows alike).
+``cost``: seconds of one ``limit_kernels`` call (NTK and NNGP, default simulation settings,
+the candidate integrated exactly where the cell has it) on N = 8 random sequences (m = 4, erf
+gates and candidate, s_w = 1, last readout, float64, CPU) at each length; for a cell with an
+exact candidate also the sampled candidate (``candidate="particles"``, the engine before
+version 2) in the same run, with the ratio. ``precision``: at one length, the kernels of
+simulations with more and more particles (``batches`` fixed) against a reference of
+``--reference`` particles per batch (the last row), as relative Frobenius differences, with
+each one's own relative standard error; the default setting is marked. ``--candidate
+particles`` measures the sampled candidate (reference and rows alike).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def cost(lengths: list[int], cells: list[str]) -> None:
         for T in lengths:
             x = _inputs(T)
             t0 = time.perf_counter()
-            r = limit_kernels(_arch(cell), x)
+            exact = "exact" if cell in EXACT_CANDIDATE else None
+            r = limit_kernels(_arch(cell), x, candidate=exact)
             s = time.perf_counter() - t0
             growth = "" if prev is None else f"  x{s / prev[1]:.1f} for T x{T / prev[0]:.1f}"
             print(f"{cell:>11} T={T:>3}: {s:7.1f} s  (relative SE: NTK {r.relative_se('ntk'):.1e}, "
