@@ -32,6 +32,20 @@ with Cov(pre_f) = s_w^2 E[y_f y_f'] (W_f) + s_u^2 <x_t, x'_t'> / m (U_f) + s_b^2
 the readout's weighted sum of states and the NNGP s_v^2 E[hbar hbar'] (t = t' only when
 untied).
 
+The candidate integrated exactly (``candidate="exact"``, the default for the minimalRNN and
+the GRU up to ``EXACT_MAX_STEPS`` steps; docs/gated.md section 3.3). The candidate's
+pre-activations are one Gaussian family independent of the gates', and h^t(x) =
+sum_{a<=t} A^t_a(x) c^a(x) is linear in the
+candidates c^a = phi(pre_c^a) with gate-product coefficients (minimalRNN: A^t_a = (1 - u^a)
+prod_{a<r<=t} u^r; GRU: z^a prod_{a<r<=t} (1 - z^r)). The particles then carry only the gate
+families and the coefficients, and every second moment that involves c's is the coefficients'
+particle mean contracted with C(x,a; x',b) = E[c^a(x) c^b(x')], the nonlinearity's dual of the
+candidate's covariance (minimalRNN: the input covariance; GRU: s_w^2 E[r h r' h'] + input,
+built step by step). The backward's dh depends on v, the gates and the Zbar's only, so
+E[dpre_c dpre_c'] = E[(dh gate)(dh' gate')] V_phi' and the gate gradients (linear in the c's)
+are contracted with C the same way. ``candidate="particles"`` samples the candidate like the
+gates (the estimator of ``ENGINE_VERSION`` 1; the Elman cell always).
+
 Error: the kernel is the mean over ``batches`` independent simulations of ``particles``
 particles each; the standard error is their spread / sqrt(batches). Each simulation also
 carries an O(1 / particles) bias (its covariances are estimated); docs/gated.md has the
@@ -50,7 +64,8 @@ import torch
 from rntk_empirical.architecture import Architecture
 from rntk_empirical.cells import GATE_DERIVATIVES, GATES
 from rntk_empirical.devices import resolve_device, resolve_dtype
-from rntk_empirical.nonlinearities import get_nonlinearity
+from rntk_empirical.dual import dual_activations
+from rntk_empirical.nonlinearities import Nonlinearity, get_nonlinearity
 from rntk_empirical.readouts import get_readout
 from rntk_empirical.sequences import Sequences, as_sequences
 
@@ -59,7 +74,12 @@ DEFAULT_BATCHES = 4
 DEFAULT_SEED = 0
 DEFAULT_QMC = True
 # Version of the simulation's numerics: part of cache keys (experiments) with the settings.
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
+# The cells whose candidate can be integrated exactly, and the longest sequences for which
+# ``candidate=None`` does so: its cost grows as T^3-T^4 against the sampling's T^2 (3-5x the
+# sampled candidate's time at T = 20, ~1.2x at T = 5; docs/gated.md section 3.3).
+EXACT_CANDIDATE = frozenset({"minimalrnn", "gru"})
+EXACT_MAX_STEPS = 10
 # Relative jitters tried, in order, on a Schur complement that is singular to round-off
 # (identical columns: equal prefixes, repeated sequences).
 _JITTERS = (1e-13, 1e-11, 1e-9, 1e-7)
@@ -169,13 +189,19 @@ class _Family:
         (E[y y'] is the sum over the channels of the particle means)."""
         M, k = self.M, self.k
         rows = (y != 0).any(1).nonzero().flatten()
-        n = rows.numel()
-        if n == 0:
+        if rows.numel() == 0:
             return y.new_zeros(y.shape[0], M)
         ya = y[rows]
-        S = ya @ ya.T / M
+        C12 = ya @ self.Y[:k].T / M if k else None  # (n, k)
+        Z = self._add(ya @ ya.T / M, C12)
+        self.Y[k : k + rows.numel()] = ya
+        return self._scatter(Z, rows, y.shape[0])
+
+    def _add(self, S: torch.Tensor, C12: torch.Tensor | None) -> torch.Tensor:
+        """Samples ``n`` new rows of covariance ``S (n, n)`` and covariance ``C12 (n, k)``
+        with the stored rows (None when k = 0), stores their factor and normals: ``(n, M)``."""
+        k, n = self.k, S.shape[0]
         if k:
-            C12 = ya @ self.Y[:k].T / M  # (n, k)
             # L21 L11^T = C12
             L21 = torch.linalg.solve_triangular(self.L[:k, :k].T, C12, upper=True, left=False)
             S = S - L21 @ L21.T
@@ -186,14 +212,45 @@ class _Family:
             Z = Z + L21 @ self.E[:k]
             self.L[k : k + n, :k] = L21
         self.L[k : k + n, k : k + n] = L22
-        self.Y[k : k + n] = ya
         self.E[k : k + n] = eps
         self.k = k + n
-        if n == y.shape[0]:
+        return Z
+
+    @staticmethod
+    def _scatter(Z: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
+        if rows.numel() == n:
             return Z
-        out = y.new_zeros(y.shape[0], M)
+        out = Z.new_zeros(n, Z.shape[1])
         out[rows] = Z
         return out
+
+
+class _KnownFamily(_Family):
+    """A Gaussian family whose covariances are given (computed exactly in the candidate's
+    law, section 3.3 of docs/gated.md) instead of estimated from stored particles of y.
+    Rows are offered in blocks; rows of zero variance give Z = 0 and are not stored."""
+
+    def __init__(self, M: int, capacity: int, like: torch.Tensor, normals: _Normals):
+        self.M, self.k, self.normals = M, 0, normals
+        self.E = like.new_empty(capacity, M)
+        self.L = like.new_zeros(capacity, capacity)
+        self.kept: list[int] = []  # offered-row numbers of the stored rows
+        self.offered = 0
+
+    def extend_known(self, S: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        """``S (n, n)``: covariance of the new rows; ``C (n, offered)``: their covariance with
+        every earlier offered row -> ``Z (n, M)``."""
+        n = S.shape[0]
+        rows = (S.diagonal() > 0).nonzero().flatten()
+        kept = torch.tensor(self.kept, dtype=torch.long, device=S.device)
+        new = [self.offered + int(i) for i in rows]
+        self.offered += n
+        if rows.numel() == 0:
+            return S.new_zeros(n, self.M)
+        C12 = C[rows][:, kept] if self.k else None
+        Z = self._add(S[rows][:, rows], C12)
+        self.kept += new
+        return self._scatter(Z, rows, n)
 
 
 def _cholesky(S: torch.Tensor) -> torch.Tensor:
@@ -222,6 +279,7 @@ class _Setting:
     dg: Callable
     phi: Callable
     dphi: Callable
+    nl: Nonlinearity  # the candidate's nonlinearity (its dual, for the exact candidate)
     X: torch.Tensor  # (N, T, m)
     keep: torch.Tensor  # (T, N, 1) float: 1 at valid steps
     w: torch.Tensor  # (T, N, 1) readout weights
@@ -384,6 +442,267 @@ def _simulate(s: _Setting, M: int, seed: int, qmc: bool, ntk: bool, progress=Non
     return nngp, theta
 
 
+def _pair_moments(
+    new: torch.Tensor, olds: list[torch.Tensor], Cc: torch.Tensor, M: int
+) -> torch.Tensor:
+    """``(len(olds), N, N)``: for each ``old`` of ``olds``,
+
+        out[j, x, y] = (1/M) sum_p sum_{s, r} new[x, s, p] Cc[s, x, r, y] old_j[y, r, p],
+
+    i.e. E[a(x) b(y)] of a = sum_s new[x, s] c^s(x), b = sum_r old[y, r] c^r(y) when the c's
+    are independent of the coefficients with E[c^s(x) c^r(y)] = Cc[s, x, r, y] (``(T, N, T,
+    N)``); ``new (N, S, P)``, ``old_j (N, S_j, P)`` (coefficients of the steps < S, S_j; P
+    = channels x particles). Cost O(N^2 S sum_j S_j P), as GEMMs."""
+    N, S, P = new.shape
+    out = new.new_zeros(len(olds), N, N)
+    if S == 0:
+        return out
+    flat = new.reshape(N * S, P)
+    Cx = Cc[:S].permute(1, 0, 3, 2)  # (x, s, y, r)
+    for j, old in enumerate(olds):
+        R = old.shape[1]
+        if R:  # the particle means of the coefficient products (one GEMM), then C
+            G = (flat @ old.reshape(N * R, P).T).reshape(N, S, N, R)
+            out[j] = (G * Cx[:, :, :, :R]).sum((1, 3))
+    return out / M
+
+
+def _candidate_moments(s: _Setting) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Cc, Cdc)``, each ``(T, N, T, N)``: E[phi(a^t(x)) phi(a^t'(y))] and the same of phi'
+    for the minimalRNN's input-only candidate pre-activations a = a_u A x_t + a_b b_a
+    (covariance s_u^2 <x_t, y_t'> / m + s_b^2; untied: independent across steps, so the
+    cross-step moments are those of covariance 0, the products of the means)."""
+    N, T, _ = s.X.shape
+    Cin = _input_cov(s)
+    if not s.tied:
+        step = torch.arange(T, device=Cin.device).repeat_interleave(N)
+        Cin = Cin * (step[:, None] == step[None, :])
+    d = Cin.diagonal()
+    same = torch.eye(T * N, dtype=torch.bool, device=Cin.device)
+    Cc, Cdc = dual_activations(s.nl, d[:, None], d[None, :], Cin, same=same)
+    return Cc.reshape(T, N, T, N), Cdc.reshape(T, N, T, N)
+
+
+def _simulate_minimalrnn_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: bool,
+                               progress=None):  # fmt: skip
+    """:func:`_simulate` for the minimalRNN with the candidate integrated exactly
+    (docs/gated.md, section 3.3): the particles carry the gates and the coefficients
+    A^t[x, a] of h^t(x) = sum_{a<=t} A^t[x, a] c^a(x); every second moment is contracted with
+    the candidate's exact moments. Returns ``(nngp, theta or None)``, each ``(N, N)``."""
+    N, T, m = s.X.shape
+    ref = s.X
+    walls = N * T
+    dim = (m + 1) * (1 if s.tied else T) + walls + (walls + (T if s.independent else 0)) * ntk
+    normals = _Normals(M, dim, seed, qmc, ref)
+    Cc, Cdc = _candidate_moments(s)
+    inp = _input_terms(s, normals)
+    fam = _KnownFamily(M, walls, ref, normals) if s.tied else None
+    A: list[torch.Tensor] = []  # A[t]: (N, t + 1, M)
+    pres: list[torch.Tensor] = []
+    Q = ref.new_zeros(T, N, T, N)  # E[h^t(x) h^t'(y)]
+    prev = ref.new_zeros(N, 0, M)
+    for t in range(T):
+        k = s.keep[t]
+        pu = inp[t]
+        if t > 0:
+            fam = fam if s.tied else _KnownFamily(M, N, ref, normals)
+            cross = Q[t - 1, :, : t - 1].reshape(N, (t - 1) * N) if s.tied else ref.new_zeros(N, 0)
+            pu = pu + s.sw * fam.extend_known(Q[t - 1, :, t - 1], cross)
+        u = s.g(pu)
+        At = torch.cat([prev * (k * u + 1 - k)[:, None], (k * (1 - u))[:, None]], 1)
+        A.append(At)
+        pres.append(pu)
+        _fill(Q, t, _pair_moments(At, A, Cc, M), 0)
+        prev = At
+        if progress is not None:
+            progress(1)
+    nngp = _readout_nngp(s, Q)
+    if not ntk:
+        return nngp, None
+
+    # Backward (module docstring; two channels for a shared readout): dpre_u^t(x) =
+    # k dh g'(pu) (h^{t-1} - c^t) in coefficients D[t] (N, t + 1, channels x M);
+    # dpre_a^t = k dh (1 - u) phi'(a^t): its particle factor e = k dh (1 - u).
+    nc = 1 if s.independent else 2
+    bfam = _KnownFamily(M, walls, ref, normals) if s.tied else None
+    D: list[torch.Tensor | None] = [None] * T
+    Ea = ref.new_zeros(T, N, nc * M)
+    Gu = ref.new_zeros(T, N, T, N)  # E[dpre_u^t(x) dpre_u^t'(y)]
+    dh = ref.new_zeros(nc, N, M)
+    for t in reversed(range(T)):
+        k = s.keep[t]
+        if nc == 2:
+            dh[0] += s.sv * s.w[t]
+        else:
+            dh = dh + s.sv * s.w[t] * normals.take(1)
+        pu = pres[t]
+        u = s.g(pu)
+        a = k * dh * s.dg(pu)  # (nc, N, M)
+        a3 = a[:, :, None]  # (nc, N, 1, M)
+        Dt = torch.cat([a3 * A[t - 1] if t else a3[:, :, :0], -a3], 2)
+        D[t] = Dt.permute(1, 2, 0, 3).reshape(N, t + 1, nc * M)
+        Ea[t] = (k * dh * (1 - u)).transpose(0, 1).reshape(N, nc * M)
+        if s.tied:
+            _fill(Gu, t, _pair_moments(D[t], D[t:], Cc, M), t)  # against steps t..T-1
+            cross = Gu[t, :, t + 1 :].flip(1).reshape(N, (T - 1 - t) * N)  # offered order
+            zb = bfam.extend_known(Gu[t, :, t], cross)
+        else:
+            Gu[t, :, t] = _pair_moments(D[t], [D[t]], Cc, M)[0]
+            zb = _KnownFamily(M, N, ref, normals).extend_known(Gu[t, :, t], ref.new_zeros(N, 0))
+        zb = s.sw * zb
+        back = dh * u + (zb if nc == 1 else torch.stack([torch.zeros_like(zb), zb]))
+        dh = k * back + (1 - k) * dh
+        if progress is not None:
+            progress(1)
+
+    Cin = _input_cov(s).reshape(T, N, T, N)
+    Qs = torch.zeros_like(Q)  # E[h^{t-1} h^{t'-1}]: the u-family's y
+    Qs[1:, :, 1:] = Q[:-1, :, :-1]
+    Ga = (Ea.reshape(T * N, -1) @ Ea.reshape(T * N, -1).T / M).reshape(T, N, T, N)
+    terms = Gu * (s.sw**2 * Qs + Cin) + Ga * Cdc * Cin
+    return nngp, nngp + _ntk_sum(s, terms)
+
+
+def _fill(G: torch.Tensor, t: int, q: torch.Tensor, first: int) -> None:
+    """Writes the moments ``q (n, N, N)`` of step t against steps first..first + n - 1 into
+    ``G (T, N, T, N)`` and their transposes (G stays symmetric)."""
+    n = q.shape[0]
+    G[t, :, first : first + n] = q.permute(1, 0, 2)
+    G[first : first + n, :, t] = q.transpose(1, 2)
+
+
+def _readout_nngp(s: _Setting, Q: torch.Tensor) -> torch.Tensor:
+    """``(N, N)``: s_v^2 E[hbar hbar'] from the state moments ``Q (T, N, T, N)``."""
+    W = s.w[..., 0]  # (T, N)
+    if s.independent:
+        return s.sv**2 * torch.einsum("tx,xyt,ty->xy", W, Q.diagonal(dim1=0, dim2=2), W)
+    return s.sv**2 * torch.einsum("tx,txry,ry->xy", W, Q, W)
+
+
+def _ntk_sum(s: _Setting, terms: torch.Tensor) -> torch.Tensor:
+    """``(N, N)``: the sum over step pairs of ``terms (T, N, T, N)`` (t = t' only when
+    untied)."""
+    return terms.sum((0, 2)) if s.tied else terms.diagonal(dim1=0, dim2=2).sum(-1)
+
+
+def _simulate_gru_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: bool, progress=None):
+    """:func:`_simulate` for the GRU with the candidate integrated exactly (docs/gated.md,
+    section 3.3): the particles carry the z and r gates and the coefficients A^t[x, a] of
+    h^t(x) = sum_{a<=t} A^t[x, a] c^a(x); the candidate pre-activations pre_h are one Gaussian
+    family independent of the gates, whose covariance s_w^2 E[r h r' h'] + S_in is built step
+    by step, and E[c c'], E[phi'(pre_h) phi'(pre_h')] are the duals of its 2x2 blocks.
+    Returns ``(nngp, theta or None)``, each ``(N, N)``."""
+    N, T, m = s.X.shape
+    ref = s.X
+    walls = N * T
+    inputs = 2 * (m + 1) * (1 if s.tied else T)
+    dim = inputs + 2 * walls + (3 * walls + (T if s.independent else 0)) * ntk
+    normals = _Normals(M, dim, seed, qmc, ref)
+    inp = {f: _input_terms(s, normals) for f in ("z", "r")}
+    fams = {f: _KnownFamily(M, walls, ref, normals) if s.tied else None for f in ("z", "r")}
+    Cin = _input_cov(s).reshape(T, N, T, N)
+    Sh = ref.new_zeros(T, N, T, N)  # Cov(pre_h^t(x), pre_h^t'(y))
+    Cc, Cdc = torch.zeros_like(Sh), torch.zeros_like(Sh)
+    Q = torch.zeros_like(Sh)  # E[h^t(x) h^t'(y)]
+    A: list[torch.Tensor] = []  # A[t]: (N, t + 1, M)
+    Ry: list[torch.Tensor] = []  # coefficients of y_h^t = r^t h^{t-1}: (N, t, M)
+    gates: list[tuple[torch.Tensor, torch.Tensor]] = []
+    prev = ref.new_zeros(N, 0, M)
+    for t in range(T):
+        k = s.keep[t]
+        pre = {}
+        for f in ("z", "r"):
+            pre[f] = inp[f][t]
+            if t > 0:
+                fam = fams[f] if s.tied else _KnownFamily(M, N, ref, normals)
+                cross = Q[t - 1, :, : t - 1].reshape(N, -1) if s.tied else ref.new_zeros(N, 0)
+                pre[f] = pre[f] + s.sw * fam.extend_known(Q[t - 1, :, t - 1], cross)
+        z, r = s.g(pre["z"]), s.g(pre["r"])
+        gates.append((pre["z"], pre["r"]))
+        Ry.append(r[:, None] * prev)
+        olds = Ry if s.tied else [Ry[t]]
+        first = 0 if s.tied else t
+        _fill(Sh, t, s.sw**2 * _pair_moments(Ry[t], olds, Cc, M), first)
+        Sh[t, :, first : t + 1] += Cin[t, :, first : t + 1]
+        Sh[first:t, :, t] = Sh[t, :, first:t].permute(1, 2, 0)
+        Sh[t, :, t] = 0.5 * (Sh[t, :, t] + Sh[t, :, t].T)
+        # the duals of step t against steps <= t (untied: covariance 0 across steps)
+        a = Sh[t, :, t].diagonal()[:, None, None]
+        b = torch.stack([Sh[j, :, j].diagonal() for j in range(t + 1)])[None]  # (1, t + 1, N)
+        same = torch.zeros(N, t + 1, N, dtype=torch.bool, device=ref.device)
+        same[:, t] = torch.eye(N, dtype=torch.bool, device=ref.device)
+        v, dv = dual_activations(s.nl, a, b, Sh[t, :, : t + 1], same=same)  # (N, t + 1, N)
+        Cc[t, :, : t + 1], Cdc[t, :, : t + 1] = v, dv
+        Cc[: t + 1, :, t], Cdc[: t + 1, :, t] = v.permute(1, 2, 0), dv.permute(1, 2, 0)
+        At = torch.cat([prev * (k * (1 - z) + 1 - k)[:, None], (k * z)[:, None]], 1)
+        A.append(At)
+        _fill(Q, t, _pair_moments(At, A, Cc, M), 0)
+        prev = At
+        if progress is not None:
+            progress(1)
+    nngp = _readout_nngp(s, Q)
+    if not ntk:
+        return nngp, None
+
+    # Backward (module docstring; two channels for a shared readout): dpre_h^t = e^t
+    # phi'(pre_h^t) with the particle factor e = k dh z; dpre_z^t = k dh g'(pz) (c^t - h^{t-1})
+    # and dpre_r^t = k dy h^{t-1} g'(pr) in coefficients (N, t + 1 or t, channels x M).
+    nc = 1 if s.independent else 2
+    P = nc * M
+    bf = {f: _KnownFamily(M, walls, ref, normals) if s.tied else None for f in "hzr"}
+    G = {f: ref.new_zeros(T, N, T, N) for f in "hzr"}  # E[dpre_f^t(x) dpre_f^t'(y)]
+    Eh = ref.new_zeros(T, N, P)
+    D: dict[str, list] = {"z": [None] * T, "r": [None] * T}
+
+    def flat(c: torch.Tensor) -> torch.Tensor:  # (nc, N, S, M) -> (N, S, nc M)
+        return c.permute(1, 2, 0, 3).reshape(N, c.shape[2], P)
+
+    def zbar(f: str, t: int) -> torch.Tensor:
+        """Zbar_f^t (N, M) given the moments of step t in G[f] (offered in backward order)."""
+        if s.tied:
+            cross = G[f][t, :, t + 1 :].flip(1).reshape(N, -1)
+            return s.sw * bf[f].extend_known(G[f][t, :, t], cross)
+        return s.sw * _KnownFamily(M, N, ref, normals).extend_known(
+            G[f][t, :, t], ref.new_zeros(N, 0)
+        )
+
+    def chan1(zb: torch.Tensor) -> torch.Tensor:
+        return zb[None] if nc == 1 else torch.stack([torch.zeros_like(zb), zb])
+
+    dh = ref.new_zeros(nc, N, M)
+    for t in reversed(range(T)):
+        k = s.keep[t]
+        if nc == 2:
+            dh[0] += s.sv * s.w[t]
+        else:
+            dh = dh + s.sv * s.w[t] * normals.take(1)
+        pz, pr = gates[t]
+        z, r = s.g(pz), s.g(pr)
+        Eh[t] = (k * dh * z).transpose(0, 1).reshape(N, P)
+        span = slice(t, T) if s.tied else slice(t, t + 1)
+        q = (Eh[t] @ Eh[span].reshape(-1, P).T / M).reshape(N, -1, N) * Cdc[t, :, span]
+        _fill(G["h"], t, q.permute(1, 0, 2), t)
+        dy = chan1(zbar("h", t))  # the gradient of y_h = r h^{t-1}
+        Aprev = A[t - 1] if t else prev[:, :0]
+        az = (k * dh * s.dg(pz))[:, :, None]  # (nc, N, 1, M)
+        D["z"][t] = flat(torch.cat([-az * Aprev, az], 2))
+        D["r"][t] = flat((k * dy * s.dg(pr))[:, :, None] * Aprev)
+        zsum = 0
+        for f in "zr":
+            olds = D[f][span]
+            _fill(G[f], t, _pair_moments(D[f][t], olds, Cc, M), t)
+            zsum = zsum + zbar(f, t)
+        back = dh * (1 - z) + dy * r + chan1(zsum)
+        dh = k * back + (1 - k) * dh
+        if progress is not None:
+            progress(1)
+
+    Qs = torch.zeros_like(Q)  # E[h^{t-1} h^{t'-1}]: the z- and r-families' y
+    Qs[1:, :, 1:] = Q[:-1, :, :-1]
+    terms = G["h"] * Sh + (G["z"] + G["r"]) * (s.sw**2 * Qs + Cin)
+    return nngp, nngp + _ntk_sum(s, terms)
+
+
 def _input_cov(s: _Setting) -> torch.Tensor:
     """``(T N, T N)``: s_u^2 <x_t, x'_t'> / m + s_b^2 over the rows (t, x) (row t N + x)."""
     N, T, m = s.X.shape
@@ -401,6 +720,7 @@ def limit_kernels(
     seed: int | None = None,
     qmc: bool | None = None,
     tied: bool = True,
+    candidate: str | None = None,
     ntk: bool = True,
     nngp: bool = True,
     dtype: torch.dtype | str = torch.float64,
@@ -424,6 +744,11 @@ def limit_kernels(
             pseudo-random ones (None: ``DEFAULT_QMC``).
         tied: weights shared across steps (the network of :class:`rntk_empirical.ElmanRNN`);
             False: every step (padded position) has its own independent W_f, U_f, b_f.
+        candidate: ``"exact"``: the candidate's pre-activations are integrated exactly (its
+            moments from the nonlinearity's dual; the particles carry the gates only;
+            minimalRNN and GRU; more precise, dearer at long T); ``"particles"``: sampled like
+            every other family. None: ``"exact"`` where the cell has it and the sequences
+            have at most ``EXACT_MAX_STEPS`` steps, else ``"particles"``.
         ntk, nngp: which kernels to compute.
         dtype: of the returned kernels (the simulation runs in float64).
         device: where the simulation runs; None: the inputs' device.
@@ -449,6 +774,10 @@ def limit_kernels(
             "the NTK has no infinite-width limit in the 'standard' parameterization; use "
             "parameterization='ntk', or ntk=False for the NNGP"
         )
+    if candidate not in (None, "exact", "particles"):
+        raise ValueError(f"candidate={candidate!r} is not valid; expected 'exact' or 'particles'")
+    if candidate == "exact" and arch.cell not in EXACT_CANDIDATE:
+        raise ValueError(f"candidate='exact' is implemented for {sorted(EXACT_CANDIDATE)} only")
     for name, value in (("particles", particles), ("batches", batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is not valid; expected an integer >= 1")
@@ -463,6 +792,9 @@ def limit_kernels(
     allseq, i1, i2 = _unique(s1, s2)
     readout = get_readout(arch.readout)
     T = allseq.max_len
+    exact = candidate == "exact" or (
+        candidate is None and arch.cell in EXACT_CANDIDATE and T <= EXACT_MAX_STEPS
+    )
     nl = get_nonlinearity(arch.nonlinearity)
     setting = _Setting(
         cell=arch.cell,
@@ -474,6 +806,7 @@ def limit_kernels(
         dg=GATE_DERIVATIVES[arch.gate],
         phi=nl.phi,
         dphi=nl.dphi,
+        nl=nl,
         X=allseq.values,
         keep=allseq.mask.T.to(torch.float64)[:, :, None],
         w=readout.weights(allseq.lengths.to(dev), T, arch).T[:, :, None].contiguous(),
@@ -483,7 +816,10 @@ def limit_kernels(
     ks, ts = [], []
     with torch.no_grad():
         for b in range(batches):
-            k, th = _simulate(setting, particles, seed + b, qmc, ntk, progress)
+            sim = _simulate
+            if exact:
+                sim = _simulate_gru_exact if arch.cell == "gru" else _simulate_minimalrnn_exact
+            k, th = sim(setting, particles, seed + b, qmc, ntk, progress)
             ks.append(k)
             ts.append(th)
 
