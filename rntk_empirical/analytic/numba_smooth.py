@@ -79,7 +79,8 @@ SIDE_HEAD = 5 + NB  # E_phi, E_dphi, n, interval, coordinate, packed level count
 # tol / 4, a side storing the terms of its level STORE_LEVEL. Measured on the cells of tanh
 # last N=300 T=50 (the recursion's order, one thread, 2-core machine under load): the grid's
 # missing terms per cell 0.79 -> 0.08 (storing the tightest level: 0.02, the table 1.3x
-# larger again, no faster), mean terms per cell 13.3 -> 12.8, 1.31x faster, the table 1.36x.
+# larger again, no faster), mean terms per cell 13.3 -> 12.8, 1.14-1.32x faster over four
+# runs (with Horner in x^2), the table 1.36-1.47x (254 -> 373 MiB at N=2000 T=50).
 LEVELS = 5
 LEVEL_DECADES = 3.0
 LEVEL_BITS = 10
