@@ -188,8 +188,8 @@ def test_compiled_diagonal_recursion_matches_the_grid():
 
 
 # (a, b, rho) where a side stores fewer terms than the cell needs: a low-variance side beside
-# a high-variance one (the certified stop at the shorter side, or the grid's missing terms)
-# and |rho| past numba_smooth.STORE_TO_RHO (the grid)
+# a high-variance one (the level rule, or the grid's missing terms) and |rho| past
+# numba_smooth.STORE_TO_RHO (the grid)
 SHORT_SIDE_CELLS = [
     (0.05, 20.0, 0.15),
     (0.05, 20.0, 0.3),
@@ -201,26 +201,51 @@ SHORT_SIDE_CELLS = [
     (2.0, 20.0, 0.9999),
     (20.0, 0.5, -0.98),
     (6.0, 7.0, 0.999),
+    (0.25, 1.4, 0.96),
 ]
 
 
 @pytest.mark.parametrize("name", ["tanh", "smooth_test_softplus"])
 def test_cells_past_a_sides_stored_terms_meet_the_contract(name):
-    """The ways of handling terms a side does not store occur on these cells (the stop
-    certified by the shorter side's tail, the missing terms from the grid), and every cell
-    stays within tol of the reference."""
+    """The ways of handling terms a side does not store occur on these cells (the level rule
+    stopping within the shorter side's terms where the larger side's own count at tol / 4
+    is past them, the missing terms from the grid), and every cell stays within tol of the
+    reference."""
     a, b, r = (np.array(col, dtype=np.float64) for col in zip(*SHORT_SIDE_CELLS))
     tab, (oa, ob) = numba_smooth.prepare(name, [a, b])
-    oa, ob = oa.astype(int), ob.astype(int)
+    K, n = numba_smooth.cell_terms(tab, oa, ob, r)
+    mid = numba_smooth.LEVELS // 2  # the level of tol / 4: the max rule of side_table
+    shift = numba_smooth.LEVEL_BITS * mid
     k = sd.rho_bin(r)
-    need = np.maximum(tab[oa + 6 + k], tab[ob + 6 + k])
-    n = np.minimum(tab[oa + 2], tab[ob + 2])
-    s = np.where(tab[oa + 2] <= tab[ob + 2], oa, ob)
-    certified = tab[s + 5] - 2.0 * n * tab[numba_smooth.LOG_R + k] >= tab[4]
-    assert ((need > n) & ~certified).any()  # the grid's terms
-    if name == "tanh":  # the certified stop (its low-variance sides store 5 terms)
-        assert ((need > n) & certified).any()
+    at_mid = np.maximum(
+        (tab[oa.astype(int) + 5 + k].astype(np.int64) >> shift) & numba_smooth.NOT_CONVERGED,
+        (tab[ob.astype(int) + 5 + k].astype(np.int64) >> shift) & numba_smooth.NOT_CONVERGED,
+    )
+    assert (K <= at_mid).all()
+    assert ((K <= n) & (at_mid > n)).any()  # the level rule saves the grid
+    assert (K > n).any()  # the grid's terms
     ref, scale, _ = _reference(name, SHORT_SIDE_CELLS)
     vp, vd = numba_smooth.evaluate(name, a, b, r)
     err = np.abs(np.stack([vp, vd], 1) - ref) / scale
     assert err.max() <= sd.DEFAULT_TOL, err.max(axis=1)
+
+
+def test_level_counts_match_the_side_table():
+    """The packed counts of the middle level (tol / 4) are smooth_dual.side_table's (the
+    most over the four parts per bin; NOT_CONVERGED for -1), and the counts grow with the
+    level (a tighter threshold needs more terms)."""
+    v = np.array([0.0, 0.01, 0.3, 1.0, 2.5, 7.0, 16.0, 40.0])
+    tab, (o,) = numba_smooth.prepare("tanh", [v])
+    o = o.astype(int)
+    packed = tab[o[:, None] + 5 + np.arange(sd.RHO_BINS)[None, :]].astype(np.int64)
+    levels = np.stack(
+        [(packed >> (numba_smooth.LEVEL_BITS * lv)) & numba_smooth.NOT_CONVERGED
+         for lv in range(numba_smooth.LEVELS)],
+        axis=2,
+    )
+    terms = sd.side_table(sd.prepare_smooth("tanh", 40.0).grid, v, sd.DEFAULT_TOL).terms
+    want = np.where((terms < 0).any(1), numba_smooth.NOT_CONVERGED, terms.max(1))
+    got = levels[:, :, numba_smooth.LEVELS // 2]
+    assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.95
+    assert (np.diff(levels, axis=2) >= 0).all()
+    assert (levels[:, :, -1] > levels[:, :, 0]).any()
