@@ -9,7 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from experiments.common.style import paper_style  # noqa: E402
+from experiments.common.style import describe_arch, paper_style  # noqa: E402
 from experiments.finite_vs_infinite import report as fvi  # noqa: E402
 
 # internal names: the underscored tags, and lower-case keys that are not words ("ntk", "adam")
@@ -82,3 +82,12 @@ def test_the_convergence_figure_has_no_tags(tmp_path, monkeypatch):
     assert len(figs) == 2
     for fig in figs:
         assert_words(legend_texts(fig))
+
+
+def test_a_gated_run_is_named_by_its_cell_not_as_an_rnn():
+    # the convergence report called a GRU with erf gates an "erf RNN"
+    gru = {"cell": "gru", "gate": "erf", "nonlinearity": "erf", "readout": "last"}
+    assert describe_arch(gru) == "GRU (erf gates, erf candidate), last-step readout"
+    mini = {"cell": "minimalrnn", "gate": "sigmoid", "nonlinearity": "tanh", "readout": "avg"}
+    assert describe_arch(mini) == "minimalRNN (sigmoid gates, tanh candidate), mean pooling"
+    assert describe_arch({"cell": "elman", "nonlinearity": "relu"}) == "ReLU RNN, last-step readout"

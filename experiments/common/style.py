@@ -85,19 +85,28 @@ READOUT_NAMES = {
 # identity keys that describe_arch puts into words (labels need not repeat them)
 DESCRIBED_KEYS = frozenset(
     f"arch.{k}"
-    for k in ("name", "nonlinearity", "depth", "bidirectional", "readout", "init",
-              "parameterization", "h0")
+    for k in ("name", "cell", "gate", "nonlinearity", "depth", "bidirectional", "readout",
+              "init", "parameterization", "h0")
 )  # fmt: skip
+# the gated cells (docs/gated.md) by name; any other cell is the Elman RNN
+CELL_NAMES = {"gru": "GRU", "minimalrnn": "minimalRNN"}
 
 
 def describe_arch(arch: dict[str, Any]) -> str:
     """Words for an architecture dict: ``"ReLU RNN, last-step readout"``,
-    ``"2-layer erf RNN (bidirectional), mean pooling, orthogonal init"``."""
+    ``"2-layer erf RNN (bidirectional), mean pooling, orthogonal init"``,
+    ``"GRU (erf gates, erf candidate), last-step readout"``."""
     nl = NONLINEARITY_NAMES.get(
         str(arch.get("nonlinearity", "relu")), str(arch.get("nonlinearity"))
     )
     depth = int(arch.get("depth", 1))
-    text = f"{depth}-layer {nl} RNN" if depth > 1 else f"{nl} RNN"
+    cell = CELL_NAMES.get(str(arch.get("cell", "elman")))
+    if cell is None:
+        text = f"{nl} RNN"
+    else:
+        text = f"{cell} ({arch.get('gate', 'sigmoid')} gates, {nl} candidate)"
+    if depth > 1:
+        text = f"{depth}-layer {text}"
     if arch.get("bidirectional"):
         text += " (bidirectional)"
     text += ", " + READOUT_NAMES.get(str(arch.get("readout", "last")), str(arch.get("readout")))
