@@ -249,3 +249,23 @@ def test_level_counts_match_the_side_table():
     assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.95
     assert (np.diff(levels, axis=2) >= 0).all()
     assert (levels[:, :, -1] > levels[:, :, 0]).any()
+
+
+def test_a_table_over_the_cap_stores_a_looser_level(monkeypatch):
+    """A call whose table would pass TABLE_MAX_BYTES stores fewer terms per side (a looser
+    level; the cells take the rest from the grid) and gives the same values; under the
+    smallest table it gives up the series with the reason."""
+    a, b, r = (np.array(col, dtype=np.float64) for col in zip(*SHORT_SIDE_CELLS))
+    full, _ = numba_smooth.prepare("tanh", [a, b])
+    want = numba_smooth.evaluate("tanh", a, b, r)
+    monkeypatch.setattr(numba_smooth, "TABLE_MAX_BYTES", 8 * (full.size - 1))
+    small, (oa, ob) = numba_smooth.prepare("tanh", [a, b])
+    assert small.size < full.size
+    K, n = numba_smooth.cell_terms(small, oa, ob, r)
+    assert (K > n).any()
+    got = numba_smooth.evaluate("tanh", a, b, r)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-15)
+    monkeypatch.setattr(numba_smooth, "TABLE_MAX_BYTES", 8 * 1000)
+    with pytest.raises(sd.SmoothDualUnsupported, match="GiB"):
+        numba_smooth.prepare("tanh", [a, b])

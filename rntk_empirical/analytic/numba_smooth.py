@@ -92,7 +92,7 @@ STORE_LEVEL = LEVELS // 2 + 1  # LEVEL_DECADES below tol / 4
 # idle cores (avg N=64 T=150): softplus 19.6 -> 10.2 s, sigmoid 6.2 -> 5.0 s, tanh last N=1000
 # T=50 5.8 -> 4.3 s, tanh last N=2000 T=50 16 -> 18 s (+70 MiB of table).
 STORE_TO_RHO = 0.99
-TABLE_MAX_BYTES = 2**31  # larger per-call tables: SmoothDualUnsupported (memory)
+TABLE_MAX_BYTES = 2**31  # a larger table stores a looser level; over it at level 0: unsupported
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SIDES_PER_TASK = 256
 
@@ -306,15 +306,22 @@ def prepare(
         s, grid.bounds, cheb, grid.kmax, level_thresholds(tol), _powers(grid.kmax // 2),
         at_zero, _store_bins(), terms, n_store,
     )
-    sizes = SIDE_HEAD + 4 * n_store
-    offsets = HEAD + np.concatenate([[0], np.cumsum(sizes[:-1])])
-    G = HEAD + int(sizes.sum())
-    P = G + pairs.size
     phi_tab = _phi_table(sm, var_max)
     q = int(phi_tab[0])
-    total = P + 3 + (phi_tab.size - 4 - 2 * q)
-    if total * 8 > TABLE_MAX_BYTES:
+    # a table over the cap stores the terms of a looser level (the cells take the rest from
+    # the grid: the same values, slower) before the call gives up the series
+    for level in range(STORE_LEVEL, -1, -1):
+        if level != STORE_LEVEL:
+            n_store = stored_terms(terms, level)
+        sizes = SIDE_HEAD + 4 * n_store
+        G = HEAD + int(sizes.sum())
+        P = G + pairs.size
+        total = P + 3 + (phi_tab.size - 4 - 2 * q)
+        if total * 8 <= TABLE_MAX_BYTES:
+            break
+    else:
         raise SmoothDualUnsupported(f"the series table would take {total * 8 / 2**30:.1f} GiB")
+    offsets = HEAD + np.concatenate([[0], np.cumsum(sizes[:-1])])
     tab = np.empty(total)
     tab[:HEAD] = [-1.0, 0.0, 0.0, 0.0, 0.0, P, sm.strip, math.log(1.0 / tol) + 8.0, G,
                   pairs.shape[1], pairs.shape[0], pairs.shape[3]]
@@ -328,6 +335,14 @@ def prepare(
         out.append(off[start : start + f.size].reshape(np.shape(v)))
         start += f.size
     return tab, out
+
+
+def stored_terms(terms: np.ndarray, level: int) -> np.ndarray:
+    """``(n,)`` terms each side stores at ``level`` (as :func:`_side_terms` does at
+    STORE_LEVEL): the most of its converged bins up to STORE_TO_RHO, at least 1; ``terms``
+    ``(n, RHO_BINS, LEVELS)``."""
+    t = terms[:, : _store_bins(), level]
+    return np.maximum(1, np.where(t != NOT_CONVERGED, t, 0).max(axis=1))
 
 
 def cell_terms(
