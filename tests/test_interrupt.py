@@ -25,7 +25,14 @@ def _interrupted_sweep(cwd, **env) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a child inherits an ignored SIGINT (Python then installs no KeyboardInterrupt): one
+        # full-suite run saw exit 0 with nothing on stderr, which that would explain
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _after_first_width(procs: dict, root) -> dict[str, tuple[int, str]]:
@@ -41,8 +48,9 @@ def _after_first_width(procs: dict, root) -> dict[str, tuple[int, str]]:
         time.sleep(0.2)
     out = {}
     for name, p in procs.items():
-        _, err = p.communicate(timeout=120)
-        out[name] = (p.returncode, err)
+        so, err = p.communicate(timeout=120)
+        # what the job printed too, so that a failure says where the sweep was
+        out[name] = (p.returncode, err or f"(no stderr; stdout ends) {so[-1500:]}")
     assert not pending, f"the first width never finished: {out}"
     return out
 
