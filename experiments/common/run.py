@@ -190,6 +190,20 @@ def write_provenance(cfg: DictConfig, out_dir: Path) -> None:
         OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), meta / "overrides.yaml")
 
 
+def job_folder(cfg: DictConfig, force: bool) -> Path:
+    """The Hydra job's run folder, checked writable (one-line exit 2 if not), with the run's
+    provenance written into it (:func:`write_provenance`) unless it holds a finished run
+    that ``force`` does not recompute (that run's provenance is kept)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    out_dir = check_writable(
+        HydraConfig.get().runtime.output_dir, "the run folder (hydra.run.dir)"
+    )
+    if force or finished_record(out_dir) is None:
+        write_provenance(cfg, out_dir)
+    return out_dir
+
+
 def discard_if_empty(out_dir: Path | None) -> None:
     """Remove a job folder this attempt created and left without results (only Hydra's job
     log inside), and its empty parents: bad input leaves no folders behind."""

@@ -44,20 +44,18 @@ from experiments.common.cli import CONF_DIR, settings_from
 from experiments.common.records import (
     RECORD_NAME,
     atomic_write_json,
-    finished_record,
     identity_hash,
     library_versions,
     utc_now,
 )
 from experiments.common.run import (
     already_finished,
-    check_writable,
     envelope,
     guarded,
     hydra_entry,
+    job_folder,
     set_threads,
     validated,
-    write_provenance,
 )
 from experiments.drift.schema import DriftConfig
 from experiments.drift.summary import summarize
@@ -259,9 +257,7 @@ def main(cfg: DictConfig) -> None:
         resolve_device(s.device.value)
 
     settings = validated(cfg, DriftConfig, "conf/drift.yaml", check)
-    out_dir = check_writable(hc.runtime.output_dir, "the run folder (hydra.run.dir)")
-    if settings.force or finished_record(out_dir) is None:
-        write_provenance(cfg, out_dir)
+    out_dir = job_folder(cfg, settings.force)
     guarded(
         lambda: run_drift(settings, out_dir, list(hc.overrides.task)),
         lambda err: (

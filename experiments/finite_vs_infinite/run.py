@@ -26,13 +26,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.common.cli import CONF_DIR
-from experiments.common.records import finished_record
 from experiments.common.run import (
-    check_writable,
     guarded,
     hydra_entry,
+    job_folder,
     validated,
-    write_provenance,
 )
 from experiments.finite_vs_infinite.schema import FiniteVsInfiniteConfig
 from experiments.finite_vs_infinite.study import load_task, run_study
@@ -52,9 +50,7 @@ def _check(s: FiniteVsInfiniteConfig) -> None:
 def main(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     settings = validated(cfg, FiniteVsInfiniteConfig, CONFIG_FILE, _check)
-    out_dir = check_writable(hc.runtime.output_dir, "the run folder (hydra.run.dir)")
-    if settings.force or finished_record(out_dir) is None:
-        write_provenance(cfg, out_dir)
+    out_dir = job_folder(cfg, settings.force)
     record = guarded(
         lambda: run_study(settings, out_dir, list(hc.overrides.task)),
         lambda err: (

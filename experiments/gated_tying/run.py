@@ -50,20 +50,18 @@ from experiments.common.records import (
     RECORD_NAME,
     atomic_torch_save,
     atomic_write_json,
-    finished_record,
     identity_hash,
     utc_now,
 )
 from experiments.common.reporting import save_figure, write_csv
 from experiments.common.run import (
     already_finished,
-    check_writable,
     envelope,
     guarded,
     hydra_entry,
+    job_folder,
     set_threads,
     validated,
-    write_provenance,
 )
 from experiments.common.style import mark_quick, paper_style
 from experiments.gated_tying.schema import GatedTyingConfig
@@ -338,9 +336,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point (see the module docstring)."""
     hc = HydraConfig.get()
     settings = validated(cfg, GatedTyingConfig, CONFIG_FILE, check)
-    out_dir = check_writable(hc.runtime.output_dir, "the run folder (hydra.run.dir)")
-    if settings.force or finished_record(out_dir) is None:
-        write_provenance(cfg, out_dir)
+    out_dir = job_folder(cfg, settings.force)
     guarded(
         lambda: run_tying(settings, out_dir, list(hc.overrides.task)),
         lambda err: (
