@@ -505,9 +505,7 @@ def _simulate_minimalrnn_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: b
         k = s.keep[t]
         pu = inp[t]
         if t > 0:
-            fam = fam if s.tied else _KnownFamily(M, N, ref, normals)
-            cross = Q[t - 1, :, : t - 1].reshape(N, (t - 1) * N) if s.tied else ref.new_zeros(N, 0)
-            pu = pu + s.sw * fam.extend_known(Q[t - 1, :, t - 1], cross)
+            pu = pu + _gate_matmul(s, fam, Q, t, M, normals)
         u = s.g(pu)
         At = torch.cat([prev * (k * u + 1 - k)[:, None], (k * (1 - u))[:, None]], 1)
         A.append(At)
@@ -544,12 +542,9 @@ def _simulate_minimalrnn_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: b
         Ea[t] = (k * dh * (1 - u)).transpose(0, 1).reshape(N, nc * M)
         if s.tied:
             _fill(Gu, t, _pair_moments(D[t], D[t:], Cc, M), t)  # against steps t..T-1
-            cross = Gu[t, :, t + 1 :].flip(1).reshape(N, (T - 1 - t) * N)  # offered order
-            zb = bfam.extend_known(Gu[t, :, t], cross)
         else:
             Gu[t, :, t] = _pair_moments(D[t], [D[t]], Cc, M)[0]
-            zb = _KnownFamily(M, N, ref, normals).extend_known(Gu[t, :, t], ref.new_zeros(N, 0))
-        zb = s.sw * zb
+        zb = _transposed_matmul(s, bfam, Gu, t, M, normals)
         back = dh * u + (zb if nc == 1 else torch.stack([torch.zeros_like(zb), zb]))
         dh = k * back + (1 - k) * dh
         if progress is not None:
@@ -561,6 +556,34 @@ def _simulate_minimalrnn_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: b
     Ga = (Ea.reshape(T * N, -1) @ Ea.reshape(T * N, -1).T / M).reshape(T, N, T, N)
     terms = Gu * (s.sw**2 * Qs + Cin) + Ga * Cdc * Cin
     return nngp, nngp + _ntk_sum(s, terms)
+
+
+def _gate_matmul(
+    s: _Setting, fam: _KnownFamily | None, Q: torch.Tensor, t: int, M: int, normals: _Normals
+) -> torch.Tensor:
+    """``(N, M)``: s_w Z^{W h^{t-1}} of a gate family at step t >= 1, sampled from the state
+    moments ``Q (T, N, T, N)``: the tied family ``fam`` extended by step t's block given its
+    earlier steps, or (untied) a fresh family of this step alone."""
+    N = Q.shape[1]
+    if not s.tied:
+        fresh = _KnownFamily(M, N, s.X, normals)
+        return s.sw * fresh.extend_known(Q[t - 1, :, t - 1], s.X.new_zeros(N, 0))
+    cross = Q[t - 1, :, : t - 1].reshape(N, (t - 1) * N)
+    return s.sw * fam.extend_known(Q[t - 1, :, t - 1], cross)
+
+
+def _transposed_matmul(
+    s: _Setting, fam: _KnownFamily | None, G: torch.Tensor, t: int, M: int, normals: _Normals
+) -> torch.Tensor:
+    """``(N, M)``: s_w Zbar^t = s_w Z^{W^T dpre^t} of a backward family at step t, sampled from
+    its moments ``G (T, N, T, N)`` (steps t..T-1 known, offered in backward order): the tied
+    family ``fam`` extended, or (untied) a fresh family of this step alone."""
+    N = G.shape[1]
+    if not s.tied:
+        fresh = _KnownFamily(M, N, s.X, normals)
+        return s.sw * fresh.extend_known(G[t, :, t], s.X.new_zeros(N, 0))
+    cross = G[t, :, t + 1 :].flip(1).reshape(N, -1)
+    return s.sw * fam.extend_known(G[t, :, t], cross)
 
 
 def _fill(G: torch.Tensor, t: int, q: torch.Tensor, first: int) -> None:
@@ -614,9 +637,7 @@ def _simulate_gru_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: bool, pr
         for f in ("z", "r"):
             pre[f] = inp[f][t]
             if t > 0:
-                fam = fams[f] if s.tied else _KnownFamily(M, N, ref, normals)
-                cross = Q[t - 1, :, : t - 1].reshape(N, -1) if s.tied else ref.new_zeros(N, 0)
-                pre[f] = pre[f] + s.sw * fam.extend_known(Q[t - 1, :, t - 1], cross)
+                pre[f] = pre[f] + _gate_matmul(s, fams[f], Q, t, M, normals)
         z, r = s.g(pre["z"]), s.g(pre["r"])
         gates.append((pre["z"], pre["r"]))
         Ry.append(r[:, None] * prev)
@@ -657,15 +678,6 @@ def _simulate_gru_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: bool, pr
     def flat(c: torch.Tensor) -> torch.Tensor:  # (nc, N, S, M) -> (N, S, nc M)
         return c.permute(1, 2, 0, 3).reshape(N, c.shape[2], P)
 
-    def zbar(f: str, t: int) -> torch.Tensor:
-        """Zbar_f^t (N, M) given the moments of step t in G[f] (offered in backward order)."""
-        if s.tied:
-            cross = G[f][t, :, t + 1 :].flip(1).reshape(N, -1)
-            return s.sw * bf[f].extend_known(G[f][t, :, t], cross)
-        return s.sw * _KnownFamily(M, N, ref, normals).extend_known(
-            G[f][t, :, t], ref.new_zeros(N, 0)
-        )
-
     def chan1(zb: torch.Tensor) -> torch.Tensor:
         return zb[None] if nc == 1 else torch.stack([torch.zeros_like(zb), zb])
 
@@ -682,7 +694,8 @@ def _simulate_gru_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: bool, pr
         span = slice(t, T) if s.tied else slice(t, t + 1)
         q = (Eh[t] @ Eh[span].reshape(-1, P).T / M).reshape(N, -1, N) * Cdc[t, :, span]
         _fill(G["h"], t, q.permute(1, 0, 2), t)
-        dy = chan1(zbar("h", t))  # the gradient of y_h = r h^{t-1}
+        # the gradient of y_h = r h^{t-1}
+        dy = chan1(_transposed_matmul(s, bf["h"], G["h"], t, M, normals))
         Aprev = A[t - 1] if t else prev[:, :0]
         az = (k * dh * s.dg(pz))[:, :, None]  # (nc, N, 1, M)
         D["z"][t] = flat(torch.cat([-az * Aprev, az], 2))
@@ -691,7 +704,7 @@ def _simulate_gru_exact(s: _Setting, M: int, seed: int, qmc: bool, ntk: bool, pr
         for f in "zr":
             olds = D[f][span]
             _fill(G[f], t, _pair_moments(D[f][t], olds, Cc, M), t)
-            zsum = zsum + zbar(f, t)
+            zsum = zsum + _transposed_matmul(s, bf[f], G[f], t, M, normals)
         back = dh * (1 - z) + dy * r + chan1(zsum)
         dh = k * back + (1 - k) * dh
         if progress is not None:
