@@ -128,14 +128,13 @@ def _locate(s, bounds):
 
 
 @njit(parallel=True, cache=True)
-def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, store_bins, terms, n_store):
+def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, terms):
     """Pass 1, per side u (s[u] = sqrt(a)): the coefficients of the grid, the Parseval
     remainders, and per |rho| bin b and level l the fewest terms m of each parity part with
     r^(2m) sum_{j >= m} c_j^2 + r^(2 M) U <= thresholds[l] E (smooth_dual._terms_needed at
     each level; here a scan upward in m and bins, the count growing with both; ``pw[b, m]``
     = r_b^(2m), m <= M); terms[u, b, l] the most over the four parts (NOT_CONVERGED if one
-    has not converged), n_store[u] the most of level STORE_LEVEL over the converged bins <
-    store_bins (at least 1)."""
+    has not converged; :func:`stored_terms` reads a side's stored length from them)."""
     n, D1, C = s.shape[0], cheb.shape[1], cheb.shape[2]
     KH = kmax // 2
     L = thresholds.shape[0]
@@ -185,11 +184,6 @@ def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, store_bins, term
                                 m += 1
                             if terms[u, b, lv] != NOT_CONVERGED and m > terms[u, b, lv]:
                                 terms[u, b, lv] = m
-            top = 1
-            for b in range(store_bins):
-                if terms[u, b, STORE_LEVEL] != NOT_CONVERGED:
-                    top = max(top, terms[u, b, STORE_LEVEL])
-            n_store[u] = top
 
 
 @njit(parallel=True, cache=True)
@@ -300,19 +294,17 @@ def prepare(
     s = np.sqrt(allv)
     n = s.size
     terms = np.empty((n, NB, LEVELS), np.int64)
-    n_store = np.empty(n, np.int64)
     at_zero = np.array(grid.at_zero, dtype=np.float64)
     _side_terms(
         s, grid.bounds, cheb, grid.kmax, level_thresholds(tol), _powers(grid.kmax // 2),
-        at_zero, _store_bins(), terms, n_store,
+        at_zero, terms,
     )
     phi_tab = _phi_table(sm, var_max)
     q = int(phi_tab[0])
     # a table over the cap stores the terms of a looser level (the cells take the rest from
     # the grid: the same values, slower) before the call gives up the series
     for level in range(STORE_LEVEL, -1, -1):
-        if level != STORE_LEVEL:
-            n_store = stored_terms(terms, level)
+        n_store = stored_terms(terms, level)
         sizes = SIDE_HEAD + 4 * n_store
         G = HEAD + int(sizes.sum())
         P = G + pairs.size
@@ -338,8 +330,8 @@ def prepare(
 
 
 def stored_terms(terms: np.ndarray, level: int) -> np.ndarray:
-    """``(n,)`` terms each side stores at ``level`` (as :func:`_side_terms` does at
-    STORE_LEVEL): the most of its converged bins up to STORE_TO_RHO, at least 1; ``terms``
+    """``(n,)`` terms each side stores at ``level`` (STORE_LEVEL, or a looser one for a table
+    over the cap): the most of its converged bins up to STORE_TO_RHO, at least 1; ``terms``
     ``(n, RHO_BINS, LEVELS)``."""
     t = terms[:, : _store_bins(), level]
     return np.maximum(1, np.where(t != NOT_CONVERGED, t, 0).max(axis=1))
