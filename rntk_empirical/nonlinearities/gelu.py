@@ -62,7 +62,10 @@ def dual(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, same=None):
     ra, fa, ga = _sides(a)
     rb, fb, gb = _sides(b)
     x = torch.clamp(c * ra * rb, -1.0, 1.0)
-    s2 = torch.maximum(1.0 - x * x, ga + gb - ga * gb)  # >= the PSD bound (docstring)
+    s2 = 1.0 - x * x
+    # at least the PSD bound (docstring), with the gradient of 1 - x^2 (equal to it where
+    # the bound is reached in exact arithmetic: identical or antipodal states)
+    s2 = s2 + torch.clamp(ga + gb - ga * gb - s2, min=0.0).detach()
     s = torch.sqrt(s2)
     p2 = 0.25 + _INV_2PI * torch.asin(x)
     v_phi = c * p2 + _INV_2PI * (fa * fb * s2 + ra * rb * x * x) / s
