@@ -17,6 +17,10 @@ Closed forms, with rho = c / sqrt(a b) clamped to [-1, 1] and theta = arccos(rho
 ``erf`` (Williams 1997)
     V_phi  = (2 / pi) arcsin(2 c / sqrt((1 + 2a)(1 + 2b)))
     V_dphi = (4 / pi) / sqrt((1 + 2a)(1 + 2b) - 4 c^2)
+``gelu`` (exact, x Phi(x); Stein's lemma), with D = (1 + a)(1 + b) - c^2 and
+P2 = 1/4 + arcsin(c / sqrt((1 + a)(1 + b))) / (2 pi)
+    V_phi  = c P2 + (a b + c^2 (1 - a b) / ((1 + a)(1 + b))) / (2 pi sqrt(D))
+    V_dphi = P2 + c / (2 pi sqrt(D)) (1 / (1 + a) + 1 / (1 + b)) + c / (2 pi D^{3/2})
 ``identity``
     V_phi = c,  V_dphi = 1
 

@@ -30,7 +30,7 @@ and x'), computed as follows:
 
 * candidate families (phi, phi'): always one factor per side, E[phi(a) phi(b)] or
   E[phi'(a) phi'(b)]: the nonlinearity's dual (:func:`rntk_empirical.dual.dual_activations`;
-  closed forms for relu, erf, identity; Gauss-Hermite with ``quad_points`` points per
+  closed forms for relu, erf, gelu, identity; Gauss-Hermite with ``quad_points`` points per
   dimension otherwise);
 * erf gates g(p) = (1 + erf(p)) / 2 = Pr(xi <= p), xi ~ N(0, 1/2): with one independent xi_k
   per factor, g(+-p) factors are orthant indicators and g'(p) = density of xi_k - p at 0, so

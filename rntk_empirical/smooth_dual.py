@@ -35,7 +35,9 @@ Coefficients as a function of s = sqrt(a) are interpolated from a per-nonlineari
 intervals of s, built once per process and nonlinearity, each interval checked against the
 direct quadrature at a point between its nodes). Which nonlinearities qualify: those whose
 unit-variance series converges within ``kmax`` terms for phi and phi' (analytic in a strip:
-tanh, logistic sigmoid, softplus, swish, GELU, erf); a kink (ReLU, leaky ReLU, hard tanh: a
+tanh, logistic sigmoid, softplus, swish, GELU, erf; the built-in ``gelu`` and ``erf`` take
+their closed forms instead, so GELU reaches this path only as a function registered under
+another name, as the benchmarks' ``gelu_series``); a kink (ReLU, leaky ReLU, hard tanh: a
 jump in phi' makes its coefficients decay like k^-3/4) raises :class:`SmoothDualUnsupported`
 with the measured reason, and the caller keeps its current path.
 """

@@ -36,6 +36,7 @@ OPTIONS = [
     {"depth": 2},
     {"depth": 2, "readout": "avg", "h0": "per_input", "sigma_h": 0.7},
     {"nonlinearity": "erf"},
+    {"nonlinearity": "gelu", "sigma_w": 1.3},
     {"nonlinearity": "tanh", "sigma_w": 1.2},
     {"nonlinearity": "identity", "sigma_w": 0.9},
     {"sigma_b": 0.0, "depth": 3, "readout": "per_step", "bidirectional": True},

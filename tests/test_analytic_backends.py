@@ -58,7 +58,7 @@ def test_numba_equals_torch_relu(readout: str, depth: int, bidirectional: bool, 
             assert torch.equal(fast, fast.T)
 
 
-@pytest.mark.parametrize("nonlinearity", ["erf", "identity"])
+@pytest.mark.parametrize("nonlinearity", ["erf", "gelu", "identity"])
 @pytest.mark.parametrize("readout", ["last", "per_step", "avg"])
 def test_numba_equals_torch_other_closed_forms(nonlinearity: str, readout: str) -> None:
     arch = Architecture(
@@ -205,9 +205,9 @@ def test_compiled_code_is_cached_on_disk() -> None:
     """Every compiled entry point has numba's on-disk cache (a new process loads it
     instead of compiling: measured 32 s -> 1.0 s for its first call, contended)."""
     cached = analytic_numba.disk_cached()
-    # _mirror, _asin_array; bank_rows, avg_pairs, diag_variances of relu, erf, identity; the
-    # quadrature's bank_rows and avg_pairs (one compiled set per dual)
-    assert len(cached) == 13 and all(cached.values()), cached
+    # _mirror, _asin_array; bank_rows, avg_pairs, diag_variances of relu, erf, gelu,
+    # identity; the quadrature's bank_rows and avg_pairs (one compiled set per dual)
+    assert len(cached) == 16 and all(cached.values()), cached
 
 
 @pytest.mark.parametrize("mode", ["pairs", "tiles"])

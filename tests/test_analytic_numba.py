@@ -55,6 +55,11 @@ CASES = {
         False,
         2,
     ),
+    "gelu-2layer-shared-sym": (
+        Architecture(depth=2, nonlinearity="gelu", sigma_w=1.2, h0="shared", sigma_h=0.5),
+        True,
+        1,
+    ),
     "identity-bi-sym": (
         Architecture(nonlinearity="identity", sigma_w=0.9, bidirectional=True),
         True,

@@ -10,7 +10,7 @@ import torch
 from rntk_empirical.dual import dual_activations, get_dual, get_fused_dual, quadrature_dual
 from rntk_empirical.nonlinearities import get_nonlinearity
 
-NAMES = ("relu", "erf", "tanh", "identity")
+NAMES = ("relu", "erf", "gelu", "tanh", "identity")
 F64 = torch.float64
 
 
@@ -55,7 +55,7 @@ def test_dual_matches_monte_carlo(name, a, b, rho):
     assert abs(float(vd) - md) <= 5 * sd + 1e-9
 
 
-@pytest.mark.parametrize("name", ["relu", "erf", "identity"])
+@pytest.mark.parametrize("name", ["relu", "erf", "gelu", "identity"])
 def test_closed_forms_match_high_order_quadrature(name):
     g = torch.Generator().manual_seed(0)
     a = torch.rand(50, generator=g, dtype=F64) * 3 + 0.05

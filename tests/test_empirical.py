@@ -26,6 +26,7 @@ OPTIONS = [
     dict(h0="shared", sigma_h=0.7),
     dict(h0="per_input", sigma_h=0.7),
     dict(depth=2, nonlinearity="erf"),
+    dict(nonlinearity="gelu", readout="avg"),
     dict(nonlinearity="tanh", parameterization="standard"),
     dict(nonlinearity="identity", init="orthogonal", sigma_w=0.9),
 ]

@@ -75,7 +75,7 @@ def test_replacing_a_name_needs_overwrite_and_builtins_are_protected():
     assert get_nonlinearity("twice").phi is torch.sin
     register_nonlinearity("twice", torch.cos, overwrite=True)
     assert get_nonlinearity("twice").phi is torch.cos
-    for name in ("relu", "erf", "tanh", "identity"):
+    for name in ("relu", "erf", "gelu", "tanh", "identity"):
         with pytest.raises(ValueError, match="built in"):
             register_nonlinearity(name, torch.sin, overwrite=True)
 

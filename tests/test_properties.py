@@ -25,7 +25,7 @@ archs = st.builds(
     Architecture,
     depth=st.integers(1, 2),
     # tanh: the Gauss-Hermite dual (symmetrized over both orders of the variances)
-    nonlinearity=st.sampled_from(["relu", "erf", "identity", "tanh"]),
+    nonlinearity=st.sampled_from(["relu", "erf", "gelu", "identity", "tanh"]),
     sigma_w=sigma,
     sigma_u=sigma,
     sigma_b=st.floats(0.0, 1.0),

@@ -12,8 +12,9 @@ roots, the recursion and the sums) -- the gap to the limit in one run. A bound, 
 promise: the square roots and the selects do not run at the FMA rate. ``--torch`` adds the
 torch backend at smaller sizes (10-1000x slower there). ``--api-only`` stops after it.
 The smooth-dual series (issue 27): tanh last step (2000, 50), mean pooling (64, 150) and
-(2, 2000), and softplus, sigmoid, swish, GELU at (64, 150), each with the ReLU rate at the
-same size divided by its own.
+(2, 2000), and softplus, sigmoid, swish, GELU (F.gelu registered as ``gelu_series``) at
+(64, 150), each with the ReLU rate at the same size divided by its own; the built-in GELU's
+closed form ("GELU (closed form)") at tanh's three sizes, with GELU time / tanh time too.
 Then the older table:
 
 Prints pair-steps per second (N1 * N2 * T * L / seconds) for the headline case N = 2000, T = 50,
@@ -129,6 +130,7 @@ def _api_cases(with_torch: bool, quick: bool) -> list[tuple]:
     smooth = [("last", 500 if quick else 2000, 50), ("avg", 64, 150), ("avg", 2, 2000)]
     cases += [("avg", 2, 2000, 2000, "float64", "auto", "relu")]
     cases += [(r, n, t, t, "float64", "auto", "tanh") for r, n, t in smooth]
+    cases += [(r, n, t, t, "float64", "auto", "gelu") for r, n, t in smooth]  # closed form
     cases += [("avg", 64, 150, 150, "float64", "auto", nl) for nl in REGISTERED]
     if with_torch:
         cases += [
@@ -139,6 +141,9 @@ def _api_cases(with_torch: bool, quick: bool) -> list[tuple]:
             ("last", 64, 50, 50, "float64", "torch", "tanh"),
         ]
     return cases
+
+
+LABELS = {"gelu": "GELU (closed form)"}  # the built-in, beside the series of gelu_series
 
 
 def api_table(with_torch: bool, quick: bool) -> None:
@@ -157,7 +162,7 @@ def api_table(with_torch: bool, quick: bool) -> None:
             f"({FLOPS_PER_CELL} flops per ReLU cell and layer)"
         )
     gen = torch.Generator().manual_seed(0)
-    warm, relu = set(), {}
+    warm, relu, tanh = set(), {}, {}
     for readout, N, t_lo, t_hi, dtype, backend, nl in _api_cases(with_torch, quick):
         lengths = torch.randint(t_lo, t_hi + 1, (N,), generator=gen).tolist()
         x = [torch.randn(t, 1, generator=gen, dtype=torch.float64) for t in lengths]
@@ -180,8 +185,13 @@ def api_table(with_torch: bool, quick: bool) -> None:
             relu[key] = rate
         elif key in relu:
             gap = f"  ReLU / this {relu[key] / rate:6.1f}x"
+        if nl == "tanh":
+            tanh[key] = rate
+        elif nl == "gelu" and key in tanh:
+            gap += f"  GELU time / tanh time {tanh[key] / rate:6.3f}"
+        label = LABELS.get(nl, nl)
         print(
-            f"analytic_ntk {nl:>8s} {readout:>4s} N={N:>4d} {lens:>11s} {dtype} {backend:>5s}: "
+            f"analytic_ntk {label:>18s} {readout:>4s} N={N:>4d} {lens:>11s} {dtype} {backend:>5s}: "
             f"{dt:8.3f} s  {rate / 1e6:9.3f} M cells/s{gap}",
             flush=True,
         )

@@ -121,7 +121,7 @@ def analytic_kernels(
             no autograd; ``block_size`` does not apply), ``torch`` (any case, CPU or CUDA,
             differentiable), or ``auto`` (default): numba when numba is installed, the
             inputs are on the CPU and no input requires grad (with grad enabled); torch
-            otherwise. Both agree to ~1e-12 relative in float64 for relu / erf / identity
+            otherwise. Both agree to ~1e-12 relative in float64 for relu / erf / gelu / identity
             and, for quadrature duals (tanh, registered), to the interpolation error of
             numba's table of phi (~1e-11 for tanh; tests/test_analytic_backends.py).
 

@@ -62,7 +62,7 @@ def analytic_kernel_bank(
     non-uniform weight profile). No autograd (see :func:`analytic_kernels` for that).
 
     Backends: ``numba`` (:mod:`rntk_empirical.analytic.numba_backend`: CPU, any lengths, every
-    nonlinearity (closed forms for relu / erf / identity, a tabulated quadrature otherwise);
+    nonlinearity (closed forms for relu / erf / gelu / identity, a tabulated quadrature otherwise);
     each pair's chains run in registers, 10x the torch path (measured) with mean pooling),
     ``torch`` (any case, CPU or CUDA), ``auto`` (numba where it applies).
     ``compile=True`` runs the torch path's time steps through ``torch.compile`` (needs a C++

@@ -1,6 +1,6 @@
 """Nonlinearities as objects: phi, phi', the dual pair, the fused in-place dual, the diagonal
 variance map and the compiled kernel of each in one :class:`Nonlinearity`, one module per
-built-in (``relu``, ``erf``, ``identity``, ``tanh``) and one registry
+built-in (``relu``, ``erf``, ``gelu``, ``identity``, ``tanh``) and one registry
 (:mod:`~rntk_empirical.nonlinearities.registry`). docs/extending.md shows how to add one."""
 
 from rntk_empirical.nonlinearities.base import CompiledDual, Nonlinearity

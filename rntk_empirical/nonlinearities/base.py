@@ -21,7 +21,7 @@ A :class:`Nonlinearity` holds
   get_dual` (and so every torch path) uses it instead of the default quadrature; the
   compiled bank keeps its tabulated quadrature. Nothing built in sets it yet.
 
-Built-ins live one per module in this package (``relu``, ``erf``, ``identity``, ``tanh``);
+Built-ins live one per module in this package (``relu``, ``erf``, ``gelu``, ``identity``, ``tanh``);
 :mod:`rntk_empirical.nonlinearities.registry` keeps the one registry.
 """
 

@@ -1,6 +1,6 @@
 """What the compiled (numba) forms of the nonlinearities share: numba itself (optional; a
 stand-in decorator without it), the fast-math flags of the kernel bank and a branch-free
-arcsin polynomial (the only transcendental of the ReLU and erf duals, so the bank's cell
+arcsin polynomial (the only transcendental of the ReLU, erf and GELU duals, so the bank's cell
 loop contains no library call and vectorizes).
 
 numba is an optional dependency (``pip install rntk_empirical[fast]``): without it

@@ -26,11 +26,12 @@ from rntk_empirical.nonlinearities.base import (
     Nonlinearity,
 )
 from rntk_empirical.nonlinearities.erf import ERF
+from rntk_empirical.nonlinearities.gelu import GELU
 from rntk_empirical.nonlinearities.identity import IDENTITY
 from rntk_empirical.nonlinearities.relu import RELU
 from rntk_empirical.nonlinearities.tanh import TANH
 
-BUILT_IN: tuple[Nonlinearity, ...] = (RELU, ERF, TANH, IDENTITY)
+BUILT_IN: tuple[Nonlinearity, ...] = (RELU, ERF, GELU, TANH, IDENTITY)
 _REGISTRY: dict[str, Nonlinearity] = {nl.name: nl for nl in BUILT_IN}
 
 # Where phi' is checked: |x| <= 20 covers every argument the 64-point Gauss-Hermite rule
