@@ -153,7 +153,7 @@ def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, terms):
     for task in prange(tasks):
         cols = np.empty(C)
         basis = np.empty(D1)
-        tail = np.empty(KH + 1)
+        tail = np.empty((4, KH + 1))
         for u in range(task * _SIDES_PER_TASK, min(n, (task + 1) * _SIDES_PER_TASK)):
             if s[u] == 0.0:  # a = 0: u = 0 surely, exact values
                 cols[:] = 0.0
@@ -172,26 +172,32 @@ def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, terms):
             for b in range(NB):
                 for lv in range(L):
                     terms[u, b, lv] = 0
+            # the sums side by side, each in its own order: a chain of dependent additions
+            # each, so interleaved they take the time of one
+            s0, s1 = 0.0, 0.0
+            for k in range(kmax):
+                s0 += cols[k] ** 2
+                s1 += cols[kmax + k] ** 2
+            for q in range(4):  # q = 2 f + par
+                tail[q, KH] = 0.0
+            for m in range(KH - 1, -1, -1):
+                for q in range(4):
+                    c = cols[(q // 2) * kmax + 2 * m + q % 2]
+                    tail[q, m] = tail[q, m + 1] + c * c
             for f in range(2):
                 e = max(cols[2 * kmax + f], 0.0)
-                ssum = 0.0
-                for k in range(kmax):
-                    ssum += cols[f * kmax + k] ** 2
-                U = max(e - ssum, 0.0)
+                U = max(e - (s0 if f == 0 else s1), 0.0)
                 for par in range(2):
-                    tail[KH] = 0.0
-                    for m in range(KH - 1, -1, -1):
-                        c = cols[f * kmax + 2 * m + par]
-                        tail[m] = tail[m + 1] + c * c
+                    q = 2 * f + par
                     for lv in range(L):
                         thr = thresholds[lv] * e
                         m = 0
                         for b in range(NB):
                             room = thr - U * pw[b, KH]
-                            if not room >= 0.0:  # tail[KH] = 0: m <= KH meets it iff room >= 0
+                            if not room >= 0.0:  # tail[., KH] = 0: m <= KH meets it iff room >= 0
                                 terms[u, b, lv] = NOT_CONVERGED
                                 continue
-                            while tail[m] * pw[b, m] > room:
+                            while tail[q, m] * pw[b, m] > room:
                                 m += 1
                             if terms[u, b, lv] != NOT_CONVERGED and m > terms[u, b, lv]:
                                 terms[u, b, lv] = m
@@ -239,12 +245,18 @@ def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold,
                 tab[o + f] = max(e, 0.0)
             for m in range(ns):
                 at = c0 + 4 * m if m < HOT else cold[u] + 4 * (m - HOT)
-                for p in range(4):
-                    col = (p // 2) * kmax + 2 * m + (p % 2)
-                    v = 0.0
-                    for d in range(D1):
-                        v += basis[d] * cheb[mi, d, col]
-                    tab[at + p] = v
+                k0 = 2 * m  # the power pair's even and odd columns
+                v0, v1, v2, v3 = 0.0, 0.0, 0.0, 0.0  # four independent sums, each in d order
+                for d in range(D1):
+                    t = basis[d]
+                    v0 += t * cheb[mi, d, k0]
+                    v1 += t * cheb[mi, d, k0 + 1]
+                    v2 += t * cheb[mi, d, kmax + k0]
+                    v3 += t * cheb[mi, d, kmax + k0 + 1]
+                tab[at] = v0
+                tab[at + 1] = v1
+                tab[at + 2] = v2
+                tab[at + 3] = v3
 
 
 def _powers(M: int) -> np.ndarray:
