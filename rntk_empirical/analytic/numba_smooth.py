@@ -100,8 +100,9 @@ STORE_LEVEL = LEVELS // 2 + 1  # LEVEL_DECADES below tol / 4
 # A side stores the terms of its own cells up to |rho| <= STORE_TO_RHO (beyond, and where the
 # partner needs more, the cell evaluates the grid: ~70 flops per missing term). 0.99, not 0.95:
 # states with a large common mean (sigmoid, softplus) put most cells above 0.95; measured on
-# idle cores (avg N=64 T=150): softplus 19.6 -> 10.2 s, sigmoid 6.2 -> 5.0 s, tanh last N=1000
-# T=50 5.8 -> 4.3 s, tanh last N=2000 T=50 16 -> 18 s (+70 MiB of table).
+# idle cores with whole blocks side by side (before HOT; avg N=64 T=150): softplus 19.6 ->
+# 10.2 s, sigmoid 6.2 -> 5.0 s, tanh last N=1000 T=50 5.8 -> 4.3 s, tanh last N=2000 T=50
+# 16 -> 18 s (+70 MiB of table).
 STORE_TO_RHO = 0.99
 TABLE_MAX_BYTES = 2**31  # a larger table stores a looser level; over it at level 0: unsupported
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
