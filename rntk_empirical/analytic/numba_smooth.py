@@ -44,12 +44,19 @@ copied into ``tab``: the values side_table gives, ~70 flops per term). The block
 written by compiled loops (two passes over the sides: terms, then blocks), in the order of
 the variances passed: callers pass them in the order the recursion reads them.
 
+Hot and cold terms: a side's block holds its first ``HOT`` power pairs, the rest of its n
+sit in the cold part after all blocks. The cells of one step of the recursion read the
+blocks of consecutive sides, so these are a few cache lines each and adjacent (a tanh side
+stores ~110 power pairs, 3.5 KiB, of which a cell reads ~13: with whole blocks side by side
+every cell read a new page, and the cell loop waited on memory).
+
 Layout of ``tab``: [-1 (tells it from a quadrature table), 0, 0, 0, 0, P, strip, digits, G,
 GK (power pairs per part in the grid), GM (grid intervals), GD (Chebyshev degree + 1)]
 (``HEAD`` values), then one block per side: [E_phi, E_dphi, n, grid interval (-1: a = 0),
-Chebyshev coordinate, packed level counts per bin (RHO_BINS), coefficients (n, 4): phi-even,
-phi-odd, dphi-even, dphi-odd of each power pair] (``SIDE_HEAD`` values before the
-coefficients), then at G the grid (GM, GK, 4, GD), then at P the phi table [x0, 1/h, n,
+Chebyshev coordinate, packed level counts per bin (RHO_BINS), cold pointer c, coefficients
+(min(n, HOT), 4): phi-even, phi-odd, dphi-even, dphi-odd of each power pair] (``SIDE_HEAD``
+values before the coefficients), then the cold part (power pair m >= HOT of a side at
+tab[c + 4 m]), then at G the grid (GM, GK, 4, GD), then at P the phi table [x0, 1/h, n,
 (phi, phi', phi'') at x0 + k h].
 """
 
@@ -74,7 +81,11 @@ from rntk_empirical.smooth_dual import (
 
 NB = RHO_BINS
 HEAD = 12
-SIDE_HEAD = 5 + NB  # E_phi, E_dphi, n, interval, coordinate, packed level counts per bin
+COLD = 5 + NB  # a block's offset of the cold pointer, after the packed level counts per bin
+SIDE_HEAD = 6 + NB  # E_phi, E_dphi, n, interval, coordinate, level counts per bin, cold pointer
+# A side's first HOT power pairs sit in its block, the rest in the cold part (module
+# docstring). 16 covers ~75% of tanh's cells (mean 12.7 terms, tanh last N=2000 T=50).
+HOT = 16
 # The level rule (module docstring): LEVELS thresholds LEVEL_DECADES decades apart around
 # tol / 4, a side storing the terms of its level STORE_LEVEL. Measured on the cells of tanh
 # last N=300 T=50 (the recursion's order, one thread, 2-core machine under load): the grid's
@@ -89,8 +100,9 @@ STORE_LEVEL = LEVELS // 2 + 1  # LEVEL_DECADES below tol / 4
 # A side stores the terms of its own cells up to |rho| <= STORE_TO_RHO (beyond, and where the
 # partner needs more, the cell evaluates the grid: ~70 flops per missing term). 0.99, not 0.95:
 # states with a large common mean (sigmoid, softplus) put most cells above 0.95; measured on
-# idle cores (avg N=64 T=150): softplus 19.6 -> 10.2 s, sigmoid 6.2 -> 5.0 s, tanh last N=1000
-# T=50 5.8 -> 4.3 s, tanh last N=2000 T=50 16 -> 18 s (+70 MiB of table).
+# idle cores with whole blocks side by side (before HOT; avg N=64 T=150): softplus 19.6 ->
+# 10.2 s, sigmoid 6.2 -> 5.0 s, tanh last N=1000 T=50 5.8 -> 4.3 s, tanh last N=2000 T=50
+# 16 -> 18 s (+70 MiB of table).
 STORE_TO_RHO = 0.99
 TABLE_MAX_BYTES = 2**31  # a larger table stores a looser level; over it at level 0: unsupported
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -142,7 +154,7 @@ def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, terms):
     for task in prange(tasks):
         cols = np.empty(C)
         basis = np.empty(D1)
-        tail = np.empty(KH + 1)
+        tail = np.empty((4, KH + 1))
         for u in range(task * _SIDES_PER_TASK, min(n, (task + 1) * _SIDES_PER_TASK)):
             if s[u] == 0.0:  # a = 0: u = 0 surely, exact values
                 cols[:] = 0.0
@@ -161,34 +173,41 @@ def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, terms):
             for b in range(NB):
                 for lv in range(L):
                     terms[u, b, lv] = 0
+            # the sums side by side, each in its own order: a chain of dependent additions
+            # each, so interleaved they take the time of one
+            s0, s1 = 0.0, 0.0
+            for k in range(kmax):
+                s0 += cols[k] ** 2
+                s1 += cols[kmax + k] ** 2
+            for q in range(4):  # q = 2 f + par
+                tail[q, KH] = 0.0
+            for m in range(KH - 1, -1, -1):
+                for q in range(4):
+                    c = cols[(q // 2) * kmax + 2 * m + q % 2]
+                    tail[q, m] = tail[q, m + 1] + c * c
             for f in range(2):
                 e = max(cols[2 * kmax + f], 0.0)
-                ssum = 0.0
-                for k in range(kmax):
-                    ssum += cols[f * kmax + k] ** 2
-                U = max(e - ssum, 0.0)
+                U = max(e - (s0 if f == 0 else s1), 0.0)
                 for par in range(2):
-                    tail[KH] = 0.0
-                    for m in range(KH - 1, -1, -1):
-                        c = cols[f * kmax + 2 * m + par]
-                        tail[m] = tail[m + 1] + c * c
+                    q = 2 * f + par
                     for lv in range(L):
                         thr = thresholds[lv] * e
                         m = 0
                         for b in range(NB):
                             room = thr - U * pw[b, KH]
-                            if not room >= 0.0:  # tail[KH] = 0: m <= KH meets it iff room >= 0
+                            if not room >= 0.0:  # tail[., KH] = 0: m <= KH meets it iff room >= 0
                                 terms[u, b, lv] = NOT_CONVERGED
                                 continue
-                            while tail[m] * pw[b, m] > room:
+                            while tail[q, m] * pw[b, m] > room:
                                 m += 1
                             if terms[u, b, lv] != NOT_CONVERGED and m > terms[u, b, lv]:
                                 terms[u, b, lv] = m
 
 
 @njit(parallel=True, cache=True)
-def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, tab):
-    """Pass 2: each side's block at its offset (layout in the module docstring)."""
+def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold, tab):
+    """Pass 2: each side's block at its offset and its terms past HOT at its cold offset
+    (layout in the module docstring)."""
     n, D1, L = s.shape[0], cheb.shape[1], terms.shape[2]
     tasks = (n + _SIDES_PER_TASK - 1) // _SIDES_PER_TASK
     for task in prange(tasks):
@@ -202,14 +221,17 @@ def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, tab):
                     packed += terms[u, b, lv] << (LEVEL_BITS * lv)
                 tab[o + 5 + b] = packed
             tab[o + 2] = ns
+            tab[o + COLD] = cold[u] - 4 * HOT  # power pair m >= HOT at tab[cold + 4 m]
             c0 = o + SIDE_HEAD
             if s[u] == 0.0:
                 tab[o] = at_zero[0] * at_zero[0]
                 tab[o + 1] = at_zero[1] * at_zero[1]
                 tab[o + 3] = -1.0
                 tab[o + 4] = 0.0
-                for k in range(4 * ns):
+                for k in range(4 * min(ns, HOT)):
                     tab[c0 + k] = 0.0
+                for k in range(4 * (ns - min(ns, HOT))):
+                    tab[cold[u] + k] = 0.0
                 tab[c0] = at_zero[0]
                 tab[c0 + 2] = at_zero[1]
                 continue
@@ -223,12 +245,19 @@ def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, tab):
                     e += basis[d] * cheb[mi, d, 2 * kmax + f]
                 tab[o + f] = max(e, 0.0)
             for m in range(ns):
-                for p in range(4):
-                    col = (p // 2) * kmax + 2 * m + (p % 2)
-                    v = 0.0
-                    for d in range(D1):
-                        v += basis[d] * cheb[mi, d, col]
-                    tab[c0 + 4 * m + p] = v
+                at = c0 + 4 * m if m < HOT else cold[u] + 4 * (m - HOT)
+                k0 = 2 * m  # the power pair's even and odd columns
+                v0, v1, v2, v3 = 0.0, 0.0, 0.0, 0.0  # four independent sums, each in d order
+                for d in range(D1):
+                    t = basis[d]
+                    v0 += t * cheb[mi, d, k0]
+                    v1 += t * cheb[mi, d, k0 + 1]
+                    v2 += t * cheb[mi, d, kmax + k0]
+                    v3 += t * cheb[mi, d, kmax + k0 + 1]
+                tab[at] = v0
+                tab[at + 1] = v1
+                tab[at + 2] = v2
+                tab[at + 3] = v3
 
 
 def _powers(M: int) -> np.ndarray:
@@ -305,8 +334,10 @@ def prepare(
     # the grid: the same values, slower) before the call gives up the series
     for level in range(STORE_LEVEL, -1, -1):
         n_store = stored_terms(terms, level)
-        sizes = SIDE_HEAD + 4 * n_store
-        G = HEAD + int(sizes.sum())
+        sizes = SIDE_HEAD + 4 * np.minimum(n_store, HOT)
+        cold_sizes = 4 * np.maximum(n_store - HOT, 0)
+        C = HEAD + int(sizes.sum())
+        G = C + int(cold_sizes.sum())
         P = G + pairs.size
         total = P + 3 + (phi_tab.size - 4 - 2 * q)
         if total * 8 <= TABLE_MAX_BYTES:
@@ -314,10 +345,11 @@ def prepare(
     else:
         raise SmoothDualUnsupported(f"the series table would take {total * 8 / 2**30:.1f} GiB")
     offsets = HEAD + np.concatenate([[0], np.cumsum(sizes[:-1])])
+    cold = C + np.concatenate([[0], np.cumsum(cold_sizes[:-1])])
     tab = np.empty(total)
     tab[:HEAD] = [-1.0, 0.0, 0.0, 0.0, 0.0, P, sm.strip, math.log(1.0 / tol) + 8.0, G,
                   pairs.shape[1], pairs.shape[0], pairs.shape[3]]
-    _write_blocks(s, grid.bounds, cheb, grid.kmax, at_zero, terms, n_store, offsets, tab)
+    _write_blocks(s, grid.bounds, cheb, grid.kmax, at_zero, terms, n_store, offsets, cold, tab)
     tab[G:P] = pairs.ravel()
     tab[P : P + 3] = phi_tab[1:4]  # the phi table of quadrature_table: [Q, x0, 1/h, n, z, w, body]
     tab[P + 3 :] = phi_tab[4 + 2 * q :]
@@ -417,18 +449,20 @@ def _grid_pair(tab, o, m):
 
 @njit(fastmath=FASTMATH, cache=True)
 def _high_terms(tab, i, j, lo, hi, x):
-    """Horner over the power pairs hi-1 .. lo (lo: the fewer stored of the two sides) of the
-    four parts, reading stored coefficients or evaluating the grid."""
+    """Horner over the power pairs hi-1 .. lo (lo: the fewer in the two sides' blocks) of the
+    four parts, reading stored coefficients (the block's, then the cold part's) or
+    evaluating the grid."""
     ni, nj = int(tab[i + 2]), int(tab[j + 2])
+    ci, cj = int(tab[i + COLD]), int(tab[j + COLD])
     pe, po, de, do = 0.0, 0.0, 0.0, 0.0
     for m in range(hi - 1, lo - 1, -1):
         if m < ni:
-            u = i + SIDE_HEAD + 4 * m
+            u = i + SIDE_HEAD + 4 * m if m < HOT else ci + 4 * m
             a0, a1, a2, a3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
         else:
             a0, a1, a2, a3 = _grid_pair(tab, i, m)
         if m < nj:
-            u = j + SIDE_HEAD + 4 * m
+            u = j + SIDE_HEAD + 4 * m if m < HOT else cj + 4 * m
             b0, b1, b2, b3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
         else:
             b0, b1, b2, b3 = _grid_pair(tab, j, m)
@@ -451,6 +485,42 @@ def _level_terms(wi, wj):
     return K
 
 
+_U1, _U2, _U3, _U4, _U8 = (np.uint64(k) for k in (1, 2, 3, 4, 8))
+
+
+def _horner_steps(tab, ci, cj, lo, hi, x, x2, pe, po, de, do):
+    """Horner on from power pair hi-1 down to lo of the four parts, pair m of the two sides
+    at tab[ci + 4 m] and tab[cj + 4 m], two powers a step (one multiply-add on each chain's
+    critical path). Unsigned indices: a signed one costs a wraparound check on every load
+    (~60 integer instructions beside the 16 floating-point ones of a step)."""
+    u = np.uint64(ci + 4 * (hi - 1))
+    w = np.uint64(cj + 4 * (hi - 1))
+    if (hi - lo) % 2 == 1:
+        pe = pe * x + tab[u] * tab[w]
+        po = po * x + tab[u + _U1] * tab[w + _U1]
+        de = de * x + tab[u + _U2] * tab[w + _U2]
+        do = do * x + tab[u + _U3] * tab[w + _U3]
+        u -= _U4
+        w -= _U4
+    for _ in range((hi - lo) // 2):
+        u4, w4 = u - _U4, w - _U4
+        pe = pe * x2 + (tab[u] * tab[w] * x + tab[u4] * tab[w4])
+        po = po * x2 + (tab[u + _U1] * tab[w + _U1] * x + tab[u4 + _U1] * tab[w4 + _U1])
+        de = de * x2 + (tab[u + _U2] * tab[w + _U2] * x + tab[u4 + _U2] * tab[w4 + _U2])
+        do = do * x2 + (tab[u + _U3] * tab[w + _U3] * x + tab[u4 + _U3] * tab[w4 + _U3])
+        u -= _U8
+        w -= _U8
+    return pe, po, de, do
+
+
+# inlined into the cell (the block's few power pairs), and compiled on its own for the long
+# ranges of the cold parts: there without reassociation, which (inlined into the caller's
+# fastmath) puts three operations a step on each chain's critical path instead of one
+# multiply-add (softplus avg N=64 T=150: 1.1-1.2x less CPU time)
+_horner = njit(inline="always", fastmath=FASTMATH)(_horner_steps)
+_horner_cold = njit(fastmath={"contract"}, cache=True)(_horner_steps)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     """(V_phi, V_dphi * Q) of one pair: covariance S, tangent Q, per-side factors r = 1/sqrt(a)
@@ -471,24 +541,13 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     pe, po, de, do = 0.0, 0.0, 0.0, 0.0
     if K > n:  # past what a side stores: the missing terms from the grid
         pe, po, de, do = _high_terms(tab, i, j, n, K, x)
-    ci = i + SIDE_HEAD
-    cj = j + SIDE_HEAD
-    m = n - 1
-    if n % 2 == 1:
-        u = 4 * m
-        pe = pe * x + tab[ci + u] * tab[cj + u]
-        po = po * x + tab[ci + u + 1] * tab[cj + u + 1]
-        de = de * x + tab[ci + u + 2] * tab[cj + u + 2]
-        do = do * x + tab[ci + u + 3] * tab[cj + u + 3]
-        m -= 1
     x2 = x * x
-    while m > 0:  # two powers a step: one multiply-add on each chain's critical path
-        u, w = 4 * m, 4 * m - 4
-        pe = pe * x2 + (tab[ci + u] * tab[cj + u] * x + tab[ci + w] * tab[cj + w])
-        po = po * x2 + (tab[ci + u + 1] * tab[cj + u + 1] * x + tab[ci + w + 1] * tab[cj + w + 1])
-        de = de * x2 + (tab[ci + u + 2] * tab[cj + u + 2] * x + tab[ci + w + 2] * tab[cj + w + 2])
-        do = do * x2 + (tab[ci + u + 3] * tab[cj + u + 3] * x + tab[ci + w + 3] * tab[cj + w + 3])
-        m -= 2
+    if n > HOT:  # the power pairs past the blocks, from the sides' cold parts
+        ci, cj = int(tab[i + COLD]), int(tab[j + COLD])
+        pe, po, de, do = _horner_cold(tab, ci, cj, HOT, n, x, x2, pe, po, de, do)
+        n = HOT
+    ci, cj = i + SIDE_HEAD, j + SIDE_HEAD
+    pe, po, de, do = _horner(tab, ci, cj, 0, n, x, x2, pe, po, de, do)
     return pe + rho * po, (de + rho * do) * Q
 
 
