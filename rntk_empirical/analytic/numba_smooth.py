@@ -486,6 +486,7 @@ def _level_terms(wi, wj):
 
 
 _U1, _U2, _U3, _U4, _U8 = (np.uint64(k) for k in (1, 2, 3, 4, 8))
+_UCOLD = np.uint64(COLD)
 
 
 def _horner_steps(tab, ci, cj, lo, hi, x, x2, pe, po, de, do):
@@ -526,27 +527,27 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     """(V_phi, V_dphi * Q) of one pair: covariance S, tangent Q, per-side factors r = 1/sqrt(a)
     (0 if a = 0), f = sqrt(a) and block offsets o (:func:`prepare`); lo = 1.0 marks
     identical states (rho = 1 exactly), else -1.0."""
-    i = int(oi)
-    j = int(oj)
+    i = np.uint64(oi)  # unsigned: no wraparound check on the loads (see _horner_steps)
+    j = np.uint64(oj)
     if lo >= 1.0:
-        return tab[i], tab[i + 1] * Q
+        return tab[i], tab[i + _U1] * Q
     rho = min(max(S * ri * rj, -1.0), 1.0)
-    b = min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho)))))
-    K = _level_terms(int(tab[i + 5 + b]), int(tab[j + 5 + b]))
+    b = np.uint64(min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho))))) + 5)
+    K = _level_terms(int(tab[i + b]), int(tab[j + b]))
     if K == NOT_CONVERGED:  # no pair of levels has converged in this bin
         vp, vd = trapezoid(tab, fi, fj, rho)
         return vp, vd * Q
     x = rho * rho
-    n = min(K, int(min(tab[i + 2], tab[j + 2])))
+    n = min(K, int(min(tab[i + _U2], tab[j + _U2])))
     pe, po, de, do = 0.0, 0.0, 0.0, 0.0
     if K > n:  # past what a side stores: the missing terms from the grid
-        pe, po, de, do = _high_terms(tab, i, j, n, K, x)
+        pe, po, de, do = _high_terms(tab, int(i), int(j), n, K, x)
     x2 = x * x
     if n > HOT:  # the power pairs past the blocks, from the sides' cold parts
-        ci, cj = int(tab[i + COLD]), int(tab[j + COLD])
+        ci, cj = int(tab[i + _UCOLD]), int(tab[j + _UCOLD])
         pe, po, de, do = _horner_cold(tab, ci, cj, HOT, n, x, x2, pe, po, de, do)
         n = HOT
-    ci, cj = i + SIDE_HEAD, j + SIDE_HEAD
+    ci, cj = int(i) + SIDE_HEAD, int(j) + SIDE_HEAD
     pe, po, de, do = _horner(tab, ci, cj, 0, n, x, x2, pe, po, de, do)
     return pe + rho * po, (de + rho * do) * Q
 
