@@ -28,7 +28,7 @@ from rntk_empirical.readouts import get_readout
 # (``python -m experiments.bench.rntk --api-only``): closed-form duals, and the smooth-dual
 # series of tanh and registered nonlinearities (measured 1.9-12 M, tanh last step 3.1 M, on
 # loaded cores). Only for the estimate below.
-COMPILED_CELLS_PER_SECOND = {"closed form": 3e8, "series": 1e7}  # measured: series 9-37 M/s idle
+COMPILED_CELLS_PER_SECOND = {"closed form": 3e8, "series": 1e7}  # measured: series 20-64 M/s idle
 PROGRESS_AFTER_SECONDS = 5.0  # a compiled call estimated longer shows a progress bar
 
 
