@@ -75,6 +75,37 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).detach().norm() / b.detach().norm())
 
 
+def assert_finite_networks_match(arch, seeds: int, detects: float = 0.05) -> None:
+    """Seed means of the empirical NTK and NNGP of ``seeds`` Elman networks of width 256 (on
+    lengths 3, 4, 2, m = 2) are within 2.5 sigma of the analytic kernels (D: relative error
+    of the seed mean, sigma: its noise, as in tests/test_analytic_vs_empirical.py), and the
+    same check fails for a kernel off by ``detects``."""
+    from rntk_empirical import analytic_kernels
+    from rntk_empirical.empirical import empirical_kernels
+    from rntk_empirical.network import ElmanRNN
+
+    xs = random_sequences((3, 4, 2), 2, seed=5)
+    theta, nngp = analytic_kernels(arch, xs)
+    ets, eks = [], []
+    for seed in range(seeds):
+        et, ek = empirical_kernels(ElmanRNN(arch, 2, 256, seed=seed, max_len=4), xs)
+        ets.append(et.detach())
+        eks.append(ek.detach())
+
+    def deviation(samples: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+        norm = target.norm()
+        d = (samples.mean(0) - target).norm() / norm
+        sigma = (samples.var(0).sum() / samples.shape[0]).sqrt() / norm
+        return float(d), float(sigma)
+
+    for samples, target in ((torch.stack(ets), theta), (torch.stack(eks), nngp)):
+        d, sigma = deviation(samples, target)
+        assert d <= 2.5 * sigma, (d, sigma)
+        for sign in (1, -1):
+            d, sigma = deviation(samples, target * (1 + sign * detects))
+            assert d > 2.5 * sigma, (sign, d, sigma)
+
+
 def run_module(
     module: str, *args: str, cwd: Path = REPO, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess:
