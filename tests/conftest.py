@@ -106,6 +106,28 @@ def assert_finite_networks_match(arch, seeds: int, detects: float = 0.05) -> Non
             assert d > 2.5 * sigma, (sign, d, sigma)
 
 
+def kernels_by_path(arch, xs, numba: bool = True) -> tuple[list, dict[str, tuple]]:
+    """(reference, {path: kernels}): the (NTK, NNGP) of ``arch`` on ``xs`` by the reference
+    recursion (autograd) and by the in-place torch path and the one-pass bank in torch, plus
+    the compiled numba path and bank where ``numba`` (``arch.depth`` layers, its readout)."""
+    from rntk_empirical import analytic_kernels
+    from rntk_empirical.analytic.bank import analytic_kernel_bank
+
+    key = (arch.depth, arch.readout)
+    ref = [t.detach() for t in analytic_kernels(arch, [x.clone().requires_grad_() for x in xs])]
+    paths = {
+        "inplace": analytic_kernels(arch, xs, backend="torch"),
+        "bank-torch": analytic_kernel_bank(arch, xs, readouts=(arch.readout,), backend="torch")[
+            key
+        ],
+    }
+    if numba:
+        paths["numba"] = analytic_kernels(arch, xs, backend="numba")
+        bank = analytic_kernel_bank(arch, xs, readouts=(arch.readout,), backend="numba")
+        paths["bank-numba"] = bank[key]
+    return ref, paths
+
+
 def run_module(
     module: str, *args: str, cwd: Path = REPO, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess:

@@ -11,10 +11,9 @@ import math
 
 import pytest
 import torch
-from conftest import assert_finite_networks_match, random_sequences, rel_err
+from conftest import assert_finite_networks_match, kernels_by_path, random_sequences, rel_err
 
 from rntk_empirical import Architecture, analytic_kernels, analytic_ntk
-from rntk_empirical.analytic.bank import analytic_kernel_bank
 from rntk_empirical.dual import get_dual
 from rntk_empirical.nonlinearities import gelu as gelu_module
 from rntk_empirical.nonlinearities import get_nonlinearity, register_nonlinearity
@@ -111,18 +110,7 @@ def test_every_backend_agrees():
     xs[3] = xs[1].clone()
     for readout in ("last", "per_step", "avg"):
         arch = Architecture(readout=readout, h0="shared", **FIELDS)
-        ref = [t.detach() for t in analytic_kernels(arch, [x.requires_grad_() for x in xs])]
-        xs = [x.detach() for x in xs]
-        paths = {
-            "torch": analytic_kernels(arch, xs, backend="torch"),
-            "numba": analytic_kernels(arch, xs, backend="numba"),
-            "bank-torch": analytic_kernel_bank(arch, xs, readouts=(readout,), backend="torch")[
-                (2, readout)
-            ],
-            "bank-numba": analytic_kernel_bank(arch, xs, readouts=(readout,), backend="numba")[
-                (2, readout)
-            ],
-        }
+        ref, paths = kernels_by_path(arch, xs)
         for name, kernels in paths.items():
             for k, r in zip(kernels, ref):
                 assert rel_err(k, r) <= 1e-14, (readout, name, rel_err(k, r))

@@ -7,11 +7,10 @@ the compiled numba bank, the one-pass bank in torch and numba) and finite networ
 from __future__ import annotations
 
 import torch
-from conftest import assert_finite_networks_match, random_sequences, rel_err
+from conftest import assert_finite_networks_match, kernels_by_path, random_sequences, rel_err
 from nonlinearity_sin import SIN
 
 from rntk_empirical import Architecture, analytic_kernels
-from rntk_empirical.analytic.bank import analytic_kernel_bank
 from rntk_empirical.dual import get_dual, get_fused_dual, quadrature_dual
 from rntk_empirical.nonlinearities import get_nonlinearity, register_nonlinearity
 
@@ -62,18 +61,7 @@ def test_every_backend_agrees():
     xs[3] = xs[1].clone()
     for readout in ("last", "per_step", "avg"):
         arch = Architecture(readout=readout, h0="shared", **FIELDS)
-        ref = [t.detach() for t in analytic_kernels(arch, [x.requires_grad_() for x in xs])]
-        xs = [x.detach() for x in xs]
-        paths = {
-            "inplace": analytic_kernels(arch, xs, backend="torch"),
-            "bank-torch": analytic_kernel_bank(arch, xs, readouts=(readout,), backend="torch")[
-                (2, readout)
-            ],
-        }
-        if readout != "avg":
-            paths["numba"] = analytic_kernels(arch, xs, backend="numba")
-            bank = analytic_kernel_bank(arch, xs, readouts=(readout,), backend="numba")
-            paths["bank-numba"] = bank[(2, readout)]
+        ref, paths = kernels_by_path(arch, xs, numba=readout != "avg")
         for name, kernels in paths.items():
             for k, r in zip(kernels, ref):
                 assert rel_err(k, r) <= 1e-13, (readout, name, rel_err(k, r))
