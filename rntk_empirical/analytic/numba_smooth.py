@@ -81,7 +81,8 @@ from rntk_empirical.smooth_dual import (
 
 NB = RHO_BINS
 HEAD = 12
-COLD = 5 + NB  # a block's offset of the cold pointer, after the packed level counts per bin
+LEVEL_AT = 5  # a block's offset of its packed level counts, one per |rho| bin
+COLD = LEVEL_AT + NB  # a block's offset of the cold pointer, after the level counts
 SIDE_HEAD = 6 + NB  # E_phi, E_dphi, n, interval, coordinate, level counts per bin, cold pointer
 # A side's first HOT power pairs sit in its block, the rest in the cold part (module
 # docstring). 16 covers ~75% of tanh's cells (mean 12.7 terms, tanh last N=2000 T=50).
@@ -204,6 +205,13 @@ def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, terms):
                                 terms[u, b, lv] = m
 
 
+@njit(inline="always")
+def _pair_at(tab, o, m):
+    """Offset in ``tab`` of power pair m of the side whose block is at o: in the block below
+    HOT, in the side's cold part from HOT on (its cold pointer c: pair m at c + 4 m)."""
+    return o + SIDE_HEAD + 4 * m if m < HOT else int(tab[o + COLD]) + 4 * m
+
+
 @njit(parallel=True, cache=True)
 def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold, tab):
     """Pass 2: each side's block at its offset and its terms past HOT at its cold offset
@@ -219,7 +227,7 @@ def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold,
                 packed = 0
                 for lv in range(L):
                     packed += terms[u, b, lv] << (LEVEL_BITS * lv)
-                tab[o + 5 + b] = packed
+                tab[o + LEVEL_AT + b] = packed
             tab[o + 2] = ns
             tab[o + COLD] = cold[u] - 4 * HOT  # power pair m >= HOT at tab[cold + 4 m]
             c0 = o + SIDE_HEAD
@@ -228,10 +236,10 @@ def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold,
                 tab[o + 1] = at_zero[1] * at_zero[1]
                 tab[o + 3] = -1.0
                 tab[o + 4] = 0.0
-                for k in range(4 * min(ns, HOT)):
-                    tab[c0 + k] = 0.0
-                for k in range(4 * (ns - min(ns, HOT))):
-                    tab[cold[u] + k] = 0.0
+                for m in range(ns):
+                    at = _pair_at(tab, o, m)
+                    for p in range(4):
+                        tab[at + p] = 0.0
                 tab[c0] = at_zero[0]
                 tab[c0 + 2] = at_zero[1]
                 continue
@@ -245,7 +253,7 @@ def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold,
                     e += basis[d] * cheb[mi, d, 2 * kmax + f]
                 tab[o + f] = max(e, 0.0)
             for m in range(ns):
-                at = c0 + 4 * m if m < HOT else cold[u] + 4 * (m - HOT)
+                at = _pair_at(tab, o, m)
                 k0 = 2 * m  # the power pair's even and odd columns
                 v0, v1, v2, v3 = 0.0, 0.0, 0.0, 0.0  # four independent sums, each in d order
                 for d in range(D1):
@@ -377,7 +385,8 @@ def cell_terms(
     sides (K > n: the grid gives the rest)."""
     oa, ob = np.asarray(oa).astype(np.int64), np.asarray(ob).astype(np.int64)
     b = rho_bin(np.minimum(np.abs(rho), 1.0))
-    wi, wj = tab[oa + 5 + b].astype(np.int64), tab[ob + 5 + b].astype(np.int64)
+    wi = tab[oa + LEVEL_AT + b].astype(np.int64)
+    wj = tab[ob + LEVEL_AT + b].astype(np.int64)
     K = np.full(wi.shape, NOT_CONVERGED)
     for lv in range(LEVELS):
         ki = (wi >> (LEVEL_BITS * lv)) & NOT_CONVERGED
@@ -453,16 +462,15 @@ def _high_terms(tab, i, j, lo, hi, x):
     four parts, reading stored coefficients (the block's, then the cold part's) or
     evaluating the grid."""
     ni, nj = int(tab[i + 2]), int(tab[j + 2])
-    ci, cj = int(tab[i + COLD]), int(tab[j + COLD])
     pe, po, de, do = 0.0, 0.0, 0.0, 0.0
     for m in range(hi - 1, lo - 1, -1):
         if m < ni:
-            u = i + SIDE_HEAD + 4 * m if m < HOT else ci + 4 * m
+            u = _pair_at(tab, i, m)
             a0, a1, a2, a3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
         else:
             a0, a1, a2, a3 = _grid_pair(tab, i, m)
         if m < nj:
-            u = j + SIDE_HEAD + 4 * m if m < HOT else cj + 4 * m
+            u = _pair_at(tab, j, m)
             b0, b1, b2, b3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
         else:
             b0, b1, b2, b3 = _grid_pair(tab, j, m)
@@ -532,7 +540,7 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     if lo >= 1.0:
         return tab[i], tab[i + _U1] * Q
     rho = min(max(S * ri * rj, -1.0), 1.0)
-    b = np.uint64(min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho))))) + 5)
+    b = np.uint64(min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho))))) + LEVEL_AT)
     K = _level_terms(int(tab[i + b]), int(tab[j + b]))
     if K == NOT_CONVERGED:  # no pair of levels has converged in this bin
         vp, vd = trapezoid(tab, fi, fj, rho)
