@@ -10,8 +10,9 @@ evaluates one pair:
     rho = clamp(S r_i r_j, -1, 1)
     identical states (lo = 1):  V_phi = E_phi(i),  V_dphi = E_dphi(i)       (exact)
     else, b = bin of |rho| (upper edge r), and K terms (power pairs) by the level rule below,
-        V = P_even(rho^2) + rho P_odd(rho^2),  P(x) = sum_{m < K} c_m(i) c_m(j) x^m   (Horner
-    in x^2, two powers a step, the four parts of V_phi and V_dphi in one loop)
+        V = P_even(rho^2) + rho P_odd(rho^2),  P(x) = sum_{m < K} c_m(i) c_m(j) x^m   (Horner,
+    four powers a step, the four parts of V_phi and V_dphi as the lanes of one vector:
+    :func:`rntk_empirical.nonlinearities.compiled.horner_products4`)
     where no level pair has converged (K = NOT_CONVERGED): the 2-D trapezoid rule of
     :func:`rntk_empirical.smooth_dual.trapezoid_dual` on a table of phi (cubic Hermite).
 
@@ -66,7 +67,13 @@ import math
 
 import numpy as np
 
-from rntk_empirical.nonlinearities.compiled import FASTMATH, njit, prange, table_lookup
+from rntk_empirical.nonlinearities.compiled import (
+    FASTMATH,
+    horner_products4,
+    njit,
+    prange,
+    table_lookup,
+)
 from rntk_empirical.smooth_dual import (
     DEFAULT_TOL,
     RHO_BINS,
@@ -493,41 +500,8 @@ def _level_terms(wi, wj):
     return K
 
 
-_U1, _U2, _U3, _U4, _U8 = (np.uint64(k) for k in (1, 2, 3, 4, 8))
+_U1, _U2 = np.uint64(1), np.uint64(2)
 _UCOLD = np.uint64(COLD)
-
-
-def _horner_steps(tab, ci, cj, lo, hi, x, x2, pe, po, de, do):
-    """Horner on from power pair hi-1 down to lo of the four parts, pair m of the two sides
-    at tab[ci + 4 m] and tab[cj + 4 m], two powers a step (one multiply-add on each chain's
-    critical path). Unsigned indices: a signed one costs a wraparound check on every load
-    (~60 integer instructions beside the 16 floating-point ones of a step)."""
-    u = np.uint64(ci + 4 * (hi - 1))
-    w = np.uint64(cj + 4 * (hi - 1))
-    if (hi - lo) % 2 == 1:
-        pe = pe * x + tab[u] * tab[w]
-        po = po * x + tab[u + _U1] * tab[w + _U1]
-        de = de * x + tab[u + _U2] * tab[w + _U2]
-        do = do * x + tab[u + _U3] * tab[w + _U3]
-        u -= _U4
-        w -= _U4
-    for _ in range((hi - lo) // 2):
-        u4, w4 = u - _U4, w - _U4
-        pe = pe * x2 + (tab[u] * tab[w] * x + tab[u4] * tab[w4])
-        po = po * x2 + (tab[u + _U1] * tab[w + _U1] * x + tab[u4 + _U1] * tab[w4 + _U1])
-        de = de * x2 + (tab[u + _U2] * tab[w + _U2] * x + tab[u4 + _U2] * tab[w4 + _U2])
-        do = do * x2 + (tab[u + _U3] * tab[w + _U3] * x + tab[u4 + _U3] * tab[w4 + _U3])
-        u -= _U8
-        w -= _U8
-    return pe, po, de, do
-
-
-# inlined into the cell (the block's few power pairs), and compiled on its own for the long
-# ranges of the cold parts: there without reassociation, which (inlined into the caller's
-# fastmath) puts three operations a step on each chain's critical path instead of one
-# multiply-add (softplus avg N=64 T=150: 1.1-1.2x less CPU time)
-_horner = njit(inline="always", fastmath=FASTMATH)(_horner_steps)
-_horner_cold = njit(fastmath={"contract"}, cache=True)(_horner_steps)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -535,7 +509,7 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     """(V_phi, V_dphi * Q) of one pair: covariance S, tangent Q, per-side factors r = 1/sqrt(a)
     (0 if a = 0), f = sqrt(a) and block offsets o (:func:`prepare`); lo = 1.0 marks
     identical states (rho = 1 exactly), else -1.0."""
-    i = np.uint64(oi)  # unsigned: no wraparound check on the loads (see _horner_steps)
+    i = np.uint64(oi)  # unsigned: no wraparound check on the loads (~60 integer instructions)
     j = np.uint64(oj)
     if lo >= 1.0:
         return tab[i], tab[i + _U1] * Q
@@ -553,10 +527,10 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
     x2 = x * x
     if n > HOT:  # the power pairs past the blocks, from the sides' cold parts
         ci, cj = int(tab[i + _UCOLD]), int(tab[j + _UCOLD])
-        pe, po, de, do = _horner_cold(tab, ci, cj, HOT, n, x, x2, pe, po, de, do)
+        pe, po, de, do = horner_products4(tab, ci, cj, HOT, n, x, x2, pe, po, de, do)
         n = HOT
     ci, cj = int(i) + SIDE_HEAD, int(j) + SIDE_HEAD
-    pe, po, de, do = _horner(tab, ci, cj, 0, n, x, x2, pe, po, de, do)
+    pe, po, de, do = horner_products4(tab, ci, cj, 0, n, x, x2, pe, po, de, do)
     return pe + rho * po, (de + rho * do) * Q
 
 
