@@ -269,3 +269,26 @@ def test_a_table_over_the_cap_stores_a_looser_level(monkeypatch):
     monkeypatch.setattr(numba_smooth, "TABLE_MAX_BYTES", 8 * 1000)
     with pytest.raises(sd.SmoothDualUnsupported, match="GiB"):
         numba_smooth.prepare("tanh", [a, b])
+
+
+def test_vector_horner_sums_the_four_polynomials():
+    """compiled.horner_products4 (LLVM IR, four lanes) against numpy's sum of the products
+    of two sides' entries times powers of x, for ranges of every length mod 4 (and empty)."""
+    from rntk_empirical.nonlinearities.compiled import horner_products4, njit
+
+    @njit
+    def run(tab, ci, cj, lo, hi, x, acc):
+        return horner_products4(tab, ci, cj, lo, hi, x, x * x, acc[0], acc[1], acc[2], acc[3])
+
+    rng = np.random.default_rng(3)
+    tab = rng.standard_normal(2000)
+    acc = np.array([0.3, -1.2, 0.7, 2.0])
+    ci, cj, x = 17, 901, -0.93
+    for lo, hi in [(0, 0), (0, 1), (0, 13), (3, 16), (16, 82), (5, 103)]:
+        m = np.arange(lo, hi)
+        A = tab[ci + 4 * m[:, None] + np.arange(4)]
+        B = tab[cj + 4 * m[:, None] + np.arange(4)]
+        want = acc * x ** (hi - lo) + ((A * B) * x ** (m - lo)[:, None]).sum(axis=0)
+        got = np.array(run(tab, ci, cj, lo, hi, x, acc))
+        scale = acc * x ** (hi - lo) + (np.abs(A * B) * np.abs(x) ** (m - lo)[:, None]).sum(0)
+        assert np.all(np.abs(got - want) <= 1e-14 * np.abs(scale) + 1e-300), (lo, hi)
