@@ -793,6 +793,16 @@ def _balanced_rows(n: int, symmetric: bool) -> np.ndarray:
     return idx
 
 
+def _row_group(n_rows: int, most: int, threads: int) -> int:
+    """Rows per parallel task of :func:`_bank_rows`: at most ``most``, and a number of tasks
+    that is a multiple of the threads (the range is split evenly between them, and the rows
+    of a call come in :func:`_balanced_rows` order: equal groups, equal work). Five tasks of
+    62 rows on 2 threads left one idle a fifth of each call: tanh ``last`` N=2000 T=50
+    9.5-10.7 s, against 6.8-7.6 s for 32 tasks in one call."""
+    tasks = threads * max(1, -(-n_rows // (most * threads)))
+    return max(1, -(-n_rows // tasks))
+
+
 def kernel_bank(
     consts: tuple[float, float, float, float, float, bool],
     nonlinearity: str,
@@ -921,7 +931,7 @@ def kernel_bank(
             else:
                 kernels.bank_rows(
                     rows,
-                    max(1, min(group, len(rows) // 4)),  # at least 4 tasks where possible
+                    _row_group(len(rows), group, numba.get_num_threads()),
                     x1,
                     x2t,
                     f1,
