@@ -602,7 +602,10 @@ def variances(nonlinearity: str, consts: tuple, depth: int, xs, starts):
         )
         if past == 0.0:
             return torch.from_numpy(out)
-        var_max = 2.0 * past  # prepare_smooth refuses past its verified range
+        # the recursion ran on E_phi clamped at the grid's end, so ``past`` understates the
+        # range: 4x (one rebuild of the grid, ~0.4 s, where 2x took two for softplus at
+        # T = 150); prepare_smooth refuses past its verified range
+        var_max = 4.0 * past
 
 
 def qualifies(nonlinearity: str) -> bool:
