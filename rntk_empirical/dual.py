@@ -226,15 +226,17 @@ def one(like: torch.Tensor) -> torch.Tensor:
 
 
 def get_fused_dual(
-    nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS
+    nonlinearity: str | Nonlinearity,
+    quad_points: int = DEFAULT_QUAD_POINTS,
+    series_tol: float | None = None,
 ) -> FusedFn:
     """In-place ``fn(a, b, S, Q, K_out, G_out, scratch, same=None)``: K_out = V_phi(a, b, S),
     G_out = V_dphi(a, b, S) * Q (skipped if Q is None); S and scratch are clobbered.
-    Nonlinearities without a closed form evaluate the quadrature and copy."""
+    Nonlinearities without a closed form evaluate :func:`get_dual`'s function and copy."""
     nl = _lookup(nonlinearity)
     if nl.fused is not None:
         return nl.fused
-    ref = get_dual(nl, quad_points)
+    ref = get_dual(nl, quad_points, series_tol)
 
     def fn(a, b, S, Q, K_out, G_out, scratch, same=None) -> None:
         v_phi, v_dphi = ref(a, b, S, same)
@@ -254,13 +256,17 @@ def _lookup(nonlinearity: str | Nonlinearity) -> Nonlinearity:
     return get_nonlinearity(nonlinearity)
 
 
-def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_POINTS) -> DualFn:
+def get_dual(
+    nonlinearity: str | Nonlinearity,
+    quad_points: int = DEFAULT_QUAD_POINTS,
+    series_tol: float | None = None,
+) -> DualFn:
     """The function ``(a, b, c, same=None) -> (V_phi, V_dphi)`` for a nonlinearity (name or
     object); ``same``: optional bool mask of identical states (module docstring). The
     closed form where the nonlinearity has one, else its ``fast_dual`` if set, else (no grad
     asked, default ``quad_points``) the smooth-dual series of :mod:`rntk_empirical.smooth_dual`
-    where the nonlinearity qualifies for its error contract, else Gauss-Hermite quadrature
-    with ``quad_points`` points per dimension."""
+    where the nonlinearity qualifies for its error contract at ``series_tol`` (None: its
+    default 1e-9), else Gauss-Hermite quadrature with ``quad_points`` points per dimension."""
     nl = _lookup(nonlinearity)
     if nl.dual is not None:
         return nl.dual
@@ -272,7 +278,8 @@ def get_dual(nonlinearity: str | Nonlinearity, quad_points: int = DEFAULT_QUAD_P
         if not grad and quad_points == DEFAULT_QUAD_POINTS:  # else the rule asked for
             from rntk_empirical import smooth_dual  # imports the registry, which imports this
 
-            smooth = smooth_dual.prepared_or_none(nl, a, b)
+            tol = smooth_dual.resolve_tol(series_tol)
+            smooth = smooth_dual.prepared_or_none(nl, a, b, tol)
             if smooth is not None:  # the Mehler series (no grad through its coefficients)
                 return smooth_dual.torch_dual(smooth, a, b, c, same)
         return quadrature_dual(nl, a, b, c, quad_points, same)
@@ -287,6 +294,7 @@ def dual_activations(
     c: torch.Tensor,
     *,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    series_tol: float | None = None,
     same: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(V_phi(a, b, c), V_dphi(a, b, c)) for the covariance [[a, c], [c, b]].
@@ -297,6 +305,8 @@ def dual_activations(
         a, b: variances (>= 0); c: covariance. Any broadcastable shapes, one float dtype.
         quad_points: Gauss-Hermite points per dimension for nonlinearities without a
             closed form.
+        series_tol: error tolerance of the smooth-dual series (tanh and registered smooth
+            nonlinearities; None: 1e-9, see :mod:`rntk_empirical.smooth_dual`).
         same: optional bool tensor (broadcastable) marking identical states, whose
             correlation is then exactly 1 (see the module docstring).
 
@@ -306,4 +316,4 @@ def dual_activations(
     a, b, c = (torch.as_tensor(t) for t in (a, b, c))
     if not (a.is_floating_point() and b.is_floating_point() and c.is_floating_point()):
         raise TypeError("dual_activations needs floating-point a, b, c")
-    return get_dual(nonlinearity, quad_points)(a, b, c, same)
+    return get_dual(nonlinearity, quad_points, series_tol)(a, b, c, same)

@@ -207,10 +207,12 @@ def build_grid(nl: Nonlinearity, smax: float, kmax: int = KMAX, strip: float = 1
     p0, d0 = _torch_eval(nl, np.zeros(1))
     grid = CoefficientGrid(bounds, cheb, kmax, 0.0, (float(p0[0]), float(d0[0])))
     got, want = grid.evaluate(probe), vals[M * (n + 1) :]
-    scale = np.sqrt(np.concatenate(
-        [np.repeat(want[:, -2:-1], kmax, 1), np.repeat(want[:, -1:], kmax, 1), want[:, -2:]],
-        axis=1,
-    ))
+    scale = np.sqrt(
+        np.concatenate(
+            [np.repeat(want[:, -2:-1], kmax, 1), np.repeat(want[:, -1:], kmax, 1), want[:, -2:]],
+            axis=1,
+        )
+    )
     grid.check = float(np.max(np.abs(got - want) / np.maximum(scale, 1e-300)))
     return grid
 
@@ -448,14 +450,28 @@ _CACHE: dict[tuple, SmoothDual] = {}
 _REFUSED: dict[tuple, str] = {}  # the reason, per nonlinearity refused at its first range
 
 
+def resolve_tol(tol: float | None) -> float:
+    """The tolerance of the error contract a caller asked for (the ``series_tol`` of the
+    public functions): :data:`DEFAULT_TOL` for None, else ``tol`` itself, which must lie in
+    [:data:`MIN_TOL`, 1) (ValueError otherwise)."""
+    if tol is None:
+        return DEFAULT_TOL
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not MIN_TOL <= tol < 1.0:
+        raise ValueError(
+            f"series_tol={tol!r} is not valid; expected {MIN_TOL:g} <= series_tol < 1 (the "
+            "grid interpolates the coefficients to ~1e-13: tighter is not verifiable)"
+        )
+    return float(tol)
+
+
 def prepare_smooth(
     nonlinearity: str | Nonlinearity, var_max: float, tol: float = DEFAULT_TOL
 ) -> SmoothDual:
-    """The :class:`SmoothDual` of a nonlinearity for variances up to ``var_max`` (cached per
-    process; a larger var_max rebuilds the grid, ~0.5-1 s), or SmoothDualUnsupported with
-    the reason when the contract cannot be verified for it."""
-    if not (MIN_TOL <= tol < 1.0):
-        raise ValueError(f"tol={tol!r} is not valid; expected {MIN_TOL:g} <= tol < 1")
+    """The :class:`SmoothDual` of a nonlinearity for variances up to ``var_max`` and error
+    tolerance ``tol`` (cached per process; a larger var_max rebuilds the grid, ~0.5-1 s; one
+    grid serves every tol), or SmoothDualUnsupported with the reason when the contract
+    cannot be verified for it."""
+    tol = resolve_tol(tol)
     nl = get_nonlinearity(nonlinearity) if isinstance(nonlinearity, str) else nonlinearity
     if nl.closed_form:
         raise SmoothDualUnsupported(f"{nl.name} has a closed form")
@@ -469,9 +485,13 @@ def prepare_smooth(
         return have
     if key in _REFUSED:  # a nonlinearity refused once is refused at every range
         raise SmoothDualUnsupported(_REFUSED[key])
-    smax = math.sqrt(max(var_max, 16.0)) * 1.25  # headroom: a grown range rebuilds
-    with np.errstate(all="ignore"):
-        grid = build_grid(nl, smax)
+    grids = [sm.grid for k, sm in _CACHE.items() if k[:2] == key[:2] and sm.var_max >= var_max]
+    if grids:  # built for another tol: the grid does not depend on it
+        grid = grids[0]
+    else:
+        smax = math.sqrt(max(var_max, 16.0)) * 1.25  # headroom: a grown range rebuilds
+        with np.errstate(all="ignore"):
+            grid = build_grid(nl, smax)
     try:
         _qualify(nl, grid, tol)
     except SmoothDualUnsupported as err:
@@ -567,14 +587,16 @@ def warn_unsupported(err: SmoothDualUnsupported) -> None:
         )
 
 
-def prepared_or_none(nl: Nonlinearity, a: torch.Tensor, b: torch.Tensor) -> SmoothDual | None:
+def prepared_or_none(
+    nl: Nonlinearity, a: torch.Tensor, b: torch.Tensor, tol: float = DEFAULT_TOL
+) -> SmoothDual | None:
     """:func:`prepare_smooth` for the variances of a call (a, b tensors), or None (with
     :func:`warn_unsupported`) where the contract cannot be verified."""
     if nl.closed_form:
         return None
     var_max = max(float(a.max()) if a.numel() else 0.0, float(b.max()) if b.numel() else 0.0)
     try:
-        return prepare_smooth(nl, var_max)
+        return prepare_smooth(nl, var_max, tol)
     except SmoothDualUnsupported as err:
         warn_unsupported(err)
         return None

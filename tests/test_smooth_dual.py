@@ -5,6 +5,7 @@ a = b, a or b -> 0 and identical states, for tanh, softplus, sigmoid, swish and 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -99,6 +100,31 @@ def test_tighter_tolerance_costs_terms():
     both = (tight >= 0) & (loose >= 0)  # bins covered at both tolerances
     assert (tight[both] >= loose[both]).all() and (tight[both] > loose[both]).any()
     assert ((tight < 0) >= (loose < 0)).all()  # a tighter tol covers no more bins
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_series_tol_reaches_the_kernels(backend):
+    """analytic_ntk's series_tol sets the contract of every cell: the kernels at 1e-5 and
+    1e-9 against 1e-12 move by amounts that shrink with the tolerance (measured 3.0-3.5e-7
+    and 1.6-2.5e-11 relative on these inputs, numba and torch), one grid serves every
+    tolerance, and a value outside [1e-12, 1) is refused up front, for a closed form too."""
+    from rntk_empirical.analytic import analytic_ntk
+    from rntk_empirical.architecture import Architecture
+
+    arch = Architecture(readout="avg", nonlinearity="tanh")
+    x = torch.randn(6, 12, 1, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    ref = analytic_ntk(arch, x, series_tol=1e-12, backend=backend)
+    err = {}
+    for tol in (1e-5, 1e-9):
+        got = analytic_ntk(arch, x, series_tol=tol, backend=backend)
+        err[tol] = float((got - ref).abs().max() / ref.abs().max())
+    assert 1e-9 < err[1e-5] <= 1e-5, err
+    assert err[1e-9] <= 1e-9 and err[1e-9] < err[1e-5] * 1e-2, err
+    assert sd.prepare_smooth("tanh", 9.0, 1e-11).grid is sd.prepare_smooth("tanh", 9.0).grid
+    for bad in (0.0, 1e-13, 1.0, True, "1e-9"):
+        for name in ("tanh", "relu"):
+            with pytest.raises(ValueError, match="series_tol"):
+                analytic_ntk(replace(arch, nonlinearity=name), x, series_tol=bad)
 
 
 def test_reference_against_adaptive_scipy():

@@ -26,9 +26,10 @@ from rntk_empirical.readouts import get_readout
 
 # Cells (pairs x steps x layers) per second of the compiled paths on 2 cores
 # (``python -m experiments.bench.rntk --api-only``): closed-form duals, and the smooth-dual
-# series of tanh and registered nonlinearities (measured 1.9-12 M, tanh last step 3.1 M, on
-# loaded cores). Only for the estimate below.
-COMPILED_CELLS_PER_SECOND = {"closed form": 3e8, "series": 1e7}  # measured: series 20-64 M/s idle
+# series of tanh and registered nonlinearities (measured 13-40 M at the default series_tol,
+# counting the N (N + 1) / 2 pairs a symmetric call computes, where the benchmarks count N^2;
+# the low end: tanh last step on loaded cores). Only for the estimate below.
+COMPILED_CELLS_PER_SECOND = {"closed form": 3e8, "series": 1e7}
 PROGRESS_AFTER_SECONDS = 5.0  # a compiled call estimated longer shows a progress bar
 
 
@@ -93,6 +94,7 @@ def analytic_kernels(
     ntk: bool = True,
     nngp: bool = True,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    series_tol: float | None = None,
     backend: str = "auto",
     **particle_options,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -102,7 +104,7 @@ def analytic_kernels(
     the Tensor-Programs particle simulation :func:`rntk_empirical.gated_limit.limit_kernels`
     (a Monte-Carlo estimate with a stated error, docs/gated.md); its keywords (``particles``,
     ``batches``, ``seed``, ``qmc``, ``tied``) pass through ``particle_options``, and
-    ``block_size``, ``quad_points`` and ``backend`` do not apply to them.
+    ``block_size``, ``quad_points``, ``series_tol`` and ``backend`` do not apply to them.
 
     Args:
         arch: the :class:`Architecture` (the same object that builds the finite network).
@@ -115,7 +117,14 @@ def analytic_kernels(
         block_size: rows of the output computed together; None picks it from a memory budget
             (about ``CPU_BLOCK_ELEMENTS`` or ``CUDA_BLOCK_ELEMENTS`` pairs per block).
         ntk, nngp: which kernels to return (the other is None).
-        quad_points: Gauss-Hermite points per dimension for nonlinearities without closed form.
+        quad_points: Gauss-Hermite points per dimension for nonlinearities without closed form
+            (a non-default value asks for that rule instead of the smooth-dual series).
+        series_tol: error bound of the smooth-dual series (tanh and registered smooth
+            nonlinearities): every dual evaluation is within ``series_tol`` times its
+            Cauchy-Schwarz scale sqrt(V(a,a,1) V(b,b,1)) of the exact value. None: 1e-9.
+            Tighter costs more terms per cell (``python -m experiments.bench.smooth_dual``
+            prints the curve); 1e-12 is the tightest, and a nonlinearity whose grid cannot
+            verify the asked tolerance takes the Gauss-Hermite rule with a warning.
         backend: ``numba`` (the compiled CPU recursion of
             :mod:`~rntk_empirical.analytic.numba_backend`: every nonlinearity, any lengths,
             no autograd; ``block_size`` does not apply), ``torch`` (any case, CPU or CUDA,
@@ -127,8 +136,9 @@ def analytic_kernels(
 
     Raises:
         ValueError: bad inputs (see :func:`rntk_empirical.sequences.as_sequences`), x1 and x2
-            of different m, ``ntk=True`` with ``parameterization="standard"``, an unknown
-            backend, or ``backend="numba"`` where it cannot run (the message says why).
+            of different m, ``series_tol`` outside [1e-12, 1), ``ntk=True`` with
+            ``parameterization="standard"``, an unknown backend, or ``backend="numba"``
+            where it cannot run (the message says why).
         OverflowError: the kernel overflows the dtype (e.g. large s_w with very long inputs);
             the message names the kernel, dtype, sigma_w, T and what to change.
     """
@@ -142,7 +152,7 @@ def analytic_kernels(
             f"the gated cells' particle simulation, and cell {arch.cell!r} has an exact kernel"
         )
     c, dual, s1, s2, rows, out_dtype = setup(
-        arch, x1, x2, dtype, device, block_size, ntk, quad_points
+        arch, x1, x2, dtype, device, block_size, ntk, quad_points, series_tol
     )
     symmetric = s2 is None
     N1, N2 = s1.n, (s1.n if symmetric else s2.n)
@@ -157,7 +167,9 @@ def analytic_kernels(
             estimate = estimated_seconds(arch, N1, N2, s1.max_len, symmetric)
             with torch.no_grad(), _progress_bar(estimate, N1 * arch.directions) as bar:
                 progress = None if bar is None else bar.update
-                raw = compiled_bank(c, arch, s1, s2, (arch.readout,), progress, quad_points)
+                raw = compiled_bank(
+                    c, arch, s1, s2, (arch.readout,), progress, quad_points, series_tol
+                )
             theta, k = raw[(arch.depth, arch.readout)]
             done = finish(
                 out_dtype, c, s1.max_len, NTK=theta if ntk else None, NNGP=k if nngp else None
@@ -165,7 +177,7 @@ def analytic_kernels(
             return done["NTK"], done["NNGP"]
         if backend == "numba":
             raise ValueError(f"backend='numba' cannot compute these kernels: {why_not}")
-    fused = None if differentiable else get_fused_dual(arch.nonlinearity, quad_points)
+    fused = None if differentiable else get_fused_dual(arch.nonlinearity, quad_points, series_tol)
     ws = None if differentiable else Workspace(arch.depth, rows * N2, s1.values)
     theta_out = s1.values.new_zeros(N1, N2) if ntk else None
     nngp_out = s1.values.new_zeros(N1, N2) if nngp else None

@@ -44,6 +44,7 @@ def analytic_kernel_bank(
     device: torch.device | str | None = None,
     block_size: int | None = None,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    series_tol: float | None = None,
     compile: bool = False,
     backend: str = "auto",
     progress=None,
@@ -69,7 +70,8 @@ def analytic_kernel_bank(
     compiler on CPU, Triton on CUDA; one compilation per nonlinearity and process):
     measured 1.3-2.8x faster on CPU. Steps where some pair is still padding stay eager.
     ``progress``: optional callable, called with the number of rows finished after each
-    block of rows (every row once per direction).
+    block of rows (every row once per direction). ``quad_points`` and ``series_tol``: as in
+    :func:`analytic_kernels`.
     """
     names = available_readouts()
     readouts = names if readouts is None else tuple(readouts)
@@ -79,7 +81,7 @@ def analytic_kernel_bank(
     if backend not in ("auto", "numba", "torch"):
         raise ValueError(f"backend={backend!r} is not valid; use auto, numba or torch")
     c, dual, s1, s2, rows, out_dtype = setup(
-        arch, x1, x2, dtype, device, block_size, True, quad_points
+        arch, x1, x2, dtype, device, block_size, True, quad_points, series_tol
     )
     symmetric = s2 is None
     N1, N2 = s1.n, (s1.n if symmetric else s2.n)
@@ -90,11 +92,11 @@ def analytic_kernel_bank(
     if backend != "torch":
         why_not = numba_backend.supported(arch.nonlinearity, equal, s1.values.device)
         if why_not is None:
-            raw = compiled_bank(c, arch, s1, s2, readouts, progress, quad_points)
+            raw = compiled_bank(c, arch, s1, s2, readouts, progress, quad_points, series_tol)
             return _finish_bank(out_dtype, c, T, raw)
         if backend == "numba":
             raise ValueError(f"backend='numba' cannot compute this bank: {why_not}")
-    fused = get_fused_dual(arch.nonlinearity, quad_points)
+    fused = get_fused_dual(arch.nonlinearity, quad_points, series_tol)
     layers = tuple(range(c.depth))
     out = {
         (l + 1, r): (s1.values.new_zeros(N1, N2), s1.values.new_zeros(N1, N2))
@@ -122,7 +124,7 @@ def analytic_kernel_bank(
     step = None
     if compile:
         ct = replace(c, **{k: s1.values.new_tensor(getattr(c, k)) for k in ("sw2", "su2", "sb2")})
-        step = (compiled_step(arch.nonlinearity, quad_points), ct)
+        step = (compiled_step(arch.nonlinearity, quad_points, series_tol), ct)
     for d in range(arch.directions):
         side1, side2 = sides(c, dual, s1, s2, d, readouts)
         for r0, r1, rs, cs in blocks(side1, side2, rows, symmetric):
@@ -172,6 +174,7 @@ def compiled_bank(
     readouts: tuple[str, ...],
     progress=None,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    series_tol: float | None = None,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
     """``{(l, readout): (theta, nngp)}``, each ``(N1, N2)`` float64 on the CPU, both
     directions summed, through :func:`numba_backend.kernel_bank` (float64 arithmetic
@@ -179,7 +182,7 @@ def compiled_bank(
     in the torch path); any lengths. Not yet checked finite (see :func:`finish`).
 
     ``s1``, ``s2`` as returned by :func:`setup` (``s2`` None: symmetric)."""
-    dual = get_dual(arch.nonlinearity, quad_points)
+    dual = get_dual(arch.nonlinearity, quad_points, series_tol)
     consts = (c.sw2, c.su2, c.sb2, c.sv2, boundary_value(c), c.h0 == "per_input")
     out = None
 
@@ -210,6 +213,7 @@ def compiled_bank(
             s2 is None,
             progress,
             quad_points,
+            series_tol,
             arch=arch,
         )
         if out is None:

@@ -23,6 +23,7 @@ from rntk_empirical.devices import (
 from rntk_empirical.dual import DualFn, get_dual
 from rntk_empirical.readouts import get_readout
 from rntk_empirical.sequences import Sequences, as_sequences
+from rntk_empirical.smooth_dual import resolve_tol
 
 # Elements (pairs) of one row block: cache-sized on CPU (~1 MiB per float64 buffer),
 # large on GPUs. Peak extra memory is ~ (8 + 6 L) buffers of this size.
@@ -307,10 +308,19 @@ def working_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def setup(
-    arch: Architecture, x1, x2, dtype, device, block_size, ntk: bool, quad_points: int
+    arch: Architecture,
+    x1,
+    x2,
+    dtype,
+    device,
+    block_size,
+    ntk: bool,
+    quad_points: int,
+    series_tol: float | None = None,
 ) -> tuple[KernelConstants, DualFn, Sequences, Sequences | None, int, torch.dtype]:
     """Validate the arguments; returns (constants, dual, x1, x2 or None, rows per block, the
     dtype of the returned kernels). x1 and x2 come in :func:`working_dtype`."""
+    resolve_tol(series_tol)  # a bad value fails here, whatever the nonlinearity
     if not isinstance(arch, Architecture):
         raise TypeError(f"arch must be an Architecture, got {type(arch).__name__}")
     if get_cell(arch.cell).analytic != "elman":
@@ -349,7 +359,7 @@ def setup(
     full = get_readout(arch.readout).kind(s1.max_len, arch) == "full"
     pairs = budget(s1, s2, depth=arch.depth, all_shifts=full)
     rows = min(s1.n, block_size or max(1, pairs // N2))
-    return c, get_dual(arch.nonlinearity, quad_points), s1, s2, rows, dtype
+    return c, get_dual(arch.nonlinearity, quad_points, series_tol), s1, s2, rows, dtype
 
 
 # Block-sized tensors autograd keeps per layer and cell of the differentiable recursion

@@ -812,6 +812,7 @@ def kernel_bank(
     symmetric: bool,
     progress=None,
     quad_points: int = DEFAULT_QUAD_POINTS,
+    series_tol: float | None = None,
     *,
     arch,
 ) -> dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]]:
@@ -835,6 +836,8 @@ def kernel_bank(
             chunk of rows (of the last pass).
         quad_points: Gauss-Hermite points per dimension of a quadrature dual (nonlinearities
             without a closed form: :func:`quadrature_table`).
+        series_tol: error tolerance of the smooth-dual series (None: its default 1e-9;
+            :mod:`rntk_empirical.smooth_dual`).
         arch: the :class:`~rntk_empirical.architecture.Architecture` the readouts' weights
             read (``ema_decay``).
     """
@@ -870,7 +873,8 @@ def kernel_bank(
         full = any(get_readout(r).kind(T, arch) == "full" for r in readouts)
         by_step = not (full and pairwise(N2, T))
         v2 = np.ascontiguousarray(var2.transpose(0, 2, 1)) if by_step else var2
-        prepared = numba_smooth.table_or_none(nonlinearity, *([v2] if symmetric else [var1, v2]))
+        sides_var = [v2] if symmetric else [var1, v2]
+        prepared = numba_smooth.table_or_none(nonlinearity, *sides_var, tol=series_tol)
         if prepared is not None:
             tab, offs = prepared
             o2 = offs[-1].transpose(0, 2, 1) if by_step else offs[-1]  # (L, N2, T)

@@ -81,6 +81,7 @@ from rntk_empirical.smooth_dual import (
     SmoothDual,
     SmoothDualUnsupported,
     prepare_smooth,
+    resolve_tol,
     rho_bin,
     rho_bin_edges,
     warn_unsupported,
@@ -641,12 +642,13 @@ def evaluate(
     return vp, vd
 
 
-def table_or_none(nonlinearity: str, *variances: np.ndarray):
+def table_or_none(nonlinearity: str, *variances: np.ndarray, tol: float | None = None):
     """:func:`prepare` for the variances of the sides of a call (one array per side, in
-    access order), or None (with a one-line warning, once per reason) where the contract
-    cannot be verified: the caller then keeps the tabulated Gauss-Hermite rule."""
+    access order) at error tolerance ``tol`` (None: the default), or None (with a one-line
+    warning, once per reason) where the contract cannot be verified: the caller then keeps
+    the tabulated Gauss-Hermite rule."""
     try:
-        return prepare(nonlinearity, list(variances))
+        return prepare(nonlinearity, list(variances), resolve_tol(tol))
     except SmoothDualUnsupported as err:
         warn_unsupported(err)
         return None
