@@ -436,7 +436,8 @@ def _qualify(nl: Nonlinearity, grid: CoefficientGrid, tol: float) -> None:
         raise SmoothDualUnsupported(f"{nl.name}: phi or phi' is not finite on the grid")
     if grid.check > tol / 20.0:
         raise SmoothDualUnsupported(
-            f"{nl.name}: coefficients interpolate to {grid.check:.1e} only (not smooth enough)"
+            f"{nl.name}: coefficients interpolate to {grid.check:.1e} only, above tol / 20 = "
+            f"{tol / 20.0:.0e} (not smooth enough for tol = {tol:g})"
         )
     table = side_table(grid, np.array([1.0]), tol)
     if (table.terms[:, :, -1] < 0).any():
@@ -485,10 +486,14 @@ def prepare_smooth(
         return have
     if key in _REFUSED:  # a nonlinearity refused once is refused at every range
         raise SmoothDualUnsupported(_REFUSED[key])
-    grids = [sm.grid for k, sm in _CACHE.items() if k[:2] == key[:2] and sm.var_max >= var_max]
-    if grids:  # built for another tol: the grid does not depend on it
-        grid = grids[0]
-    else:
+    # a grid built for another tol (the grid does not depend on it), unless it spans a wider
+    # range than asked and interpolates too coarsely for this tol there: then one of this range
+    grid = min(
+        (sm.grid for k, sm in _CACHE.items() if k[:2] == key[:2] and sm.var_max >= var_max),
+        key=lambda g: g.bounds[-1],
+        default=None,
+    )
+    if grid is None or grid.check > tol / 20.0:
         smax = math.sqrt(max(var_max, 16.0)) * 1.25  # headroom: a grown range rebuilds
         with np.errstate(all="ignore"):
             grid = build_grid(nl, smax)

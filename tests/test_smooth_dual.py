@@ -127,6 +127,18 @@ def test_series_tol_reaches_the_kernels(backend):
                 analytic_ntk(replace(arch, nonlinearity=name), x, series_tol=bad)
 
 
+def test_a_tighter_tol_gets_a_grid_of_its_range():
+    """A tighter tol does not inherit a wider grid that interpolates too coarsely for it
+    (softplus: 4.8e-12 up to variance 181, 8.6e-14 up to 27, measured): it builds one of its
+    own range, and past that range it is refused with the tolerance in the reason."""
+    name = "smooth_test_softplus"
+    assert sd.prepare_smooth(name, 100.0).grid.check > 1e-11 / 20
+    sm = sd.prepare_smooth(name, 16.0, 1e-11)
+    assert sm.grid.check <= 1e-11 / 20 and sm.var_max < 100.0
+    with pytest.raises(sd.SmoothDualUnsupported, match=r"tol = 1e-11\)"):
+        sd.prepare_smooth(name, 100.0, 1e-11)
+
+
 def test_reference_against_adaptive_scipy():
     """The reference (trapezoid rules, refined) against scipy's adaptive dblquad at one
     cell in the standard basis: ~1e-12 agreement."""
