@@ -14,6 +14,7 @@ from rntk_empirical.analytic.api import compiled_unsupported
 from rntk_empirical.analytic.bank import compiled_bank
 from rntk_empirical.analytic.common import setup
 from rntk_empirical.architecture import Architecture
+from rntk_empirical.smooth_dual import DEFAULT_TOL
 
 
 def _x(seed: int, n: int, T: int, m: int = 2) -> torch.Tensor:
@@ -142,9 +143,12 @@ def test_quadrature_duals_run_compiled_and_match_torch(compiled_calls: list[int]
     """tanh and a registered nonlinearity (no closed form) take the compiled path under auto:
     the smooth-dual series in both backends (numba: per-cell truncation from its packed
     table; torch: the side tables computed with torch ops, smooth_dual.side_tensors), each
-    within 1e-9 of the cell's scale, so the kernels agree to 1e-10 of the largest entry,
-    for every readout, depth 2, mixed lengths, both directions, shared h0; and the x1 vs x2
-    form equals the symmetric one to the same level."""
+    within 1e-9 of the cell's scale (~2.5e-10 measured: tol / 4 per part), so the kernels
+    agree to tol / 4 = 2.5e-10 of the largest entry (measured up to 1.2e-10: the two
+    truncate differently, numba at least 16 terms by its level rule, torch the most any cell
+    of the call needs), for every readout, depth 2, mixed lengths, both directions, shared
+    h0; and the x1 vs x2 form equals the symmetric one to the same level."""
+    agree = DEFAULT_TOL / 4
     from rntk_empirical.nonlinearities import register_nonlinearity
 
     register_nonlinearity("swish_test", lambda x: x * torch.sigmoid(x))  # phi' by autograd
@@ -168,11 +172,11 @@ def test_quadrature_duals_run_compiled_and_match_torch(compiled_calls: list[int]
             ref = analytic_kernels(arch, mixed, backend="torch")
             for a, b in zip(fast, ref):
                 err = float((a - b).abs().max() / b.abs().max())
-                assert err <= 1e-10, (name, readout, err)
+                assert err <= agree, (name, readout, err)
                 assert torch.equal(a, a.T)
             cross = analytic_ntk(arch, mixed, other)
             ref_cross = analytic_ntk(arch, mixed, other, backend="torch")
-            assert float((cross - ref_cross).abs().max() / ref_cross.abs().max()) <= 1e-10
+            assert float((cross - ref_cross).abs().max() / ref_cross.abs().max()) <= agree
 
 
 def test_auto_takes_torch_off_the_cpu() -> None:
