@@ -95,8 +95,7 @@ COLD = LEVEL_AT + NB  # a block's offset of the cold pointer, after the level co
 SIDE_HEAD = 6 + NB  # E_phi, E_dphi, n, interval, coordinate, level counts per bin, cold pointer
 # A side's first HOT power pairs sit in its block, the rest in the cold part (module
 # docstring). 16 covers ~75% of tanh's cells (mean 12.7 terms, tanh last N=2000 T=50).
-HOT_LOG2 = 4
-HOT = 2**HOT_LOG2
+HOT = 16
 # The level rule (module docstring): LEVELS thresholds LEVEL_DECADES decades apart around
 # tol / 4, a side storing the terms of its level STORE_LEVEL. Measured on the cells of tanh
 # last N=300 T=50 (the recursion's order, one thread, 2-core machine under load): the grid's
@@ -539,9 +538,7 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
             ue, uo, ve, vo = _high_terms(tab, int(i), int(j), n, K, x)
         ci, cj = int(tab[i + _UCOLD]), int(tab[j + _UCOLD])  # the sides' cold parts
         ue, uo, ve, vo = horner_products4(tab, ci, cj, HOT, n, x, x2, ue, uo, ve, vo)
-        xh = x2
-        for _ in range(HOT_LOG2 - 1):
-            xh *= xh
+        xh = x**HOT
         pe += xh * ue
         po += xh * uo
         de += xh * ve
