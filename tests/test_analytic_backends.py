@@ -179,6 +179,30 @@ def test_quadrature_duals_run_compiled_and_match_torch(compiled_calls: list[int]
             assert float((cross - ref_cross).abs().max() / ref_cross.abs().max()) <= agree
 
 
+def test_series_final_cell_rows_step_by_step_equal_row_by_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The series' final-cell readouts run the rows of a parallel task step by step
+    (numba_backend._bank_rows with by_step): the same cells in another order, so the kernels
+    equal those of one row at a time (groups of one row) bit for bit; 150 mixed-length
+    sequences (two tiles, rows of a group with different starts), depth 2 and 1, symmetric
+    and against other columns, both final-cell kinds (last, per_step)."""
+    x = _mixed(11, 150, 4, 24)
+    other = _mixed(12, 70, 3, 20)
+    for readout, depth in (("last", 2), ("per_step", 2), ("last", 1)):
+        arch = Architecture(nonlinearity="tanh", readout=readout, depth=depth, sigma_w=1.3)
+        grouped = analytic_kernels(arch, x, backend="numba")
+        cross = analytic_ntk(arch, x, other, backend="numba")
+        with monkeypatch.context() as m:
+            m.setattr(analytic_numba, "ROW_GROUP_FINAL", 1)
+            single = analytic_kernels(arch, x, backend="numba")
+            single_cross = analytic_ntk(arch, x, other, backend="numba")
+        for a, b in zip(grouped, single):
+            assert torch.equal(a, b), readout
+        assert torch.equal(cross, single_cross), readout
+        assert float(cross.abs().max()) > 0.0
+
+
 def test_auto_takes_torch_off_the_cpu() -> None:
     """The device rule, on a device every machine has (meta); on CUDA when there is one."""
     arch = Architecture()
