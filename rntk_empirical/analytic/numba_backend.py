@@ -373,13 +373,13 @@ def _bank_rows(
     s_last, s_ps, s_avg = slots[0], slots[1], slots[2]
     acc0 = 1.0 if (s_ps >= 0 or s_avg >= 0) else 0.0  # a weight (see _cells_for)
     # a task takes ``group`` rows through each tile of columns in turn: the tile's column
-    # data (the smooth dual's coefficient blocks: kilobytes per column and step) is read
-    # from cache by all of them. With ``by_step`` (the series, final-cell readouts only) the
-    # rows run chain 0 step by step, all rows at step p before any at p + 1, so the blocks of
-    # one step (~200 KB a tile) come from L2, not from L3 once per row: tanh ``last`` N=2000
-    # T=50 1.5-1.7x less time (in-process pairs; 16 rows at a time: 1.2-1.3x). Row by row
-    # otherwise: closed forms read 48 bytes per column and step, and mean pooling's chains
-    # each read every step.
+    # data (the smooth dual's coefficient blocks: ~0.75 KB per column, step and layer) is
+    # read from cache by all of them. With ``by_step`` (the series, final-cell readouts only)
+    # the rows run chain 0 step by step, all rows at step p before any at p + 1, so the
+    # blocks of one step (~100 KB a tile and layer) come from L2, not from L3 once per row:
+    # tanh ``last`` N=2000 T=50 1.37x less time (in-process pairs; 16 rows at a time:
+    # 1.2-1.3x). Row by row otherwise: closed forms read 24 bytes per column, step and
+    # layer, and mean pooling's chains each read every step.
     rows_at_once = group if (by_step and s_avg < 0) else 1
     n_tasks = (rows.shape[0] + group - 1) // group
     for task in prange(n_tasks):
