@@ -187,6 +187,16 @@ def test_series_final_cell_rows_step_by_step_equal_row_by_row(
     equal those of one row at a time (groups of one row) bit for bit; 150 mixed-length
     sequences (two tiles, rows of a group with different starts), depth 2 and 1, symmetric
     and against other columns, both final-cell kinds (last, per_step)."""
+    from rntk_empirical.analytic import numba_smooth
+
+    tables = []  # the series' tables of the calls (None: the call did not take the series)
+    table_or_none = numba_smooth.table_or_none
+
+    def recorded(*args, **kwargs):
+        tables.append(table_or_none(*args, **kwargs))
+        return tables[-1]
+
+    monkeypatch.setattr(numba_smooth, "table_or_none", recorded)
     x = _mixed(11, 150, 4, 24)
     other = _mixed(12, 70, 3, 20)
     for readout, depth in (("last", 2), ("per_step", 2), ("last", 1)):
@@ -201,6 +211,7 @@ def test_series_final_cell_rows_step_by_step_equal_row_by_row(
             assert torch.equal(a, b), readout
         assert torch.equal(cross, single_cross), readout
         assert float(cross.abs().max()) > 0.0
+    assert len(tables) == 12 and all(t is not None for t in tables)
 
 
 def test_auto_takes_torch_off_the_cpu() -> None:

@@ -417,11 +417,11 @@ def _bank_rows(
                 for p in range(p_first, T, steps):
                     for g in range(nr):
                         if tile[g, 1] > 0 and p + steps > tile[g, 2]:
-                            _chain(  # chain 0 (as an int64, not a literal: one compiled _chain)
-                                rows[u0 + g], tile[g, 0], tile[g, 1], np.int64(0), x1, x2, f1, f2,
-                                cst,
-                                Kg[g], Gg[g], dr, gl, pk[g], pt[g], lo0[g], tab, acc0, prof,
-                                max(p, tile[g, 2]), p + steps, s2, live,
+                            # chain 0, as an int64 (a literal 0 compiles a second _chain)
+                            _chain(
+                                rows[u0 + g], tile[g, 0], tile[g, 1], np.int64(0), x1, x2, f1,
+                                f2, cst, Kg[g], Gg[g], dr, gl, pk[g], pt[g], lo0[g], tab, acc0,
+                                prof, max(p, tile[g, 2]), p + steps, s2, live,
                             )
                 for g in range(nr):
                     i, j0, n = rows[u0 + g], tile[g, 0], tile[g, 1]
