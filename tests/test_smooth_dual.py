@@ -233,6 +233,7 @@ SHORT_SIDE_CELLS = [
     (0.05, 20.0, 0.3),
     (0.01, 25.0, 0.2),
     (0.05, 20.0, 0.5),
+    (0.05, 20.0, 0.8),
     (0.05, 20.0, 0.9),
     (0.3, 16.0, 0.97),
     (1.0, 9.0, 0.995),
@@ -266,6 +267,44 @@ def test_cells_past_a_sides_stored_terms_meet_the_contract(name):
     vp, vd = numba_smooth.evaluate(name, a, b, r)
     err = np.abs(np.stack([vp, vd], 1) - ref) / scale
     assert err.max() <= sd.DEFAULT_TOL, err.max(axis=1)
+
+
+@pytest.mark.parametrize(
+    "name, layout",
+    [("tanh", numba_smooth.ODD), ("sigmoid", numba_smooth.ODD), ("softplus", numba_smooth.EVEN),
+     ("swish", numba_smooth.EVEN), ("gelu_series", numba_smooth.EVEN)],
+)
+def test_parity_layouts_equal_the_generic_layout(name, layout, monkeypatch):
+    """tanh and the sigmoid take the odd layout, softplus, swish and GELU the even one (half
+    the Hermite coefficients vanish by symmetry and are left out); the values equal those of
+    the generic layout (all four parts, every coefficient) to rounding where few terms are
+    needed and within the contract elsewhere, on cells with few and many terms, the grid's
+    missing terms, rho < 0 and a = 0."""
+    from experiments.bench.smooth_dual import register_smooth
+
+    register_smooth()
+    cells = SHORT_SIDE_CELLS + [(0.0, 2.0, 0.3), (3.0, 0.0, -0.2), (0.7, 1.3, -0.6)]
+    a, b, r = (np.array(col, dtype=np.float64) for col in zip(*cells))
+    tab, (oa, ob) = numba_smooth.prepare(name, [a, b])
+    assert tab[1] == layout
+    K, _ = numba_smooth.cell_terms(tab, oa, ob, r)
+    got = np.stack(numba_smooth.evaluate(name, a, b, r), 1)
+    monkeypatch.setattr(numba_smooth, "PARITY_BELOW", -1.0)  # no layout qualifies
+    monkeypatch.setattr(numba_smooth, "_GRIDS", {})
+    tab, _ = numba_smooth.prepare(name, [a, b])
+    assert tab[1] == numba_smooth.GENERIC
+    generic = np.stack(numba_smooth.evaluate(name, a, b, r), 1)
+    scale = np.sqrt(np.stack(numba_smooth.evaluate(name, a, a, np.ones_like(a)), 1)
+                    * np.stack(numba_smooth.evaluate(name, b, b, np.ones_like(b)), 1))
+    diff = np.abs(got - generic)
+    assert diff.max() > 0.0  # two summation orders, not one
+    # the layouts sum different numbers of powers past a cell's K (HOT against 2 HOT_SLOTS;
+    # 2 ceil(K / 2) against K): terms below the truncation bound, which the contract covers;
+    # where K is at most half of HOT both sums are complete to rounding
+    few = K <= numba_smooth.HOT // 2
+    assert few.sum() >= 5
+    np.testing.assert_array_less(diff[few], 1e-13 * scale[few] + 1e-300)
+    np.testing.assert_array_less(diff, sd.DEFAULT_TOL * scale + 1e-300)
 
 
 def test_level_counts_match_the_side_table():

@@ -13,7 +13,8 @@ evaluates one pair:
     (at least HOT: every cell sums the first HOT, stored by every block),
         V = P_even(rho^2) + rho P_odd(rho^2),  P(x) = sum_{m < K} c_m(i) c_m(j) x^m   (Horner,
     four powers a step, the four parts of V_phi and V_dphi as the lanes of one vector:
-    :func:`rntk_empirical.nonlinearities.compiled.horner_products4`)
+    :func:`rntk_empirical.nonlinearities.compiled.horner_products4`; in the parity layouts
+    below, two parts and two powers per vector)
     where no level pair has converged (K = NOT_CONVERGED): the 2-D trapezoid rule of
     :func:`rntk_empirical.smooth_dual.trapezoid_dual` on a table of phi (cubic Hermite).
 
@@ -46,19 +47,41 @@ copied into ``tab``: the values side_table gives, ~70 flops per term). The block
 written by compiled loops (two passes over the sides: terms, then blocks), in the order of
 the variances passed: callers pass them in the order the recursion reads them.
 
-Hot and cold terms: a side's block holds its first ``HOT`` power pairs, the rest of its n
-sit in the cold part after all blocks. The cells of one step of the recursion read the
+Parity layouts. Every registered smooth nonlinearity has a symmetry that zeroes half of the
+four parts: tanh and the logistic sigmoid (phi - phi(0) odd, phi' even) have no phi-even
+part past alpha_0 and no dphi-odd part (layout ODD); softplus, swish and GELU (phi minus
+x phi'(0) even, phi' - phi'(0) odd) no phi-odd part past alpha_1 and no dphi-even part past
+beta_0 (EVEN). A table takes such a layout where the vanishing coefficients are below
+PARITY_BELOW of the largest in the whole grid (they are quadrature noise there), and a unit
+of a block is then a slot of two power pairs, 2m and 2m + 1, of the two parts that remain:
+
+    ODD:   lanes (alpha_4m+1, beta_4m, alpha_4m+3, beta_4m+2), summed by Horner in y = rho^4:
+           V_phi = alpha_0(i) alpha_0(j) + rho (L0 + rho^2 L2),  V_dphi = L1 + rho^2 L3
+    EVEN:  lanes (alpha_4m, beta_4m+1, alpha_4m+2, beta_4m+3):
+           V_phi = alpha_1(i) alpha_1(j) rho + L0 + rho^2 L2,
+           V_dphi = beta_0(i) beta_0(j) + rho (L1 + rho^2 L3)
+
+(alpha_k, beta_k: the Hermite coefficients of phi and phi' of a side; the lone alpha and
+beta in the block's head). Half the loads, products and bytes per power: the hot part holds
+``HOT_SLOTS`` slots (2 HOT_SLOTS powers) for the cost of HOT_SLOTS power pairs, so fewer
+cells take the (mispredicted) branch to the cold part. A level count K (power pairs) is
+ceil(K / 2) slots. The generic layout (a units is a power pair, the four parts as lanes)
+serves any other smooth nonlinearity.
+
+Hot and cold terms: a side's block holds its first ``HOT`` units (``HOT_SLOTS`` in a parity
+layout), the rest of its n sit in the cold part after all blocks. The cells of one step of the recursion read the
 blocks of consecutive sides, so these are a few cache lines each and adjacent (a tanh side
 stores ~110 power pairs, 3.5 KiB, of which a cell reads ~13: with whole blocks side by side
 every cell read a new page, and the cell loop waited on memory).
 
-Layout of ``tab``: [-1 (tells it from a quadrature table), 0, 0, 0, 0, P, strip, digits, G,
-GK (power pairs per part in the grid), GM (grid intervals), GD (Chebyshev degree + 1)]
-(``HEAD`` values), then one block per side: [E_phi, E_dphi, n, grid interval (-1: a = 0),
-Chebyshev coordinate, packed level counts per bin (RHO_BINS), cold pointer c, coefficients
-(min(n, HOT), 4): phi-even, phi-odd, dphi-even, dphi-odd of each power pair] (``SIDE_HEAD``
-values before the coefficients), then the cold part (power pair m >= HOT of a side at
-tab[c + 4 m]), then at G the grid (GM, GK, 4, GD), then at P the phi table [x0, 1/h, n,
+Layout of ``tab``: [-1 (tells it from a quadrature table), layout (GENERIC, ODD, EVEN), 0,
+0, 0, P, strip, digits, G, GK (power pairs per part in the grid), GM (grid intervals), GD
+(Chebyshev degree + 1)] (``HEAD`` values), then one block per side: [E_phi, E_dphi, n
+(units stored), grid interval (-1: a = 0), Chebyshev coordinate, packed level counts per
+bin (RHO_BINS), cold pointer c, lone alpha, lone beta (parity layouts; else 0), units
+(min(n, hot), 4): phi-even, phi-odd, dphi-even, dphi-odd of each power pair, or the slots
+above] (``SIDE_HEAD`` values before the units), then the cold part (unit m >= hot of a side
+at tab[c + 4 m]), then at G the grid (GM, GK, 4, GD), then at P the phi table [x0, 1/h, n,
 (phi, phi', phi'') at x0 + k h].
 """
 
@@ -92,10 +115,21 @@ NB = RHO_BINS
 HEAD = 12
 LEVEL_AT = 5  # a block's offset of its packed level counts, one per |rho| bin
 COLD = LEVEL_AT + NB  # a block's offset of the cold pointer, after the level counts
-SIDE_HEAD = 6 + NB  # E_phi, E_dphi, n, interval, coordinate, level counts per bin, cold pointer
+CA_AT = COLD + 1  # a block's offset of the parity layouts' lone alpha (alpha_0 or alpha_1)
+CB_AT = CA_AT + 1  # and of their lone beta (beta_0 of the even layout)
+SIDE_HEAD = CB_AT + 1  # E_phi, E_dphi, n, interval, coordinate, levels, cold, lone alpha, beta
 # A side's first HOT power pairs sit in its block, the rest in the cold part (module
 # docstring). 16 covers ~75% of tanh's cells (mean 12.7 terms, tanh last N=2000 T=50).
 HOT = 16
+HOT_SLOTS = 12  # the parity layouts' hot slots: two power pairs each (24 powers; below)
+# The parity layouts (module docstring). ODD: phi - phi(0) odd, phi' even (tanh, the logistic
+# sigmoid): the even Hermite coefficients alpha_k of phi past alpha_0 and the odd beta_k of
+# phi' vanish. EVEN: phi minus its linear part even, phi' - phi'(0) odd (softplus, swish,
+# GELU): the odd alpha_k past alpha_1 and the even beta_k past beta_0 vanish. In the grid they
+# are quadrature noise (1e-16 of the largest coefficient; softplus 6e-13); a layout is taken
+# where all of them are below PARITY_BELOW of the largest, and they are left out.
+GENERIC, ODD, EVEN = 0, 1, 2
+PARITY_BELOW = 1e-11
 # The level rule (module docstring): LEVELS thresholds LEVEL_DECADES decades apart around
 # tol / 4, a side storing the terms of its level STORE_LEVEL. Measured on the cells of tanh
 # last N=300 T=50 (the recursion's order, one thread, 2-core machine under load): the grid's
@@ -215,17 +249,28 @@ def _side_terms(s, bounds, cheb, kmax, thresholds, pw, at_zero, terms):
 
 
 @njit(inline="always")
-def _pair_at(tab, o, m):
-    """Offset in ``tab`` of power pair m of the side whose block is at o: in the block below
-    HOT, in the side's cold part from HOT on (its cold pointer c: pair m at c + 4 m)."""
-    return o + SIDE_HEAD + 4 * m if m < HOT else int(tab[o + COLD]) + 4 * m
+def _pair_at(tab, o, m, hot):
+    """Offset in ``tab`` of unit m (a power pair, or a slot of two in the odd layout) of the
+    side whose block is at o: in the block below ``hot`` (HOT or HOT_SLOTS), in the side's
+    cold part from there on (its cold pointer c: unit m at c + 4 m)."""
+    return o + SIDE_HEAD + 4 * m if m < hot else int(tab[o + COLD]) + 4 * m
 
 
 @njit(parallel=True, cache=True)
-def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold, tab):
-    """Pass 2: each side's block at its offset and its terms past HOT at its cold offset
-    (layout in the module docstring)."""
+def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold, layout, tab):
+    """Pass 2: each side's block at its offset and its units past the hot ones at its cold
+    offset (layouts in the module docstring); ``n_store`` in units (slots in the parity
+    layouts)."""
     n, D1, L = s.shape[0], cheb.shape[1], terms.shape[2]
+    hot = HOT if layout == GENERIC else HOT_SLOTS
+    # the columns of unit m's four lanes (alpha: phi's, beta: phi''s Hermite coefficients)
+    # and of the lone alpha and beta (-1: none)
+    if layout == ODD:  # alpha_4m+1, beta_4m, alpha_4m+3, beta_4m+2; alpha_0
+        k0, k1, k2, k3, ka, kb, step = 1, kmax, 3, kmax + 2, 0, -1, 4
+    elif layout == EVEN:  # alpha_4m, beta_4m+1, alpha_4m+2, beta_4m+3; alpha_1, beta_0
+        k0, k1, k2, k3, ka, kb, step = 0, kmax + 1, 2, kmax + 3, 1, kmax, 4
+    else:  # alpha_2m, alpha_2m+1, beta_2m, beta_2m+1
+        k0, k1, k2, k3, ka, kb, step = 0, 1, kmax, kmax + 1, -1, -1, 2
     tasks = (n + _SIDES_PER_TASK - 1) // _SIDES_PER_TASK
     for task in prange(tasks):
         basis = np.empty(D1)
@@ -238,39 +283,50 @@ def _write_blocks(s, bounds, cheb, kmax, at_zero, terms, n_store, offsets, cold,
                     packed += terms[u, b, lv] << (LEVEL_BITS * lv)
                 tab[o + LEVEL_AT + b] = packed
             tab[o + 2] = ns
-            tab[o + COLD] = cold[u] - 4 * HOT  # power pair m >= HOT at tab[cold + 4 m]
+            tab[o + COLD] = cold[u] - 4 * hot  # unit m >= hot at tab[cold + 4 m]
             c0 = o + SIDE_HEAD
-            if s[u] == 0.0:
+            if s[u] == 0.0:  # alpha_0 = phi(0) and beta_0 = phi'(0), nothing above
                 tab[o] = at_zero[0] * at_zero[0]
                 tab[o + 1] = at_zero[1] * at_zero[1]
                 tab[o + 3] = -1.0
                 tab[o + 4] = 0.0
+                tab[o + CA_AT] = at_zero[0] if ka == 0 else 0.0
+                tab[o + CB_AT] = at_zero[1] if kb == kmax else 0.0
                 for m in range(ns):
-                    at = _pair_at(tab, o, m)
+                    at = _pair_at(tab, o, m, hot)
                     for p in range(4):
                         tab[at + p] = 0.0
-                tab[c0] = at_zero[0]
-                tab[c0 + 2] = at_zero[1]
+                if k0 == 0:  # alpha_0 in lane 0 of unit 0
+                    tab[c0] = at_zero[0]
+                if k1 == kmax:  # beta_0 in lane 1 (odd) or lane 2 (generic) of unit 0
+                    tab[c0 + 1] = at_zero[1]
+                elif k2 == kmax:
+                    tab[c0 + 2] = at_zero[1]
                 continue
             mi, x = _locate(s[u], bounds)
             _basis(x, basis)
             tab[o + 3] = mi
             tab[o + 4] = x
-            for f in range(2):
+            for f in range(4):  # E_phi, E_dphi, the lone alpha and beta
+                col = 2 * kmax + f if f < 2 else (ka if f == 2 else kb)
                 e = 0.0
-                for d in range(D1):
-                    e += basis[d] * cheb[mi, d, 2 * kmax + f]
-                tab[o + f] = max(e, 0.0)
+                if col >= 0:
+                    for d in range(D1):
+                        e += basis[d] * cheb[mi, d, col]
+                if f < 2:
+                    tab[o + f] = max(e, 0.0)
+                else:
+                    tab[o + (CA_AT if f == 2 else CB_AT)] = e
             for m in range(ns):
-                at = _pair_at(tab, o, m)
-                k0 = 2 * m  # the power pair's even and odd columns
+                at = _pair_at(tab, o, m, hot)
+                k = step * m
                 v0, v1, v2, v3 = 0.0, 0.0, 0.0, 0.0  # four independent sums, each in d order
                 for d in range(D1):
                     t = basis[d]
-                    v0 += t * cheb[mi, d, k0]
-                    v1 += t * cheb[mi, d, k0 + 1]
-                    v2 += t * cheb[mi, d, kmax + k0]
-                    v3 += t * cheb[mi, d, kmax + k0 + 1]
+                    v0 += t * cheb[mi, d, k + k0]
+                    v1 += t * cheb[mi, d, k + k1]
+                    v2 += t * cheb[mi, d, k + k2]
+                    v3 += t * cheb[mi, d, k + k3]
                 tab[at] = v0
                 tab[at + 1] = v1
                 tab[at + 2] = v2
@@ -287,12 +343,13 @@ def level_thresholds(tol: float) -> np.ndarray:
     return (tol / 4.0) * 10.0 ** (LEVEL_DECADES * (LEVELS // 2 - np.arange(LEVELS)))
 
 
-_GRIDS: dict[int, tuple[SmoothDual, np.ndarray, np.ndarray]] = {}
+_GRIDS: dict[int, tuple[SmoothDual, np.ndarray, np.ndarray, int]] = {}
 
 
-def _grid_arrays(sm: SmoothDual) -> tuple[np.ndarray, np.ndarray]:
+def _grid_arrays(sm: SmoothDual) -> tuple[np.ndarray, np.ndarray, int]:
     """(cheb ``(M, D + 1, 2 kmax + 2)`` contiguous, pairs ``(M, kmax / 2, 4, D + 1)``: the
-    grid of the four parity parts for the cells' on-the-fly terms), cached per grid."""
+    grid of the four parity parts for the cells' on-the-fly terms, the layout: GENERIC, ODD
+    or EVEN, by PARITY_BELOW), cached per grid."""
     have = _GRIDS.get(id(sm.grid))
     if have is None or have[0].grid is not sm.grid:
         cheb = np.ascontiguousarray(sm.grid.cheb)
@@ -300,8 +357,16 @@ def _grid_arrays(sm: SmoothDual) -> tuple[np.ndarray, np.ndarray]:
         parts = [cheb[:, :, 0:K:2], cheb[:, :, 1:K:2], cheb[:, :, K : 2 * K : 2]]
         parts.append(cheb[:, :, K + 1 : 2 * K : 2])
         pairs = np.ascontiguousarray(np.stack(parts, axis=1).transpose(0, 3, 1, 2))
-        have = _GRIDS[id(sm.grid)] = (sm, cheb, pairs)
-    return have[1], have[2]
+        top = np.abs(cheb[:, :, : 2 * K]).max()
+        vanish_odd = max(np.abs(cheb[:, :, 2:K:2]).max(), np.abs(parts[3]).max())
+        vanish_even = max(np.abs(cheb[:, :, 3:K:2]).max(), np.abs(parts[2][:, :, 1:]).max())
+        layout = GENERIC
+        if vanish_odd <= PARITY_BELOW * top:
+            layout = ODD
+        elif vanish_even <= PARITY_BELOW * top:
+            layout = EVEN
+        have = _GRIDS[id(sm.grid)] = (sm, cheb, pairs, layout)
+    return have[1], have[2], have[3]
 
 
 _PHI_TABLES: dict[tuple, tuple[SmoothDual, np.ndarray]] = {}
@@ -336,7 +401,8 @@ def prepare(
     grid = sm.grid
     if math.sqrt(var_max) > grid.bounds[-1] * (1 + 1e-12):
         raise ValueError(f"variance {var_max:g} is beyond the grid ({grid.bounds[-1] ** 2:g})")
-    cheb, pairs = _grid_arrays(sm)
+    cheb, pairs, layout = _grid_arrays(sm)
+    hot = HOT if layout == GENERIC else HOT_SLOTS
     s = np.sqrt(allv)
     n = s.size
     terms = np.empty((n, NB, LEVELS), np.int64)
@@ -351,8 +417,10 @@ def prepare(
     # the grid: the same values, slower) before the call gives up the series
     for level in range(STORE_LEVEL, -1, -1):
         n_store = stored_terms(terms, level)
-        sizes = SIDE_HEAD + 4 * np.minimum(n_store, HOT)
-        cold_sizes = 4 * np.maximum(n_store - HOT, 0)
+        if layout != GENERIC:  # units: slots of two power pairs
+            n_store = np.maximum((n_store + 1) // 2, HOT_SLOTS)
+        sizes = SIDE_HEAD + 4 * np.minimum(n_store, hot)
+        cold_sizes = 4 * np.maximum(n_store - hot, 0)
         C = HEAD + int(sizes.sum())
         G = C + int(cold_sizes.sum())
         P = G + pairs.size
@@ -364,9 +432,11 @@ def prepare(
     offsets = HEAD + np.concatenate([[0], np.cumsum(sizes[:-1])])
     cold = C + np.concatenate([[0], np.cumsum(cold_sizes[:-1])])
     tab = np.empty(total)
-    tab[:HEAD] = [-1.0, 0.0, 0.0, 0.0, 0.0, P, sm.strip, math.log(1.0 / tol) + 8.0, G,
-                  pairs.shape[1], pairs.shape[0], pairs.shape[3]]
-    _write_blocks(s, grid.bounds, cheb, grid.kmax, at_zero, terms, n_store, offsets, cold, tab)
+    tab[:HEAD] = [-1.0, float(layout), 0.0, 0.0, 0.0, P, sm.strip,
+                  math.log(1.0 / tol) + 8.0, G, pairs.shape[1], pairs.shape[0], pairs.shape[3]]
+    _write_blocks(
+        s, grid.bounds, cheb, grid.kmax, at_zero, terms, n_store, offsets, cold, layout, tab
+    )
     tab[G:P] = pairs.ravel()
     tab[P : P + 3] = phi_tab[1:4]  # the phi table of quadrature_table: [Q, x0, 1/h, n, z, w, body]
     tab[P + 3 :] = phi_tab[4 + 2 * q :]
@@ -401,7 +471,8 @@ def cell_terms(
         ki = (wi >> (LEVEL_BITS * lv)) & NOT_CONVERGED
         kj = (wj >> (LEVEL_BITS * (LEVELS - 1 - lv))) & NOT_CONVERGED
         K = np.minimum(K, np.maximum(ki, kj))
-    return K, np.minimum(tab[oa + 2], tab[ob + 2]).astype(np.int64)
+    n = np.minimum(tab[oa + 2], tab[ob + 2]).astype(np.int64)
+    return K, 2 * n if tab[1] != GENERIC else n
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -465,24 +536,38 @@ def _grid_pair(tab, o, m):
     )
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _grid_unit(tab, o, m, layout):
+    """The four lanes of unit m of the side at o from the grid: power pair m, or in a parity
+    layout the slot of power pairs 2m and 2m + 1 (the parts that do not vanish)."""
+    if layout == GENERIC:
+        return _grid_pair(tab, o, m)
+    a0, a1, a2, a3 = _grid_pair(tab, o, 2 * m)
+    b0, b1, b2, b3 = _grid_pair(tab, o, 2 * m + 1)
+    if layout == ODD:
+        return a1, a2, b1, b2
+    return a0, a3, b0, b3
+
+
 @njit(fastmath=FASTMATH, cache=True)
-def _high_terms(tab, i, j, lo, hi, x):
-    """Horner over the power pairs hi-1 .. lo (lo: the fewer in the two sides' blocks) of the
-    four parts, reading stored coefficients (the block's, then the cold part's) or
+def _high_terms(tab, i, j, lo, hi, x, layout):
+    """Horner in x over the units hi-1 .. lo (lo: the fewer in the two sides' blocks) of the
+    four lanes, reading stored coefficients (the block's, then the cold part's) or
     evaluating the grid."""
     ni, nj = int(tab[i + 2]), int(tab[j + 2])
+    hot = HOT if layout == GENERIC else HOT_SLOTS
     pe, po, de, do = 0.0, 0.0, 0.0, 0.0
     for m in range(hi - 1, lo - 1, -1):
         if m < ni:
-            u = _pair_at(tab, i, m)
+            u = _pair_at(tab, i, m, hot)
             a0, a1, a2, a3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
         else:
-            a0, a1, a2, a3 = _grid_pair(tab, i, m)
+            a0, a1, a2, a3 = _grid_unit(tab, i, m, layout)
         if m < nj:
-            u = _pair_at(tab, j, m)
+            u = _pair_at(tab, j, m, hot)
             b0, b1, b2, b3 = tab[u], tab[u + 1], tab[u + 2], tab[u + 3]
         else:
-            b0, b1, b2, b3 = _grid_pair(tab, j, m)
+            b0, b1, b2, b3 = _grid_unit(tab, j, m, layout)
         pe = pe * x + a0 * b0
         po = po * x + a1 * b1
         de = de * x + a2 * b2
@@ -504,6 +589,8 @@ def _level_terms(wi, wj):
 
 _U1, _U2 = np.uint64(1), np.uint64(2)
 _UCOLD = np.uint64(COLD)
+_UCA = np.uint64(CA_AT)
+_UCB = np.uint64(CB_AT)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -523,26 +610,39 @@ def cell(S, Q, ri, rj, fi, fj, oi, oj, lo, tab):
         return tab[i], tab[i + _U1] * Q
     rho = min(max(S * ri * rj, -1.0), 1.0)
     x = rho * rho
-    x2 = x * x
+    layout = int(tab[1])  # the same for every cell of a call: predicted branches
+    odd = layout != GENERIC  # units of two power pairs
+    y = x * x if odd else x  # the Horner variable of a unit
+    y2 = y * y
     ci, cj = int(i) + SIDE_HEAD, int(j) + SIDE_HEAD
-    pe, po, de, do = horner_products4(tab, ci, cj, 0, HOT, x, x2, 0.0, 0.0, 0.0, 0.0)
+    if odd:
+        pe, po, de, do = horner_products4(tab, ci, cj, 0, HOT_SLOTS, y, y2, 0.0, 0.0, 0.0, 0.0)
+    else:
+        pe, po, de, do = horner_products4(tab, ci, cj, 0, HOT, y, y2, 0.0, 0.0, 0.0, 0.0)
     b = np.uint64(min(NB - 1, int(NB * (1.0 - math.sqrt(1.0 - abs(rho))))) + LEVEL_AT)
     K = _level_terms(int(tab[i + b]), int(tab[j + b]))
-    if K > HOT:
+    if K > (2 * HOT_SLOTS if odd else HOT):
         if K == NOT_CONVERGED:  # no pair of levels has converged in this bin
             vp, vd = trapezoid(tab, fi, fj, rho)
             return vp, vd * Q
-        n = min(K, int(min(tab[i + _U2], tab[j + _U2])))  # >= HOT: blocks store HOT
+        hot = HOT_SLOTS if odd else HOT
+        k = (K + 1) // 2 if odd else K  # units
+        n = min(k, int(min(tab[i + _U2], tab[j + _U2])))  # >= hot: blocks store hot units
         ue, uo, ve, vo = 0.0, 0.0, 0.0, 0.0
-        if K > n:  # past what a side stores: the missing terms from the grid
-            ue, uo, ve, vo = _high_terms(tab, int(i), int(j), n, K, x)
+        if k > n:  # past what a side stores: the missing units from the grid
+            ue, uo, ve, vo = _high_terms(tab, int(i), int(j), n, k, y, layout)
         ci, cj = int(tab[i + _UCOLD]), int(tab[j + _UCOLD])  # the sides' cold parts
-        ue, uo, ve, vo = horner_products4(tab, ci, cj, HOT, n, x, x2, ue, uo, ve, vo)
-        xh = x**HOT
+        ue, uo, ve, vo = horner_products4(tab, ci, cj, hot, n, y, y2, ue, uo, ve, vo)
+        xh = y**HOT_SLOTS if odd else x**HOT
         pe += xh * ue
         po += xh * uo
         de += xh * ve
         do += xh * vo
+    if layout == ODD:  # lanes: alpha_4m+1, beta_4m, alpha_4m+3, beta_4m+2 (y = rho^4)
+        return tab[i + _UCA] * tab[j + _UCA] + rho * (pe + x * de), (po + x * do) * Q
+    if layout == EVEN:  # lanes: alpha_4m, beta_4m+1, alpha_4m+2, beta_4m+3
+        vp = tab[i + _UCA] * tab[j + _UCA] * rho + pe + x * de
+        return vp, (tab[i + _UCB] * tab[j + _UCB] + rho * (po + x * do)) * Q
     return pe + rho * po, (de + rho * do) * Q
 
 
@@ -607,7 +707,7 @@ def variances(nonlinearity: str, consts: tuple, depth: int, xs, starts):
     var_max = 16.0
     while True:
         sm = prepare_smooth(nonlinearity, var_max)
-        cheb, _ = _grid_arrays(sm)
+        cheb, _, _ = _grid_arrays(sm)
         e0 = sm.grid.at_zero[0] ** 2
         past = _diag_recursion(
             x, st, depth, sw2, su2, sb2, kb, sm.grid.bounds, cheb, 2 * sm.grid.kmax, e0, out
