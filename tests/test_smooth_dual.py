@@ -271,8 +271,9 @@ def test_cells_past_a_sides_stored_terms_meet_the_contract(name):
 
 @pytest.mark.parametrize(
     "name, layout",
-    [("tanh", numba_smooth.ODD), ("sigmoid", numba_smooth.ODD), ("softplus", numba_smooth.EVEN),
-     ("swish", numba_smooth.EVEN), ("gelu_series", numba_smooth.EVEN)],
+    [("tanh", numba_smooth.ODD), ("smooth_test_sigmoid", numba_smooth.ODD),
+     ("smooth_test_softplus", numba_smooth.EVEN), ("smooth_test_swish", numba_smooth.EVEN),
+     ("smooth_test_gelu", numba_smooth.EVEN)],
 )
 def test_parity_layouts_equal_the_generic_layout(name, layout, monkeypatch):
     """tanh and the sigmoid take the odd layout, softplus, swish and GELU the even one (half
@@ -280,9 +281,6 @@ def test_parity_layouts_equal_the_generic_layout(name, layout, monkeypatch):
     the generic layout (all four parts, every coefficient) to rounding where few terms are
     needed and within the contract elsewhere, on cells with few and many terms, the grid's
     missing terms, rho < 0 and a = 0."""
-    from experiments.bench.smooth_dual import register_smooth
-
-    register_smooth()
     cells = SHORT_SIDE_CELLS + [(0.0, 2.0, 0.3), (3.0, 0.0, -0.2), (0.7, 1.3, -0.6)]
     a, b, r = (np.array(col, dtype=np.float64) for col in zip(*cells))
     tab, (oa, ob) = numba_smooth.prepare(name, [a, b])
