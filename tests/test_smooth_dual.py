@@ -326,6 +326,35 @@ def test_level_counts_match_the_side_table():
     assert (levels[:, :, -1] > levels[:, :, 0]).any()
 
 
+@pytest.mark.parametrize("name", ["tanh", "smooth_test_softplus"])
+def test_fine_grid_counts_bound_each_sides_own(name):
+    """A side's packed level counts (from numba_smooth.fine_counts) are at least its own
+    counts (numba_smooth._side_terms at its s) at the levels down to tol / 4 in every bin and
+    down to 2.5e-13 of E in the bins that set its stored length (|rho| <= STORE_TO_RHO), and
+    mostly equal them; past that the counts are the rounding of the Parseval remainder."""
+    v = np.concatenate([[0.0, 1e-6], np.random.default_rng(3).uniform(0.0, 12.0, 400)])
+    tab, (o,) = numba_smooth.prepare(name, [v])
+    packed = tab[o.astype(int)[:, None] + 5 + np.arange(sd.RHO_BINS)[None, :]].astype(np.int64)
+    got = np.stack(
+        [(packed >> (numba_smooth.LEVEL_BITS * lv)) & numba_smooth.NOT_CONVERGED
+         for lv in range(numba_smooth.LEVELS)],
+        axis=2,
+    )
+    sm = sd.prepare_smooth(name, v.max())
+    grid = sm.grid
+    own = np.empty_like(got)
+    numba_smooth._side_terms(
+        np.sqrt(v), grid.bounds, np.ascontiguousarray(grid.cheb), grid.kmax,
+        numba_smooth.level_thresholds(sd.DEFAULT_TOL), numba_smooth._powers(grid.kmax // 2),
+        np.array(grid.at_zero), own,
+    )
+    mid, store = numba_smooth.LEVELS // 2, numba_smooth.STORE_LEVEL
+    assert (got[:, :, : mid + 1] >= own[:, :, : mid + 1]).all()
+    bins = numba_smooth._store_bins()
+    assert (got[:, :bins, store] >= own[:, :bins, store]).all()
+    assert (got == own).mean() > 0.95
+
+
 def test_a_table_over_the_cap_stores_a_looser_level(monkeypatch):
     """A call whose table would pass TABLE_MAX_BYTES stores fewer terms per side (a looser
     level; the cells take the rest from the grid) and gives the same values; under the
