@@ -1,6 +1,6 @@
 """Benchmark of the analytic RNTK recursion (issues 3 and 17).
 
-    python -m experiments.bench.rntk [--quick] [--threads K] [--torch]
+    python -m experiments.bench.rntk [--quick] [--threads K] [--torch] [--repeats R]
 
 First the public API at the sizes of issue 17 (``analytic_ntk`` as users call it, backend
 ``auto``; cells = N^2 T^2 for ``avg``, N^2 T for ``last``, per second): mean pooling at
@@ -17,7 +17,10 @@ The smooth-dual series (issue 27): tanh last step (2000, 50), mean pooling (64, 
 closed form ("GELU (closed form)") at tanh's three sizes, with time / tanh time for each
 beside tanh. Before a series row's timed call, one on 2 of its sequences grows the smooth
 dual's coefficient grid to the call's variance range (once per process and nonlinearity,
-like the compile; printed as "+... s once"), so the row is the per-call rate.
+like the compile; printed as "+... s once"), so the row is the per-call rate. Each row is
+the best of ``--repeats`` calls (default 3; its median beside it): one call alone varied by
+up to 1.5x from minute to minute on the shared 2-core machine, which the ratios between
+rows took in full.
 Then the older table:
 
 Prints pair-steps per second (N1 * N2 * T * L / seconds) for the headline case N = 2000, T = 50,
@@ -37,6 +40,8 @@ import multiprocessing as mp
 import os
 import resource
 import time
+
+import numpy as np
 
 from experiments.bench.smooth_dual import REGISTERED, register_smooth
 
@@ -150,8 +155,9 @@ LABELS = {"gelu": "GELU (closed form)"}  # the built-in, beside the series of ge
 CLOSED_FORMS = ("relu", "gelu")
 
 
-def api_table(with_torch: bool, quick: bool) -> None:
-    """Print cells per second of analytic_ntk for the cases of issue 17 and the peak."""
+def api_table(with_torch: bool, quick: bool, repeats: int = 3) -> None:
+    """Print cells per second of analytic_ntk for the cases of issues 17 and 27 (the best
+    of ``repeats`` calls each, the median beside it) and the peak."""
     import torch
 
     from rntk_empirical.analytic import analytic_ntk
@@ -180,9 +186,12 @@ def api_table(with_torch: bool, quick: bool) -> None:
             t0 = time.perf_counter()
             analytic_ntk(arch, x[:2], **kw)
             once = f"  (+{time.perf_counter() - t0:.2f} s once: 2 sequences, the grid's range)"
-        t0 = time.perf_counter()
-        analytic_ntk(arch, x, **kw)
-        dt = time.perf_counter() - t0
+        times = []
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            analytic_ntk(arch, x, **kw)
+            times.append(time.perf_counter() - t0)
+        dt, median = min(times), float(np.median(times))
         L = torch.tensor(lengths, dtype=torch.float64)
         cells = float(L.sum() ** 2) if readout == "avg" else float(N * N * t_hi)
         rate = cells / dt
@@ -201,7 +210,7 @@ def api_table(with_torch: bool, quick: bool) -> None:
         label = LABELS.get(nl, nl)
         print(
             f"analytic_ntk {label:>18s} {readout:>4s} N={N:>4d} {lens:>11s} {dtype} {backend:>5s}: "
-            f"{dt:8.3f} s  {rate / 1e6:9.3f} M cells/s{gap}{once}",
+            f"{dt:8.3f} s (median {median:.3f})  {rate / 1e6:9.3f} M cells/s{gap}{once}",
             flush=True,
         )
 
@@ -212,13 +221,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads per case")
     ap.add_argument("--torch", action="store_true", help="also the torch backend (small sizes)")
     ap.add_argument("--api-only", action="store_true", help="only the public-API table")
+    ap.add_argument("--repeats", type=int, default=3, help="calls per API row (the best counts)")
     args = ap.parse_args()
     print(f"load average (1 min) {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    api_table(args.torch, args.quick)
+    api_table(args.torch, args.quick, args.repeats)
     if args.api_only:
         return
     N = 500 if args.quick else 2000
